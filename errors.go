@@ -1,0 +1,74 @@
+package signals
+
+import (
+	"errors"
+
+	"github.com/dj-signals/signals/internal/envelope"
+	"github.com/dj-signals/signals/internal/store"
+)
+
+// Wiring errors, returned (or panicked with, by New and Connect) while
+// signals and receivers are being registered.
+var (
+	// ErrInvalidName is returned for a signal, receiver or queue name that
+	// breaks the naming rules; the message says which rule.
+	ErrInvalidName = envelope.ErrInvalidName
+	// ErrDuplicateSignal is returned when a registry already has a signal
+	// with the same name.
+	ErrDuplicateSignal = errors.New("signals: duplicate signal name")
+	// ErrDuplicateReceiver is returned when a signal already has a receiver
+	// with the same name.
+	ErrDuplicateReceiver = errors.New("signals: duplicate receiver name")
+	// ErrInvalidSchema is returned for a schema name that is not 1 to 63
+	// lowercase letters, digits or underscores.
+	ErrInvalidSchema = store.ErrInvalidSchema
+	// ErrInvalidConfig is returned by constructors for a config field out
+	// of range; the message names the field.
+	ErrInvalidConfig = errors.New("signals: invalid config")
+)
+
+// Send errors, returned by SendReliable. Each means nothing was written.
+var (
+	// ErrNilTx is returned when SendReliable is given a nil transaction.
+	ErrNilTx = errors.New("signals: nil transaction: SendReliable must run inside the caller's pgx.Tx")
+	// ErrNoReceivers is returned when a signal is sent while no receiver is
+	// connected to it, which usually means the package that connects the
+	// receivers was not imported by this binary. No statement is sent, so the
+	// transaction stays usable; callers that mean to send into the void can
+	// check for it with errors.Is and carry on.
+	ErrNoReceivers = errors.New("signals: signal has no connected receivers")
+	// ErrInvalidPayload is returned when the payload cannot be encoded as
+	// JSON (channels, funcs, NaN or infinite floats, cyclic values). The
+	// error also wraps encoding/json's own error.
+	ErrInvalidPayload = errors.New("signals: payload cannot be encoded as JSON")
+	// ErrPayloadTooLarge is returned when the encoded payload exceeds the
+	// registry's MaxPayloadBytes.
+	ErrPayloadTooLarge = errors.New("signals: payload too large")
+	// ErrTxDone is returned when the transaction was already committed or
+	// rolled back. It also wraps pgx.ErrTxClosed.
+	ErrTxDone = errors.New("signals: transaction already committed or rolled back")
+	// ErrTxAborted is returned when an earlier statement failed and the
+	// transaction only accepts a rollback now.
+	ErrTxAborted = errors.New("signals: transaction is aborted; roll it back")
+	// ErrCascadeTooDeep is returned when a receiver's signal would exceed the
+	// registry's MaxDepth, which stops an endless loop of signals sending
+	// signals.
+	ErrCascadeTooDeep = errors.New("signals: cascade too deep")
+)
+
+// Delivery errors, recorded as the reason of a dead-lettered task.
+var (
+	// ErrPermanent marks a receiver error that retrying cannot fix; see
+	// Permanent.
+	ErrPermanent = errors.New("signals: permanent failure")
+	// ErrUnknownReceiver is the reason a task is dead-lettered when no
+	// receiver of that name is connected to the signal in the worker's
+	// registry.
+	ErrUnknownReceiver = errors.New("signals: unknown signal or receiver")
+	// ErrUndecodable is the reason a task is dead-lettered when its metadata
+	// or payload cannot be decoded into the signal's payload type.
+	ErrUndecodable = errors.New("signals: task cannot be decoded")
+	// ErrReceiverPanic is the error a receiver's recovered panic is turned
+	// into; it counts as a failure and is retried.
+	ErrReceiverPanic = errors.New("signals: receiver panicked")
+)

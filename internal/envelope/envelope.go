@@ -1,0 +1,92 @@
+// Package envelope is the wire format between the relay and the workers: the
+// asynq task type names the signal and receiver, headers carry the event's
+// metadata, and the task payload is the sender's JSON, untouched.
+package envelope
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+)
+
+// TypePrefix starts the asynq task type of every signal task.
+const TypePrefix = "signals:"
+
+const (
+	headerEventID       = "signals-event-id"
+	headerCorrelationID = "signals-correlation-id"
+	headerCausationID   = "signals-causation-id"
+	headerDepth         = "signals-depth"
+	headerTimeout       = "signals-timeout-ms"
+)
+
+// Meta is everything a worker needs besides the payload.
+type Meta struct {
+	Signal        string
+	Receiver      string
+	EventID       ulid.ULID
+	CorrelationID ulid.ULID
+	CausationID   ulid.ULID // zero for a root event
+	Depth         int
+	Timeout       time.Duration
+}
+
+// TaskType returns the asynq task type for a signal's receiver.
+func TaskType(signal, receiver string) string {
+	return TypePrefix + signal + ":" + receiver
+}
+
+// Headers encodes m's event metadata as asynq task headers.
+func Headers(m Meta) map[string]string {
+	h := map[string]string{
+		headerEventID:       m.EventID.String(),
+		headerCorrelationID: m.CorrelationID.String(),
+		headerDepth:         strconv.Itoa(m.Depth),
+		headerTimeout:       strconv.FormatInt(m.Timeout.Milliseconds(), 10),
+	}
+	if m.CausationID != (ulid.ULID{}) {
+		h[headerCausationID] = m.CausationID.String()
+	}
+	return h
+}
+
+// ErrMalformed reports a task this package did not write, or wrote differently.
+var ErrMalformed = errors.New("malformed signal task")
+
+// Decode reads the metadata back from a task's type and headers.
+func Decode(taskType string, headers map[string]string) (Meta, error) {
+	var m Meta
+	rest, ok := strings.CutPrefix(taskType, TypePrefix)
+	if !ok {
+		return m, fmt.Errorf("%w: task type %q lacks prefix %q", ErrMalformed, taskType, TypePrefix)
+	}
+	m.Signal, m.Receiver, ok = strings.Cut(rest, ":")
+	if !ok || m.Signal == "" || m.Receiver == "" {
+		return m, fmt.Errorf("%w: task type %q is not %q", ErrMalformed, taskType, TypePrefix+"<signal>:<receiver>")
+	}
+	var err error
+	if m.EventID, err = ulid.ParseStrict(headers[headerEventID]); err != nil {
+		return m, fmt.Errorf("%w: header %s: %v", ErrMalformed, headerEventID, err)
+	}
+	if m.CorrelationID, err = ulid.ParseStrict(headers[headerCorrelationID]); err != nil {
+		return m, fmt.Errorf("%w: header %s: %v", ErrMalformed, headerCorrelationID, err)
+	}
+	if v, ok := headers[headerCausationID]; ok {
+		if m.CausationID, err = ulid.ParseStrict(v); err != nil {
+			return m, fmt.Errorf("%w: header %s: %v", ErrMalformed, headerCausationID, err)
+		}
+	}
+	if m.Depth, err = strconv.Atoi(headers[headerDepth]); err != nil || m.Depth < 0 {
+		return m, fmt.Errorf("%w: header %s: %q", ErrMalformed, headerDepth, headers[headerDepth])
+	}
+	ms, err := strconv.ParseInt(headers[headerTimeout], 10, 64)
+	if err != nil || ms <= 0 {
+		return m, fmt.Errorf("%w: header %s: %q", ErrMalformed, headerTimeout, headers[headerTimeout])
+	}
+	m.Timeout = time.Duration(ms) * time.Millisecond
+	return m, nil
+}

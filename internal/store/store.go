@@ -1,0 +1,361 @@
+// Package store holds every SQL statement of the library: the embedded
+// migrations and the queries on the outbox tables. Nothing outside this
+// package writes SQL text.
+package store
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ErrInvalidSchema is returned for a schema name that is not a plain
+// lowercase PostgreSQL identifier.
+var ErrInvalidSchema = errors.New("signals: invalid schema name")
+
+var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// ValidateSchema checks that name is a lowercase identifier of at most 63
+// bytes: letters, digits and underscores, not starting with a digit.
+func ValidateSchema(name string) error {
+	if !schemaName.MatchString(name) {
+		return fmt.Errorf("%w %q: use 1 to 63 lowercase letters, digits or underscores, not starting with a digit", ErrInvalidSchema, name)
+	}
+	return nil
+}
+
+// Queries holds the statements for one schema, built once so that hot paths
+// do no string work and pgx can cache the prepared statements by text.
+type Queries struct {
+	schema string
+
+	insert   string
+	claim    string
+	delete   string
+	fail     string
+	setAside string
+	failed   string
+	requeue  string
+	count    string
+}
+
+// New returns the statements for schema, which must pass ValidateSchema.
+func New(schema string) (*Queries, error) {
+	if err := ValidateSchema(schema); err != nil {
+		return nil, err
+	}
+	s := pgx.Identifier{schema}.Sanitize()
+	r := strings.NewReplacer("{{schema}}", s)
+	return &Queries{
+		schema:   schema,
+		insert:   r.Replace(insertSQL),
+		claim:    r.Replace(claimSQL),
+		delete:   r.Replace(deleteSQL),
+		fail:     r.Replace(failSQL),
+		setAside: r.Replace(setAsideSQL),
+		failed:   r.Replace(failedSQL),
+		requeue:  r.Replace(requeueSQL),
+		count:    r.Replace(countSQL),
+	}, nil
+}
+
+// Schema returns the schema the statements address.
+func (q *Queries) Schema() string { return q.schema }
+
+// Executor is what a statement runs on: a pgx.Tx, *pgx.Conn or *pgxpool.Pool.
+type Executor interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Event is what one SendReliable call writes: the fields every row shares.
+type Event struct {
+	ID            [16]byte
+	CorrelationID [16]byte
+	CausationID   *[16]byte
+	Depth         int
+	Signal        string
+	ProcessAt     *time.Time
+	Payload       []byte
+}
+
+// Target is one receiver's row of an event.
+type Target struct {
+	TaskID    [16]byte
+	Receiver  string
+	Queue     string
+	MaxRetry  int
+	TimeoutMS int64
+}
+
+const insertSQL = `INSERT INTO {{schema}}.outbox
+    (id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
+     max_retry, timeout_ms, process_at, payload)
+SELECT t.id, $1, $2, $3, $4, $5, t.receiver, t.queue, t.max_retry, t.timeout_ms, $6, $7
+FROM unnest($8::uuid[], $9::text[], $10::text[], $11::integer[], $12::bigint[])
+    AS t(id, receiver, queue, max_retry, timeout_ms)`
+
+// Insert writes one row per target with a single statement, whatever the
+// number of targets.
+func (q *Queries) Insert(ctx context.Context, db Executor, e Event, targets []Target) error {
+	ids := make([][16]byte, len(targets))
+	receivers := make([]string, len(targets))
+	queues := make([]string, len(targets))
+	retries := make([]int32, len(targets))
+	timeouts := make([]int64, len(targets))
+	for i, t := range targets {
+		ids[i], receivers[i], queues[i] = t.TaskID, t.Receiver, t.Queue
+		retries[i], timeouts[i] = int32(t.MaxRetry), t.TimeoutMS
+	}
+	_, err := db.Exec(ctx, q.insert,
+		e.ID, e.CorrelationID, e.CausationID, e.Depth, e.Signal, e.ProcessAt, e.Payload,
+		ids, receivers, queues, retries, timeouts)
+	return err
+}
+
+// Row is an outbox row as the relay sees it.
+type Row struct {
+	ID            [16]byte
+	EventID       [16]byte
+	CorrelationID [16]byte
+	CausationID   *[16]byte
+	Depth         int
+	Signal        string
+	Receiver      string
+	Queue         string
+	MaxRetry      int
+	TimeoutMS     int64
+	ProcessAt     *time.Time
+	Payload       []byte
+	Attempts      int
+	LastError     *string
+}
+
+const rowColumns = `id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
+    max_retry, timeout_ms, process_at, payload, attempts, last_error`
+
+// SKIP LOCKED over every pending row, never an "id > last seen" cursor: a row
+// with a lower ID can commit after one with a higher ID.
+const claimSQL = `SELECT ` + rowColumns + `
+FROM {{schema}}.outbox
+ORDER BY id
+LIMIT $1
+FOR UPDATE SKIP LOCKED`
+
+// Claim locks up to limit pending rows in tx, oldest first, skipping rows
+// another relay holds.
+func (q *Queries) Claim(ctx context.Context, tx pgx.Tx, limit int) ([]Row, error) {
+	rows, err := tx.Query(ctx, q.claim, limit)
+	if err != nil {
+		return nil, err
+	}
+	return collectRows(rows)
+}
+
+func collectRows(rows pgx.Rows) ([]Row, error) {
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Row, error) {
+		var row Row
+		err := r.Scan(&row.ID, &row.EventID, &row.CorrelationID, &row.CausationID, &row.Depth,
+			&row.Signal, &row.Receiver, &row.Queue, &row.MaxRetry, &row.TimeoutMS,
+			&row.ProcessAt, &row.Payload, &row.Attempts, &row.LastError)
+		return row, err
+	})
+}
+
+const deleteSQL = `DELETE FROM {{schema}}.outbox WHERE id = ANY($1::uuid[])`
+
+// Delete removes the rows with the given IDs.
+func (q *Queries) Delete(ctx context.Context, db Executor, ids [][16]byte) error {
+	_, err := db.Exec(ctx, q.delete, ids)
+	return err
+}
+
+const failSQL = `UPDATE {{schema}}.outbox AS o
+SET attempts = o.attempts + 1, last_error = f.err
+FROM unnest($1::uuid[], $2::text[]) AS f(id, err)
+WHERE o.id = f.id`
+
+// RecordFailures counts one failed enqueue attempt on each row, with its error.
+func (q *Queries) RecordFailures(ctx context.Context, db Executor, ids [][16]byte, errs []string) error {
+	_, err := db.Exec(ctx, q.fail, ids, errs)
+	return err
+}
+
+const setAsideSQL = `WITH moved AS (
+    DELETE FROM {{schema}}.outbox AS o
+    USING unnest($1::uuid[], $2::text[]) AS f(id, err)
+    WHERE o.id = f.id
+    RETURNING o.*, f.err
+)
+INSERT INTO {{schema}}.outbox_failed (` + rowColumns + `)
+SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
+    max_retry, timeout_ms, process_at, payload, attempts + 1, err
+FROM moved`
+
+// SetAside moves rows that can never be enqueued to the failed table, each
+// with its error.
+func (q *Queries) SetAside(ctx context.Context, db Executor, ids [][16]byte, errs []string) error {
+	_, err := db.Exec(ctx, q.setAside, ids, errs)
+	return err
+}
+
+const failedSQL = `SELECT ` + rowColumns + `, failed_at
+FROM {{schema}}.outbox_failed
+ORDER BY id
+LIMIT $1`
+
+// FailedRow is a row set aside by the relay.
+type FailedRow struct {
+	Row
+	FailedAt time.Time
+}
+
+// Failed lists up to limit set-aside rows, oldest first.
+func (q *Queries) Failed(ctx context.Context, db Executor, limit int) ([]FailedRow, error) {
+	rows, err := db.Query(ctx, q.failed, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (FailedRow, error) {
+		var f FailedRow
+		err := r.Scan(&f.ID, &f.EventID, &f.CorrelationID, &f.CausationID, &f.Depth,
+			&f.Signal, &f.Receiver, &f.Queue, &f.MaxRetry, &f.TimeoutMS,
+			&f.ProcessAt, &f.Payload, &f.Attempts, &f.LastError, &f.FailedAt)
+		return f, err
+	})
+}
+
+const requeueSQL = `WITH moved AS (
+    DELETE FROM {{schema}}.outbox_failed WHERE id = ANY($1::uuid[])
+    RETURNING ` + rowColumns + `
+)
+INSERT INTO {{schema}}.outbox (` + rowColumns + `)
+SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
+    max_retry, timeout_ms, process_at, payload, 0, last_error
+FROM moved`
+
+// Requeue moves set-aside rows back to the outbox with their attempt count
+// reset, and reports how many moved.
+func (q *Queries) Requeue(ctx context.Context, db Executor, ids [][16]byte) (int64, error) {
+	tag, err := db.Exec(ctx, q.requeue, ids)
+	return tag.RowsAffected(), err
+}
+
+const countSQL = `SELECT (SELECT count(*) FROM {{schema}}.outbox), (SELECT count(*) FROM {{schema}}.outbox_failed)`
+
+// Count returns the number of pending and set-aside rows.
+func (q *Queries) Count(ctx context.Context, db Executor) (pending, failed int64, err error) {
+	rows, err := db.Query(ctx, q.count)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer rows.Close()
+	if rows.Next() {
+		err = rows.Scan(&pending, &failed)
+	}
+	if err == nil {
+		err = rows.Err()
+	}
+	return pending, failed, err
+}
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Migration is one versioned schema change.
+type Migration struct {
+	Version int
+	Name    string
+	SQL     string
+}
+
+// Migrations returns the migrations for schema in version order, with the
+// schema name quoted into the SQL.
+func Migrations(schema string) ([]Migration, error) {
+	if err := ValidateSchema(schema); err != nil {
+		return nil, err
+	}
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	quoted := pgx.Identifier{schema}.Sanitize()
+	out := make([]Migration, 0, len(names))
+	for _, path := range names {
+		body, err := migrationFiles.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		base := strings.TrimSuffix(strings.TrimPrefix(path, "migrations/"), ".sql")
+		num, name, ok := strings.Cut(base, "_")
+		version, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("migration file %q: want NNN_name.sql", path)
+		}
+		out = append(out, Migration{
+			Version: version,
+			Name:    name,
+			SQL:     strings.ReplaceAll(string(body), "{{schema}}", quoted),
+		})
+	}
+	return out, nil
+}
+
+// Beginner starts transactions: *pgxpool.Pool, *pgx.Conn and pgx.Tx all are.
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// Migrate applies the migrations of schema that are not yet recorded in its
+// schema_migrations table, in one transaction. A transaction-scoped advisory
+// lock keyed on the schema serializes concurrent callers, so several
+// processes may migrate at start-up at once.
+func Migrate(ctx context.Context, db Beginner, schema string) error {
+	migrations, err := Migrations(schema)
+	if err != nil {
+		return err
+	}
+	quoted := pgx.Identifier{schema}.Sanitize()
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, "dj-signals/migrate/"+schema); err != nil {
+			return fmt.Errorf("take migration lock: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+quoted); err != nil {
+			return fmt.Errorf("create schema: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+quoted+`.schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)`); err != nil {
+			return fmt.Errorf("create schema_migrations: %w", err)
+		}
+		var current int
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM `+quoted+`.schema_migrations`).Scan(&current); err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		for _, m := range migrations {
+			if m.Version <= current {
+				continue
+			}
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return fmt.Errorf("apply migration %03d_%s: %w", m.Version, m.Name, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO `+quoted+`.schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
+				return fmt.Errorf("record migration %03d_%s: %w", m.Version, m.Name, err)
+			}
+		}
+		return nil
+	})
+}

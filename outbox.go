@@ -1,0 +1,60 @@
+package signals
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dj-signals/signals/internal/store"
+)
+
+// TxBeginner starts transactions; *pgxpool.Pool and *pgx.Conn satisfy it.
+type TxBeginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// Migrate creates or upgrades the outbox tables in DefaultSchema. See
+// MigrateSchema.
+func Migrate(ctx context.Context, db TxBeginner) error {
+	return MigrateSchema(ctx, db, DefaultSchema)
+}
+
+// MigrateSchema creates the schema if needed and applies, in one
+// transaction, every migration not yet recorded in its schema_migrations
+// table. It is idempotent and safe to call from several processes starting
+// at once: a transaction-scoped advisory lock serializes them.
+func MigrateSchema(ctx context.Context, db TxBeginner, schema string) error {
+	if err := store.Migrate(ctx, db, schema); err != nil {
+		return fmt.Errorf("signals: migrate schema %q: %w", schema, err)
+	}
+	return nil
+}
+
+// Migration is one versioned step of the outbox schema, for teams that run
+// migrations with their own tool (goose, golang-migrate, ...). Apply them in
+// Version order, each once.
+type Migration struct {
+	// Version orders the migrations, starting at 1.
+	Version int
+	// Name describes the step, such as "outbox".
+	Name string
+	// SQL is the statement text with the schema name already quoted in.
+	SQL string
+}
+
+// Migrations returns the outbox schema's migrations for schema, in version
+// order. Apply them with your migration tool, or let MigrateSchema do it;
+// do not mix the two on one schema, since only MigrateSchema records its
+// progress in schema_migrations.
+func Migrations(schema string) ([]Migration, error) {
+	ms, err := store.Migrations(schema)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Migration, len(ms))
+	for i, m := range ms {
+		out[i] = Migration(m)
+	}
+	return out, nil
+}

@@ -1,0 +1,153 @@
+package signals
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/dj-signals/signals/internal/envelope"
+)
+
+// Event is what a receiver is called with: the decoded payload and the
+// metadata of one delivery.
+//
+// Delivery is at least once, so a receiver may see the same Event more than
+// once: use TaskID (one per event and receiver) or ID (one per event) as the
+// idempotency key.
+type Event[T any] struct {
+	// Payload is the value passed to SendReliable, decoded from JSON.
+	Payload T
+	// ID identifies the event: one ULID per SendReliable call, shared by all
+	// of its receivers.
+	ID ulid.ULID
+	// TaskID identifies this receiver's delivery of the event; it is also
+	// the asynq task ID.
+	TaskID ulid.ULID
+	// Signal is the signal's name.
+	Signal string
+	// Receiver is the name the receiver was connected under.
+	Receiver string
+	// Attempt is 1 on the first delivery and grows by one per retry.
+	Attempt int
+	// SentAt is when SendReliable was called, to the millisecond.
+	SentAt time.Time
+	// CorrelationID is the ID of the root event of a cascade: the event
+	// itself unless it was sent by a receiver.
+	CorrelationID ulid.ULID
+	// CausationID is the ID of the event whose receiver sent this one, or
+	// the zero ULID for an event sent outside a receiver.
+	CausationID ulid.ULID
+	// Depth is 0 for an event sent outside a receiver and one more than its
+	// cause's depth otherwise.
+	Depth int
+}
+
+// ReceiverFunc handles one delivery of a signal. Returning nil marks it
+// done; an error schedules a retry with backoff, unless it wraps
+// ErrPermanent (see Permanent). It must be idempotent.
+type ReceiverFunc[T any] func(ctx context.Context, e Event[T]) error
+
+// Defaults for receiver options.
+const (
+	// DefaultQueue is the asynq queue receivers use unless Queue says
+	// otherwise. It is not asynq's "default" queue, so that a worker of ours
+	// never takes tasks meant for another handler.
+	DefaultQueue = "signals"
+	// DefaultMaxRetries is how many times a failing receiver is retried
+	// before its task is dead-lettered.
+	DefaultMaxRetries = 20
+	// DefaultTimeout bounds one run of a receiver.
+	DefaultTimeout = time.Minute
+	// DefaultBackoffMin is the delay before a receiver's first retry; it
+	// doubles per retry up to DefaultBackoffMax, with jitter.
+	DefaultBackoffMin = time.Second
+	// DefaultBackoffMax caps the delay between two retries of a receiver.
+	DefaultBackoffMax = time.Hour
+)
+
+type receiverOptions struct {
+	queue      string
+	maxRetries int
+	timeout    time.Duration
+	backoffMin time.Duration
+	backoffMax time.Duration
+}
+
+func defaultReceiverOptions() receiverOptions {
+	return receiverOptions{
+		queue:      DefaultQueue,
+		maxRetries: DefaultMaxRetries,
+		timeout:    DefaultTimeout,
+		backoffMin: DefaultBackoffMin,
+		backoffMax: DefaultBackoffMax,
+	}
+}
+
+// ReceiverOption tunes one receiver at Connect.
+type ReceiverOption func(*receiverOptions) error
+
+// Queue sets the asynq queue the receiver's tasks go to. Defaults to
+// DefaultQueue. Workers serve the queues of every connected receiver unless
+// WorkerConfig.Queues says otherwise.
+func Queue(name string) ReceiverOption {
+	return func(o *receiverOptions) error {
+		if err := envelope.ValidateQueue(name); err != nil {
+			return err
+		}
+		o.queue = name
+		return nil
+	}
+}
+
+// MaxRetries sets how many times a failed run is retried before the task
+// is dead-lettered; 0 means never retry. Defaults to DefaultMaxRetries.
+func MaxRetries(n int) ReceiverOption {
+	return func(o *receiverOptions) error {
+		if n < 0 {
+			return fmt.Errorf("%w: MaxRetries(%d) is negative", ErrInvalidConfig, n)
+		}
+		o.maxRetries = n
+		return nil
+	}
+}
+
+// Timeout bounds one run of the receiver: its ctx is canceled after d and
+// the run counts as failed. Defaults to DefaultTimeout.
+func Timeout(d time.Duration) ReceiverOption {
+	return func(o *receiverOptions) error {
+		if d < time.Millisecond {
+			return fmt.Errorf("%w: Timeout(%v) is below 1ms", ErrInvalidConfig, d)
+		}
+		o.timeout = d
+		return nil
+	}
+}
+
+// Backoff sets the delay before the first retry (min), doubled per retry up
+// to max, with jitter. Defaults to DefaultBackoffMin and DefaultBackoffMax.
+func Backoff(min, max time.Duration) ReceiverOption {
+	return func(o *receiverOptions) error {
+		if min <= 0 || max < min {
+			return fmt.Errorf("%w: Backoff(%v, %v) needs 0 < min <= max", ErrInvalidConfig, min, max)
+		}
+		o.backoffMin, o.backoffMax = min, max
+		return nil
+	}
+}
+
+// Permanent marks err as a failure that retrying cannot fix: the task is
+// dead-lettered at once with err as its reason. The result matches both
+// ErrPermanent and err with errors.Is. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string   { return "permanent: " + e.err.Error() }
+func (e *permanentError) Unwrap() []error { return []error{ErrPermanent, e.err} }
