@@ -1,0 +1,36 @@
+# Development tasks. Run `make` or `make help` for the list of targets.
+# The database and Redis used by the tests are set with SIGNALS_TEST_DATABASE_URL
+# (default postgres://postgres@127.0.0.1:5432/test) and SIGNALS_TEST_REDIS_ADDR
+# (default 127.0.0.1:6379).
+
+GO           ?= go
+TEST_FLAGS   ?= -race -count=1 -timeout 9m
+COVERPROFILE ?= coverage.out
+
+.DEFAULT_GOAL := help
+
+.PHONY: help test lint cover
+
+help: ## Show this list of targets
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-10s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+test: ## Run all tests with the race detector (needs PostgreSQL and Redis)
+	$(GO) test $(TEST_FLAGS) ./...
+
+lint: ## Check formatting (gofmt), run go vet, and staticcheck if installed
+	@unformatted="$$(gofmt -l .)"; \
+	if [ -n "$$unformatted" ]; then \
+		echo "gofmt: these files need formatting (run gofmt -w):"; \
+		echo "$$unformatted"; \
+		exit 1; \
+	fi
+	$(GO) vet ./...
+	@if command -v staticcheck >/dev/null 2>&1; then \
+		echo staticcheck ./...; staticcheck ./...; \
+	else \
+		echo "note: staticcheck not found; install it with: go install honnef.co/go/tools/cmd/staticcheck@latest"; \
+	fi
+
+cover: ## Run all tests with coverage and print the total (profile: COVERPROFILE, default coverage.out)
+	$(GO) test $(TEST_FLAGS) -covermode=atomic -coverprofile=$(COVERPROFILE) ./...
+	@$(GO) tool cover -func=$(COVERPROFILE) | tail -n 1

@@ -1,0 +1,333 @@
+package signals_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
+	"github.com/oklog/ulid/v2"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dj-signals/signals"
+)
+
+func TestCommittedEventRunsEveryReceiverRolledBackNone(t *testing.T) {
+	t.Parallel()
+	f := setupDelivery(t)
+	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
+	require.NoError(t, err)
+
+	runs := newCounter()
+	var mu sync.Mutex
+	var got []signals.Event[orderPlaced]
+	record := func(ctx context.Context, e signals.Event[orderPlaced]) error {
+		mu.Lock()
+		got = append(got, e)
+		mu.Unlock()
+		runs.add(e.Receiver + "/" + e.Payload.OrderID)
+		return nil
+	}
+	sig.Connect("email-receipt", record, signals.Queue(f.queue))
+	sig.Connect("analytics", record, signals.Queue(f.queue))
+	f.runDispatcher(t, signals.DispatcherConfig{})
+	f.runWorker(t)
+
+	// Rolled back first: had it leaked, it would run before the committed one.
+	tx, err := f.pool.Begin(t.Context())
+	require.NoError(t, err)
+	_, err = sig.SendReliable(t.Context(), tx, orderPlaced{OrderID: "rolled-back"})
+	require.NoError(t, err)
+	require.NoError(t, tx.Rollback(t.Context()))
+
+	var eventID ulid.ULID
+	before := time.Now()
+	err = pgx.BeginFunc(t.Context(), f.pool, func(tx pgx.Tx) (err error) {
+		eventID, err = sig.SendReliable(t.Context(), tx, orderPlaced{OrderID: "committed", Cents: 42})
+		return err
+	})
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool {
+		return runs.get("email-receipt/committed") == 1 && runs.get("analytics/committed") == 1
+	}, eventually, tick)
+	require.Equal(t, 0, f.pending(t))
+	// The committed event went through relay and queue after the rolled-back
+	// one would have; an empty outbox and empty queue mean nothing is left.
+	require.Eventually(t, func() bool {
+		info, err := f.inspector(t).GetQueueInfo(f.queue)
+		return err == nil && info.Pending == 0 && info.Active == 0 && info.Scheduled == 0 && info.Retry == 0
+	}, eventually, tick)
+	require.Equal(t, map[string]int{"email-receipt/committed": 1, "analytics/committed": 1}, runs.snapshot())
+
+	mu.Lock()
+	defer mu.Unlock()
+	taskIDs := map[ulid.ULID]bool{}
+	for _, e := range got {
+		require.Equal(t, eventID, e.ID)
+		require.Equal(t, "order.placed", e.Signal)
+		require.Equal(t, 42, e.Payload.Cents)
+		require.Equal(t, 1, e.Attempt)
+		require.Equal(t, eventID, e.CorrelationID)
+		require.Zero(t, e.CausationID)
+		require.Zero(t, e.Depth)
+		require.WithinDuration(t, before, e.SentAt, 5*time.Second)
+		taskIDs[e.TaskID] = true
+	}
+	require.Len(t, taskIDs, 2, "each receiver has its own task ID")
+}
+
+func TestFailingReceiverIsRetriedAloneItsSiblingRunsOnce(t *testing.T) {
+	t.Parallel()
+	f := setupDelivery(t)
+	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
+	require.NoError(t, err)
+
+	runs := newCounter()
+	var attempts []int
+	var mu sync.Mutex
+	sig.Connect("flaky", func(ctx context.Context, e signals.Event[orderPlaced]) error {
+		mu.Lock()
+		attempts = append(attempts, e.Attempt)
+		mu.Unlock()
+		if runs.add("flaky") <= 2 {
+			return errors.New("smtp: try again later")
+		}
+		return nil
+	}, signals.Queue(f.queue), fastRetry)
+	sig.Connect("steady", func(ctx context.Context, e signals.Event[orderPlaced]) error {
+		runs.add("steady")
+		return nil
+	}, signals.Queue(f.queue), fastRetry)
+	f.runDispatcher(t, signals.DispatcherConfig{})
+	f.runWorker(t)
+
+	send(t, f, sig, orderPlaced{OrderID: "o-1"})
+
+	require.Eventually(t, func() bool { return runs.get("flaky") == 3 }, eventually, tick)
+	require.Eventually(t, func() bool {
+		info, err := f.inspector(t).GetQueueInfo(f.queue)
+		return err == nil && info.Completed == 2
+	}, eventually, tick, "both tasks complete")
+	require.Equal(t, 1, runs.get("steady"), "the sibling ran exactly once")
+	require.Equal(t, 3, runs.get("flaky"))
+	mu.Lock()
+	require.Equal(t, []int{1, 2, 3}, attempts, "Attempt counts up per retry")
+	mu.Unlock()
+}
+
+func TestTwoDispatchersEnqueueEachRowOnce(t *testing.T) {
+	t.Parallel()
+	f := setupDelivery(t)
+	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
+	require.NoError(t, err)
+	runs := newCounter()
+	sig.Connect("r", func(ctx context.Context, e signals.Event[orderPlaced]) error {
+		runs.add(e.TaskID.String())
+		return nil
+	}, signals.Queue(f.queue))
+
+	const events = 400
+	for i := range events {
+		send(t, f, sig, orderPlaced{OrderID: fmt.Sprint(i)})
+	}
+	// Small batches and two relays racing over the same backlog.
+	f.runDispatcher(t, signals.DispatcherConfig{BatchSize: 7})
+	f.runDispatcher(t, signals.DispatcherConfig{BatchSize: 11})
+
+	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick)
+	info, err := f.inspector(t).GetQueueInfo(f.queue)
+	require.NoError(t, err)
+	require.Equal(t, events, info.Size, "each row became exactly one task")
+
+	f.runWorker(t)
+	require.Eventually(t, func() bool { return len(runs.snapshot()) == events }, eventually, tick)
+	for id, n := range runs.snapshot() {
+		require.Equal(t, 1, n, "task %s", id)
+	}
+}
+
+func TestDeadLettersAreArchivedWithTheirReason(t *testing.T) {
+	t.Parallel()
+	f := setupDelivery(t)
+	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
+	require.NoError(t, err)
+	sig.Connect("exhausted", func(context.Context, signals.Event[orderPlaced]) error {
+		return errors.New("webhook answered 503")
+	}, signals.Queue(f.queue), signals.MaxRetries(1), fastRetry)
+	sig.Connect("permanent", func(context.Context, signals.Event[orderPlaced]) error {
+		return signals.Permanent(errors.New("customer has no email address"))
+	}, signals.Queue(f.queue))
+	sig.Connect("panics", func(context.Context, signals.Event[orderPlaced]) error {
+		panic("nil map write")
+	}, signals.Queue(f.queue), signals.MaxRetries(0))
+	sig.Connect("slow", func(ctx context.Context, _ signals.Event[orderPlaced]) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}, signals.Queue(f.queue), signals.MaxRetries(0), signals.Timeout(50*time.Millisecond))
+
+	// Tasks this worker cannot run: a signal it has not registered, a
+	// receiver it has not connected, and a payload of the wrong shape. The
+	// sending binary knows them; the worker's registry does not.
+	sender := signals.MustNewRegistry(signals.RegistryConfig{Schema: f.schema})
+	unknownSig, err := signals.Register[string](sender, "never.registered")
+	require.NoError(t, err)
+	unknownSig.Connect("r", nop[string], signals.Queue(f.queue))
+	otherBinary, err := signals.Register[string](sender, "order.placed")
+	require.NoError(t, err)
+	otherBinary.Connect("only-in-sender", nop[string], signals.Queue(f.queue))
+	otherBinary.Connect("exhausted", nop[string], signals.Queue(f.queue), signals.MaxRetries(0))
+
+	f.runDispatcher(t, signals.DispatcherConfig{})
+	f.runWorker(t)
+	send(t, f, sig, orderPlaced{OrderID: "o-1"})
+	send(t, f, unknownSig, "x")
+	send(t, f, otherBinary, "a string where an object belongs")
+
+	want := map[string]string{
+		"signals:order.placed:exhausted":      "webhook answered 503",
+		"signals:order.placed:permanent":      "customer has no email address",
+		"signals:order.placed:panics":         "receiver panicked: nil map write",
+		"signals:order.placed:slow":           "context deadline exceeded",
+		"signals:never.registered:r":          `no signal "never.registered" is registered in this worker`,
+		"signals:order.placed:only-in-sender": `has no receiver "only-in-sender"`,
+	}
+	insp := f.inspector(t)
+	var archived []*asynq.TaskInfo
+	require.Eventually(t, func() bool {
+		archived, err = insp.ListArchivedTasks(f.queue)
+		return err == nil && len(archived) == len(want)+1
+	}, eventually, tick)
+
+	undecodable := 0
+	for _, task := range archived {
+		if task.Type == "signals:order.placed:exhausted" && string(task.Payload) == `"a string where an object belongs"` {
+			require.Contains(t, task.LastErr, "cannot be decoded")
+			undecodable++
+			continue
+		}
+		require.Contains(t, want, task.Type)
+		require.Contains(t, task.LastErr, want[task.Type], task.Type)
+	}
+	require.Equal(t, 1, undecodable)
+	require.Equal(t, 0, f.pending(t))
+}
+
+func TestRowsThatCannotBeEnqueuedAreSetAsideAndRequeued(t *testing.T) {
+	t.Parallel()
+	f := setupDelivery(t)
+	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
+	require.NoError(t, err)
+	runs := newCounter()
+	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
+		runs.add(e.Payload.OrderID)
+		return nil
+	}, signals.Queue(f.queue))
+
+	send(t, f, sig, orderPlaced{OrderID: "broken"})
+	// A row no relay can enqueue, as another binary or a hand-written
+	// INSERT could leave it.
+	_, err = f.pool.Exec(t.Context(), `UPDATE `+pgx.Identifier{f.schema, "outbox"}.Sanitize()+` SET queue = 'has spaces'`)
+	require.NoError(t, err)
+	send(t, f, sig, orderPlaced{OrderID: "fine"})
+
+	d := f.dispatcher(t, signals.DispatcherConfig{})
+	run(t, d.Run)
+	f.runWorker(t)
+
+	require.Eventually(t, func() bool { return runs.get("fine") == 1 }, eventually, tick, "a bad row blocks no other row")
+	var failed []signals.FailedRow
+	require.Eventually(t, func() bool {
+		failed, err = d.Failed(t.Context(), 10)
+		return err == nil && len(failed) == 1
+	}, eventually, tick)
+	require.Equal(t, 0, f.pending(t))
+	require.Equal(t, "has spaces", failed[0].Queue)
+	require.Equal(t, "r", failed[0].Receiver)
+	require.Contains(t, failed[0].Error, `queue "has spaces"`)
+	require.JSONEq(t, `{"order_id":"broken","cents":0}`, string(failed[0].Payload))
+
+	// The operator fixes the cause, then requeues.
+	_, err = f.pool.Exec(t.Context(), `UPDATE `+pgx.Identifier{f.schema, "outbox_failed"}.Sanitize()+` SET queue = $1`, f.queue)
+	require.NoError(t, err)
+	n, err := d.Requeue(t.Context(), failed[0].TaskID)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Eventually(t, func() bool { return runs.get("broken") == 1 }, eventually, tick)
+	failed, err = d.Failed(t.Context(), 10)
+	require.NoError(t, err)
+	require.Empty(t, failed)
+}
+
+func TestDispatcherAndWorkerStopCleanlyOnCancel(t *testing.T) {
+	t.Parallel()
+	f := setupDelivery(t)
+	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
+	require.NoError(t, err)
+	sig.Connect("r", nop[orderPlaced], signals.Queue(f.queue))
+	for i := range 50 {
+		send(t, f, sig, orderPlaced{OrderID: fmt.Sprint(i)})
+	}
+	d := f.dispatcher(t, signals.DispatcherConfig{BatchSize: 5})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	require.Eventually(t, func() bool { return f.pending(t) < 50 }, eventually, tick)
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "Run returns nil after a ctx-caused shutdown")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Dispatcher.Run did not return after cancel")
+	}
+	// Whatever was claimed was either committed (deleted and queued) or
+	// rolled back (still pending): rows plus tasks account for every event.
+	info, err := f.inspector(t).GetQueueInfo(f.queue)
+	require.NoError(t, err)
+	require.Equal(t, 50, f.pending(t)+info.Size)
+
+	w, err := signals.NewWorker(f.redis, signals.WorkerConfig{Registry: f.reg, Queues: map[string]int{f.queue: 1}, Logger: quietLogger()})
+	require.NoError(t, err)
+	wctx, wcancel := context.WithCancel(t.Context())
+	wdone := make(chan error, 1)
+	go func() { wdone <- w.Run(wctx) }()
+	wcancel()
+	select {
+	case err := <-wdone:
+		require.NoError(t, err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("Worker.Run did not return after cancel")
+	}
+}
+
+func TestWorkerWithoutReceiversSaysWhy(t *testing.T) {
+	t.Parallel()
+	f := setupDelivery(t)
+	w, err := signals.NewWorker(f.redis, signals.WorkerConfig{Registry: f.reg})
+	require.NoError(t, err)
+	require.ErrorIs(t, w.Run(t.Context()), signals.ErrNoReceivers)
+}
+
+func TestConstructorsRejectBadConfig(t *testing.T) {
+	t.Parallel()
+	f := setupDelivery(t)
+	for _, cfg := range []signals.DispatcherConfig{
+		{BatchSize: -1},
+		{Retention: 500 * time.Millisecond},
+		{BackoffMin: time.Second, BackoffMax: time.Millisecond},
+		{Schema: "No"},
+	} {
+		_, err := signals.NewDispatcher(f.pool, f.redis, cfg)
+		require.Error(t, err, "%+v", cfg)
+	}
+	_, err := signals.NewDispatcher(nil, f.redis, signals.DispatcherConfig{})
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+	_, err = signals.NewWorker(f.redis, signals.WorkerConfig{Queues: map[string]int{"q": 0}})
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+	_, err = signals.NewWorker(nil, signals.WorkerConfig{})
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+}
