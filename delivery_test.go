@@ -331,3 +331,59 @@ func TestConstructorsRejectBadConfig(t *testing.T) {
 	_, err = signals.NewWorker(nil, signals.WorkerConfig{})
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)
 }
+
+func TestLocalSendWakesTheRelayBeforeItsPoll(t *testing.T) {
+	t.Parallel()
+	f := setupDelivery(t)
+	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
+	require.NoError(t, err)
+	runs := newCounter()
+	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
+		runs.add(e.Payload.OrderID)
+		return nil
+	}, signals.Queue(f.queue))
+	// An hour between polls: only the sender's in-process hint can explain
+	// a prompt delivery.
+	f.runDispatcher(t, signals.DispatcherConfig{PollInterval: time.Hour})
+	f.runWorker(t)
+	// The relay's first look happens at start; wait until it is idle.
+	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick)
+
+	for i := range 3 {
+		send(t, f, sig, orderPlaced{OrderID: fmt.Sprint(i)})
+		require.Eventually(t, func() bool { return runs.get(fmt.Sprint(i)) == 1 }, 10*time.Second, tick)
+	}
+}
+
+func TestDelayedSignalRunsNoEarlierThanAsked(t *testing.T) {
+	t.Parallel()
+	f := setupDelivery(t)
+	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
+	require.NoError(t, err)
+	var mu sync.Mutex
+	ranAt := map[string]time.Time{}
+	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
+		mu.Lock()
+		ranAt[e.Payload.OrderID] = time.Now()
+		mu.Unlock()
+		return nil
+	}, signals.Queue(f.queue))
+	f.runDispatcher(t, signals.DispatcherConfig{})
+	f.runWorker(t)
+
+	sentAt := time.Now()
+	send(t, f, sig, orderPlaced{OrderID: "delayed"}, signals.Delay(1500*time.Millisecond))
+	send(t, f, sig, orderPlaced{OrderID: "at"}, signals.At(sentAt.Add(time.Second)))
+	send(t, f, sig, orderPlaced{OrderID: "now"})
+
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ranAt) == 3
+	}, eventually, tick)
+	mu.Lock()
+	defer mu.Unlock()
+	require.GreaterOrEqual(t, ranAt["delayed"].Sub(sentAt), 1500*time.Millisecond)
+	require.GreaterOrEqual(t, ranAt["at"].Sub(sentAt), time.Second)
+	require.Less(t, ranAt["now"].Sub(sentAt), time.Second, "an undelayed sibling is not held back")
+}

@@ -114,12 +114,14 @@ type sendOptions struct {
 }
 
 // At delivers the event no earlier than t. A time in the past means at once.
+// asynq schedules to the whole second, so the receivers start within about a
+// second plus WorkerConfig.DelayedTaskCheckInterval after t.
 func At(t time.Time) SendOption {
 	return func(o *sendOptions) { o.processAt = t }
 }
 
 // Delay delivers the event no earlier than d after SendReliable is called.
-// Zero or negative means at once.
+// Zero or negative means at once. The resolution is as for At.
 func Delay(d time.Duration) SendOption {
 	return func(o *sendOptions) { o.processAt = time.Now().Add(d) }
 }

@@ -282,7 +282,16 @@ func (r *Relay) task(row store.Row) (*asynq.Task, []asynq.Option, error) {
 		asynq.Retention(r.cfg.Retention),
 	}
 	if row.ProcessAt != nil {
-		opts = append(opts, asynq.ProcessAt(*row.ProcessAt))
+		// asynq schedules in whole Unix seconds and forwards a task once the
+		// clock's second reaches it: round up so it never runs early.
+		opts = append(opts, asynq.ProcessAt(ceilSecond(*row.ProcessAt)))
 	}
 	return asynq.NewTaskWithHeaders(envelope.TaskType(row.Signal, row.Receiver), row.Payload, envelope.Headers(meta)), opts, nil
+}
+
+func ceilSecond(t time.Time) time.Time {
+	if s := t.Truncate(time.Second); !s.Equal(t) {
+		return s.Add(time.Second)
+	}
+	return t
 }

@@ -1,0 +1,89 @@
+package envelope
+
+import (
+	"testing"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/stretchr/testify/require"
+)
+
+func TestHeadersRoundTrip(t *testing.T) {
+	for _, m := range []Meta{
+		{Signal: "order.placed", Receiver: "email", EventID: ulid.Make(), CorrelationID: ulid.Make(), Timeout: 1500 * time.Millisecond},
+		{Signal: "a.b.c", Receiver: "x-y.z", EventID: ulid.Make(), CorrelationID: ulid.Make(), CausationID: ulid.Make(), Depth: 3, Timeout: time.Hour},
+	} {
+		got, err := Decode(TaskType(m.Signal, m.Receiver), Headers(m))
+		require.NoError(t, err)
+		require.Equal(t, m, got)
+	}
+}
+
+func TestDecodeRejectsMalformedTasks(t *testing.T) {
+	good := Headers(Meta{EventID: ulid.Make(), CorrelationID: ulid.Make(), Timeout: time.Second})
+	with := func(k, v string) map[string]string {
+		h := map[string]string{}
+		for kk, vv := range good {
+			h[kk] = vv
+		}
+		if v == "" {
+			delete(h, k)
+		} else {
+			h[k] = v
+		}
+		return h
+	}
+	cases := []struct {
+		name, taskType string
+		headers        map[string]string
+	}{
+		{"foreign type", "email:send", good},
+		{"no receiver", "signals:order.placed", good},
+		{"empty signal", "signals::r", good},
+		{"no event id", "signals:s:r", with(headerEventID, "")},
+		{"bad event id", "signals:s:r", with(headerEventID, "nope")},
+		{"bad correlation", "signals:s:r", with(headerCorrelationID, "nope")},
+		{"bad causation", "signals:s:r", with(headerCausationID, "nope")},
+		{"negative depth", "signals:s:r", with(headerDepth, "-1")},
+		{"zero timeout", "signals:s:r", with(headerTimeout, "0")},
+		{"no timeout", "signals:s:r", with(headerTimeout, "")},
+	}
+	for _, c := range cases {
+		_, err := Decode(c.taskType, c.headers)
+		require.ErrorIs(t, err, ErrMalformed, c.name)
+	}
+}
+
+func TestNames(t *testing.T) {
+	cases := []struct {
+		validate func(string) error
+		name     string
+		ok       bool
+	}{
+		{ValidateSignal, "order.placed", true},
+		{ValidateSignal, "user_signed_up", true},
+		{ValidateSignal, "a.b2.c_d", true},
+		{ValidateSignal, "Order", false},
+		{ValidateSignal, "order-placed", false},
+		{ValidateSignal, "order.", false},
+		{ValidateSignal, "a:b", false},
+		{ValidateReceiver, "email-receipt", true},
+		{ValidateReceiver, "billing.invoice_v2", true},
+		{ValidateReceiver, "Email", false},
+		{ValidateReceiver, "a:b", false},
+		{ValidateReceiver, "_x", false},
+		{ValidateQueue, "signals", true},
+		{ValidateQueue, "Critical-1.high", true},
+		{ValidateQueue, "has space", false},
+		{ValidateQueue, "{braces}", false},
+		{ValidateQueue, "", false},
+	}
+	for _, c := range cases {
+		err := c.validate(c.name)
+		if c.ok {
+			require.NoError(t, err, c.name)
+		} else {
+			require.ErrorIs(t, err, ErrInvalidName, c.name)
+		}
+	}
+}
