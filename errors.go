@@ -68,6 +68,9 @@ var (
 	// ErrUndecodable is the reason a task is dead-lettered when its metadata
 	// or payload cannot be decoded into the signal's payload type.
 	ErrUndecodable = errors.New("signals: task cannot be decoded")
+	// ErrInvalidEvent is returned by Once for an Event that lacks the IDs a
+	// delivery carries.
+	ErrInvalidEvent = errors.New("signals: invalid event")
 	// ErrReceiverPanic is the error a receiver's recovered panic is turned
 	// into; it counts as a failure and is retried.
 	ErrReceiverPanic = errors.New("signals: receiver panicked")

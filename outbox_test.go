@@ -50,6 +50,7 @@ func TestMigrateSchemaIsIdempotentAndSafeConcurrently(t *testing.T) {
 	require.Equal(t, len(migrations), applied, "each migration recorded once")
 	require.True(t, tableExists(t, ctx, pool, schema, "outbox"))
 	require.True(t, tableExists(t, ctx, pool, schema, "outbox_failed"))
+	require.True(t, tableExists(t, ctx, pool, schema, "inbox"))
 }
 
 func TestMigrationsAreExportedForOtherTools(t *testing.T) {
@@ -64,7 +65,8 @@ func TestMigrationsAreExportedForOtherTools(t *testing.T) {
 	for i, m := range migrations {
 		require.Equal(t, i+1, m.Version)
 		require.NotEmpty(t, m.Name)
-		require.Contains(t, m.SQL, `"`+schema+`".outbox`, "schema is quoted into the SQL")
+		require.Contains(t, m.SQL, `"`+schema+`".`, "schema is quoted into the SQL")
+		require.NotContains(t, m.SQL, "{{schema}}")
 		_, err := pool.Exec(ctx, m.SQL) // as goose or golang-migrate would
 		require.NoError(t, err, "migration %d", m.Version)
 	}

@@ -42,6 +42,8 @@ type Event[T any] struct {
 	// Depth is 0 for an event sent outside a receiver and one more than its
 	// cause's depth otherwise.
 	Depth int
+
+	registry *Registry // where Once records the event; nil means DefaultRegistry
 }
 
 // ReceiverFunc handles one delivery of a signal. Returning nil marks it

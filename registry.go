@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/oklog/ulid/v2"
 
 	"github.com/dj-signals/signals/internal/backoff"
 	"github.com/dj-signals/signals/internal/envelope"
@@ -187,13 +186,8 @@ func (r *Registry) process(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("%w: no signal %q is registered in this worker: register it and connect its receivers in every worker binary, then run the archived task again",
 			ErrUnknownReceiver, meta.Signal)
 	}
-	rawID, _ := asynq.GetTaskID(ctx)
-	taskID, err := ulid.ParseStrict(rawID)
-	if err != nil {
-		return fmt.Errorf("%w: task ID %q is not a ULID: %w", ErrUndecodable, rawID, err)
-	}
 	retried, _ := asynq.GetRetryCount(ctx)
-	return h.deliver(ctx, delivery{meta: meta, taskID: taskID, attempt: retried + 1, payload: t.Payload()})
+	return h.deliver(ctx, delivery{meta: meta, attempt: retried + 1, payload: t.Payload()})
 }
 
 // deadLetter tells asynq not to retry while keeping err's text as the

@@ -66,6 +66,27 @@ func Register[T any](r *Registry, name string) (*Signal[T], error) {
 // Name returns the signal's name.
 func (s *Signal[T]) Name() string { return s.name }
 
+// Registry returns the registry the signal belongs to.
+func (s *Signal[T]) Registry() *Registry { return s.reg }
+
+// NewEvent builds the Event a receiver connected as receiver would get on
+// the first delivery of payload, with fresh IDs. It is for calling a
+// receiver directly, as tests do; Once accepts the result.
+func (s *Signal[T]) NewEvent(receiver string, payload T) Event[T] {
+	id := ulid.Make()
+	return Event[T]{
+		Payload:       payload,
+		ID:            id,
+		TaskID:        ulid.Make(),
+		Signal:        s.name,
+		Receiver:      receiver,
+		Attempt:       1,
+		SentAt:        time.UnixMilli(int64(id.Time())),
+		CorrelationID: id,
+		registry:      s.reg,
+	}
+}
+
 // Connect registers fn as the receiver named name. It is meant for init-time
 // wiring and panics on a nil fn, an invalid name or option, or a name
 // already connected to this signal, like http.HandleFunc does.
@@ -210,7 +231,6 @@ func (s *Signal[T]) sendError(err error) error {
 // delivery is one decoded task, ready for its receiver.
 type delivery struct {
 	meta    envelope.Meta
-	taskID  ulid.ULID
 	attempt int
 	payload []byte
 }
@@ -240,7 +260,7 @@ func (s *Signal[T]) deliver(ctx context.Context, d delivery) error {
 	e := Event[T]{
 		Payload:       payload,
 		ID:            d.meta.EventID,
-		TaskID:        d.taskID,
+		TaskID:        d.meta.TaskID,
 		Signal:        s.name,
 		Receiver:      d.meta.Receiver,
 		Attempt:       d.attempt,
@@ -248,6 +268,7 @@ func (s *Signal[T]) deliver(ctx context.Context, d delivery) error {
 		CorrelationID: d.meta.CorrelationID,
 		CausationID:   d.meta.CausationID,
 		Depth:         d.meta.Depth,
+		registry:      s.reg,
 	}
 	ctx, cancel := context.WithTimeout(withCause(ctx, d.meta), d.meta.Timeout)
 	defer cancel()

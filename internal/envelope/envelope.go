@@ -17,6 +17,7 @@ import (
 const TypePrefix = "signals:"
 
 const (
+	headerTaskID        = "signals-task-id"
 	headerEventID       = "signals-event-id"
 	headerCorrelationID = "signals-correlation-id"
 	headerCausationID   = "signals-causation-id"
@@ -28,6 +29,7 @@ const (
 type Meta struct {
 	Signal        string
 	Receiver      string
+	TaskID        ulid.ULID
 	EventID       ulid.ULID
 	CorrelationID ulid.ULID
 	CausationID   ulid.ULID // zero for a root event
@@ -43,6 +45,7 @@ func TaskType(signal, receiver string) string {
 // Headers encodes m's event metadata as asynq task headers.
 func Headers(m Meta) map[string]string {
 	h := map[string]string{
+		headerTaskID:        m.TaskID.String(),
 		headerEventID:       m.EventID.String(),
 		headerCorrelationID: m.CorrelationID.String(),
 		headerDepth:         strconv.Itoa(m.Depth),
@@ -69,6 +72,9 @@ func Decode(taskType string, headers map[string]string) (Meta, error) {
 		return m, fmt.Errorf("%w: task type %q is not %q", ErrMalformed, taskType, TypePrefix+"<signal>:<receiver>")
 	}
 	var err error
+	if m.TaskID, err = ulid.ParseStrict(headers[headerTaskID]); err != nil {
+		return m, fmt.Errorf("%w: header %s: %v", ErrMalformed, headerTaskID, err)
+	}
 	if m.EventID, err = ulid.ParseStrict(headers[headerEventID]); err != nil {
 		return m, fmt.Errorf("%w: header %s: %v", ErrMalformed, headerEventID, err)
 	}

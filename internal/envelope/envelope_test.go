@@ -10,8 +10,8 @@ import (
 
 func TestHeadersRoundTrip(t *testing.T) {
 	for _, m := range []Meta{
-		{Signal: "order.placed", Receiver: "email", EventID: ulid.Make(), CorrelationID: ulid.Make(), Timeout: 1500 * time.Millisecond},
-		{Signal: "a.b.c", Receiver: "x-y.z", EventID: ulid.Make(), CorrelationID: ulid.Make(), CausationID: ulid.Make(), Depth: 3, Timeout: time.Hour},
+		{Signal: "order.placed", Receiver: "email", TaskID: ulid.Make(), EventID: ulid.Make(), CorrelationID: ulid.Make(), Timeout: 1500 * time.Millisecond},
+		{Signal: "a.b.c", Receiver: "x-y.z", TaskID: ulid.Make(), EventID: ulid.Make(), CorrelationID: ulid.Make(), CausationID: ulid.Make(), Depth: 3, Timeout: time.Hour},
 	} {
 		got, err := Decode(TaskType(m.Signal, m.Receiver), Headers(m))
 		require.NoError(t, err)
@@ -20,7 +20,7 @@ func TestHeadersRoundTrip(t *testing.T) {
 }
 
 func TestDecodeRejectsMalformedTasks(t *testing.T) {
-	good := Headers(Meta{EventID: ulid.Make(), CorrelationID: ulid.Make(), Timeout: time.Second})
+	good := Headers(Meta{TaskID: ulid.Make(), EventID: ulid.Make(), CorrelationID: ulid.Make(), Timeout: time.Second})
 	with := func(k, v string) map[string]string {
 		h := map[string]string{}
 		for kk, vv := range good {
@@ -40,6 +40,7 @@ func TestDecodeRejectsMalformedTasks(t *testing.T) {
 		{"foreign type", "email:send", good},
 		{"no receiver", "signals:order.placed", good},
 		{"empty signal", "signals::r", good},
+		{"no task id", "signals:s:r", with(headerTaskID, "")},
 		{"no event id", "signals:s:r", with(headerEventID, "")},
 		{"bad event id", "signals:s:r", with(headerEventID, "nope")},
 		{"bad correlation", "signals:s:r", with(headerCorrelationID, "nope")},

@@ -233,7 +233,7 @@ func (r *Relay) enqueueAll(ctx context.Context, rows []store.Row) []outcome {
 var errInvalidRow = errors.New("row cannot be enqueued")
 
 func (r *Relay) enqueue(ctx context.Context, row store.Row) outcome {
-	task, opts, err := r.task(row)
+	task, opts, err := Task(row, r.cfg.Retention)
 	if err != nil {
 		return outcome{err: err, permanent: true}
 	}
@@ -246,7 +246,9 @@ func (r *Relay) enqueue(ctx context.Context, row store.Row) outcome {
 	return outcome{err: err}
 }
 
-func (r *Relay) task(row store.Row) (*asynq.Task, []asynq.Option, error) {
+// Task turns an outbox row into its asynq task and enqueue options, or
+// explains why no retry could ever enqueue it.
+func Task(row store.Row, retention time.Duration) (*asynq.Task, []asynq.Option, error) {
 	if row.TimeoutMS <= 0 || row.MaxRetry < 0 || row.Depth < 0 {
 		return nil, nil, fmt.Errorf("%w: timeout_ms %d, max_retry %d, depth %d out of range",
 			errInvalidRow, row.TimeoutMS, row.MaxRetry, row.Depth)
@@ -263,6 +265,7 @@ func (r *Relay) task(row store.Row) (*asynq.Task, []asynq.Option, error) {
 	meta := envelope.Meta{
 		Signal:        row.Signal,
 		Receiver:      row.Receiver,
+		TaskID:        row.ID,
 		EventID:       row.EventID,
 		CorrelationID: row.CorrelationID,
 		Depth:         row.Depth,
@@ -279,7 +282,7 @@ func (r *Relay) task(row store.Row) (*asynq.Task, []asynq.Option, error) {
 		asynq.Queue(row.Queue),
 		asynq.MaxRetry(row.MaxRetry),
 		asynq.Timeout(seconds),
-		asynq.Retention(r.cfg.Retention),
+		asynq.Retention(retention),
 	}
 	if row.ProcessAt != nil {
 		// asynq schedules in whole Unix seconds and forwards a task once the

@@ -47,6 +47,8 @@ type Queries struct {
 	failed   string
 	requeue  string
 	count    string
+	once     string
+	sent     string
 }
 
 // New returns the statements for schema, which must pass ValidateSchema.
@@ -66,6 +68,8 @@ func New(schema string) (*Queries, error) {
 		failed:   r.Replace(failedSQL),
 		requeue:  r.Replace(requeueSQL),
 		count:    r.Replace(countSQL),
+		once:     r.Replace(onceSQL),
+		sent:     r.Replace(sentSQL),
 	}, nil
 }
 
@@ -267,6 +271,32 @@ func (q *Queries) Count(ctx context.Context, db Executor) (pending, failed int64
 		err = rows.Err()
 	}
 	return pending, failed, err
+}
+
+const onceSQL = `INSERT INTO {{schema}}.inbox (task_id, event_id, signal, receiver)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (task_id) DO NOTHING`
+
+// Once records a task in the inbox and reports whether this call recorded
+// it. A concurrent call for the same task waits for the first one's
+// transaction and reports false if it commits.
+func (q *Queries) Once(ctx context.Context, db Executor, taskID, eventID [16]byte, signal, receiver string) (bool, error) {
+	tag, err := db.Exec(ctx, q.once, taskID, eventID, signal, receiver)
+	return tag.RowsAffected() == 1, err
+}
+
+const sentSQL = `SELECT ` + rowColumns + `
+FROM {{schema}}.outbox
+WHERE signal = $1
+ORDER BY id`
+
+// Sent lists the pending rows of one signal, oldest first.
+func (q *Queries) Sent(ctx context.Context, db Executor, signal string) ([]Row, error) {
+	rows, err := db.Query(ctx, q.sent, signal)
+	if err != nil {
+		return nil, err
+	}
+	return collectRows(rows)
 }
 
 //go:embed migrations/*.sql
