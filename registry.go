@@ -53,7 +53,7 @@ type Registry struct {
 	queries    *store.Queries
 	maxPayload int
 	maxDepth   int
-	logger     *slog.Logger
+	logger     *slog.Logger // nil: slog.Default() at the time of logging
 
 	mu      sync.RWMutex
 	signals map[string]handle
@@ -91,9 +91,6 @@ func NewRegistry(cfg RegistryConfig) (*Registry, error) {
 	}
 	if cfg.MaxPayloadBytes < 0 || cfg.MaxDepth < 0 {
 		return nil, fmt.Errorf("%w: MaxPayloadBytes (%d) and MaxDepth (%d) must not be negative", ErrInvalidConfig, cfg.MaxPayloadBytes, cfg.MaxDepth)
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
 	}
 	return &Registry{
 		queries:    q,
@@ -165,14 +162,14 @@ func (r *Registry) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	if errors.Is(err, ErrPermanent) || errors.Is(err, ErrUnknownReceiver) || errors.Is(err, ErrUndecodable) {
-		r.logger.ErrorContext(ctx, "signals: receiver failed for good; task dead-lettered", "task_type", t.Type(), "task_id", id, "attempt", retried+1, "error", err)
+		r.log().ErrorContext(ctx, "signals: receiver failed for good; task dead-lettered", "task_type", t.Type(), "task_id", id, "attempt", retried+1, "error", err)
 		return deadLetter{err}
 	}
 	level := slog.LevelWarn
 	if retried >= maxRetry {
 		level = slog.LevelError
 	}
-	r.logger.Log(ctx, level, "signals: receiver failed", "task_type", t.Type(), "task_id", id, "attempt", retried+1, "max_retry", maxRetry, "error", err)
+	r.log().Log(ctx, level, "signals: receiver failed", "task_type", t.Type(), "task_id", id, "attempt", retried+1, "max_retry", maxRetry, "error", err)
 	return err
 }
 
@@ -188,6 +185,13 @@ func (r *Registry) process(ctx context.Context, t *asynq.Task) error {
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	return h.deliver(ctx, delivery{meta: meta, attempt: retried + 1, payload: t.Payload()})
+}
+
+func (r *Registry) log() *slog.Logger {
+	if r.logger != nil {
+		return r.logger
+	}
+	return slog.Default()
 }
 
 // deadLetter tells asynq not to retry while keeping err's text as the

@@ -7,8 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,7 +48,8 @@ type Config struct {
 	Logger       *slog.Logger
 }
 
-// Relay is one relay loop. It is safe to run many, in one process or many.
+// Relay is one relay loop. Many may run on one outbox, in one process or
+// many; one Relay's methods must not be called concurrently.
 type Relay struct {
 	cfg    Config
 	client *asynq.Client
@@ -54,7 +57,12 @@ type Relay struct {
 
 // New returns a relay enqueueing through cfg.Redis, which the caller owns.
 func New(cfg Config) *Relay {
-	return &Relay{cfg: cfg, client: asynq.NewClientFromRedisClient(cfg.Redis)}
+	return &Relay{cfg: cfg, client: newClient(cfg.Redis)}
+}
+
+// newClient shares rc; closing the client leaves rc open.
+func newClient(rc redis.UniversalClient) *asynq.Client {
+	return asynq.NewClientFromRedisClient(rc)
 }
 
 // firstChase is the first re-check after a local sender's hint: the hint
@@ -80,7 +88,21 @@ func (r *Relay) Run(ctx context.Context) error {
 			chase = firstChase
 		}
 
-		n, err := r.Batch(ctx)
+		var n int
+		var err error
+		if failures > 0 {
+			// Check Redis before claiming: during an outage, claiming and
+			// trying rows only holds their locks longer.
+			if err = r.cfg.Redis.Ping(ctx).Err(); err == nil {
+				// The asynq client remembers which queues it registered in
+				// Redis; a Redis that came back empty has forgotten them, and
+				// a fresh client registers them again.
+				r.client = newClient(r.cfg.Redis)
+			}
+		}
+		if err == nil {
+			n, err = r.Batch(ctx)
+		}
 		var wait time.Duration
 		switch {
 		case ctx.Err() != nil:
@@ -127,7 +149,9 @@ func resetTimer(t *time.Timer, d time.Duration) {
 // outcome of one row's enqueue.
 type outcome struct {
 	err       error
-	permanent bool
+	permanent bool // no retry can enqueue the row
+	outage    bool // Redis is unreachable or refusing work: not the row's fault
+	skipped   bool // not attempted because Redis was found down
 }
 
 // Batch relays at most one batch and reports how many rows it claimed. The
@@ -159,9 +183,14 @@ func (r *Relay) Batch(ctx context.Context) (int, error) {
 
 	var done, failed, aside [][16]byte
 	var failedErrs, asideErrs []string
-	var firstErr error
+	var firstErr, outageErr error
 	for i, o := range outcomes {
 		switch {
+		case o.skipped:
+		case o.outage:
+			if outageErr == nil {
+				outageErr = o.err
+			}
 		case o.err == nil:
 			done = append(done, rows[i].ID)
 		case o.permanent || rows[i].Attempts+1 >= r.cfg.MaxAttempts:
@@ -175,11 +204,11 @@ func (r *Relay) Batch(ctx context.Context) (int, error) {
 			}
 		}
 	}
-	// Nothing went through: if Redis itself is unreachable this is an outage,
-	// not a fault of these rows, so count no attempts against them.
-	if len(done) == 0 && firstErr != nil {
+	// Nothing went through and the errors were of an unknown kind: if Redis
+	// does not answer a ping this is an outage too, not the rows' fault.
+	if len(done) == 0 && firstErr != nil && outageErr == nil {
 		if err := r.cfg.Redis.Ping(bctx).Err(); err != nil {
-			return 0, fmt.Errorf("enqueue %d rows: redis unreachable: %w", len(rows), firstErr)
+			failed, failedErrs, outageErr = nil, nil, firstErr
 		}
 	}
 	if len(done) > 0 {
@@ -204,29 +233,52 @@ func (r *Relay) Batch(ctx context.Context) (int, error) {
 	if err := tx.Commit(bctx); err != nil {
 		return 0, fmt.Errorf("commit relay batch: %w", err)
 	}
+	if outageErr != nil {
+		return len(rows), fmt.Errorf("enqueue to redis: %w", outageErr)
+	}
 	if firstErr != nil {
 		return len(rows), fmt.Errorf("enqueue %d of %d rows: %w", len(failed), len(rows), firstErr)
 	}
 	return len(rows), nil
 }
 
-// enqueueAll enqueues rows with at most Concurrency requests in flight.
+// enqueueAll enqueues rows with at most Concurrency requests in flight. Once
+// one enqueue finds Redis down, the rows not yet started are skipped.
 func (r *Relay) enqueueAll(ctx context.Context, rows []store.Row) []outcome {
 	outcomes := make([]outcome, len(rows))
 	workers := min(r.cfg.Concurrency, len(rows))
 	var next atomic.Int64
+	var down atomic.Bool
 	var wg sync.WaitGroup
 	wg.Add(workers)
 	for range workers {
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < len(rows); i = int(next.Add(1) - 1) {
+				if down.Load() {
+					outcomes[i] = outcome{skipped: true}
+					continue
+				}
 				outcomes[i] = r.enqueue(ctx, rows[i])
+				if outcomes[i].outage {
+					down.Store(true)
+				}
 			}
 		}()
 	}
 	wg.Wait()
 	return outcomes
+}
+
+// isOutage reports whether err says Redis is unreachable or refusing work
+// (out of memory, loading, read-only): conditions of the server, not of a
+// row.
+func isOutage(err error) bool {
+	var netErr net.Error
+	var serverErr redis.Error
+	return errors.As(err, &netErr) || errors.As(err, &serverErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, redis.ErrClosed) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // errInvalidRow marks a row that no retry can enqueue.
@@ -243,7 +295,7 @@ func (r *Relay) enqueue(ctx context.Context, row store.Row) outcome {
 		// deleting it: already delivered to the queue.
 		return outcome{}
 	}
-	return outcome{err: err}
+	return outcome{err: err, outage: isOutage(err)}
 }
 
 // Task turns an outbox row into its asynq task and enqueue options, or

@@ -1,0 +1,509 @@
+package signals_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
+	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/testenv"
+)
+
+// Failure tests: the relay process killed mid-stream, Redis going away and
+// coming back empty, and the relay's PostgreSQL connections being cut. In
+// each, every committed event must reach every receiver exactly once.
+
+// Environment of the relay child process started by
+// TestRelayProcessKilledMidStreamLosesNothing.
+const (
+	relayChildEnv       = "SIGNALS_TEST_RELAY_CHILD"
+	relayChildSchemaEnv = "SIGNALS_TEST_RELAY_CHILD_SCHEMA"
+	relayChildRedisEnv  = "SIGNALS_TEST_RELAY_CHILD_REDIS"
+)
+
+// relayChildBatchSize is small so that the kill lands mid-stream, with
+// batches committed before it and more after it.
+const relayChildBatchSize = 20
+
+// TestRelayChildProcess is not a test: it is the relay process that
+// TestRelayProcessKilledMidStreamLosesNothing starts (re-executing the test
+// binary) and SIGKILLs. Without relayChildEnv it returns at once.
+func TestRelayChildProcess(t *testing.T) {
+	if os.Getenv(relayChildEnv) != "1" {
+		return
+	}
+	schema, addr := os.Getenv(relayChildSchemaEnv), os.Getenv(relayChildRedisEnv)
+	require.NotEmpty(t, schema, relayChildSchemaEnv)
+	require.NotEmpty(t, addr, relayChildRedisEnv)
+
+	// Never outlive the parent: it holds our stdin open until it has waited
+	// for us, so EOF means it is gone. The timeout is a last resort.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		cancel()
+	}()
+
+	pool := testenv.PoolFor(t, testenv.DatabaseURL())
+	d, err := signals.NewDispatcher(pool, asynq.RedisClientOpt{Addr: addr}, signals.DispatcherConfig{
+		Schema:    schema,
+		BatchSize: relayChildBatchSize,
+		// One enqueue at a time: a batch then spends most of its time between
+		// its first enqueue and its delete, where a kill hurts most.
+		Concurrency: 1,
+		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	require.NoError(t, err)
+	require.NoError(t, d.Run(ctx))
+}
+
+// runRecorder counts receiver runs both per asynq task and per (event,
+// receiver), which must agree: one task per pair, run once.
+type runRecorder struct {
+	byTask  *counter // Event.TaskID
+	byEvent *counter // Event.ID + "/" + Event.Receiver
+}
+
+func newRunRecorder() *runRecorder {
+	return &runRecorder{byTask: newCounter(), byEvent: newCounter()}
+}
+
+func (r *runRecorder) receive(_ context.Context, e signals.Event[orderPlaced]) error {
+	r.byTask.add(e.TaskID.String())
+	r.byEvent.add(e.ID.String() + "/" + e.Receiver)
+	return nil
+}
+
+// sendEvents commits n events, perTx to a transaction, and returns their IDs.
+func sendEvents(t *testing.T, f *deliveryFixture, sig *signals.Signal[orderPlaced], prefix string, n, perTx int) []ulid.ULID {
+	t.Helper()
+	ids := make([]ulid.ULID, 0, n)
+	for start := 0; start < n; start += perTx {
+		err := pgx.BeginFunc(t.Context(), f.pool, func(tx pgx.Tx) error {
+			for i := start; i < min(start+perTx, n); i++ {
+				id, err := sig.SendReliable(t.Context(), tx, orderPlaced{OrderID: fmt.Sprintf("%s-%d", prefix, i), Cents: i})
+				if err != nil {
+					return err
+				}
+				ids = append(ids, id)
+			}
+			return nil
+		})
+		require.NoError(t, err)
+	}
+	return ids
+}
+
+// expectedRuns is the (event, receiver) keys of runRecorder.byEvent that
+// events must produce, each once.
+func expectedRuns(events []ulid.ULID, receivers ...string) map[string]int {
+	want := make(map[string]int, len(events)*len(receivers))
+	for _, id := range events {
+		for _, r := range receivers {
+			want[id.String()+"/"+r] = 1
+		}
+	}
+	return want
+}
+
+// requireDeliveredExactlyOnce waits until every expected (event, receiver)
+// ran, the outbox is empty and queue has nothing left to run, so that no
+// further run can happen, then requires that each ran exactly once, under
+// as many distinct task IDs.
+func requireDeliveredExactlyOnce(t *testing.T, f *deliveryFixture, ins *asynq.Inspector, queue string, runs *runRecorder, want map[string]int) {
+	t.Helper()
+	waitForRuns(t, runs, want)
+	require.Eventually(t, func() bool {
+		if f.pending(t) != 0 {
+			return false
+		}
+		info, err := ins.GetQueueInfo(queue)
+		return err == nil && info.Pending == 0 && info.Active == 0 && info.Scheduled == 0 && info.Retry == 0
+	}, eventually, tick, "outbox and queue drain")
+
+	require.Equal(t, want, runs.byEvent.snapshot(), "each (event, receiver) ran exactly once")
+	byTask := runs.byTask.snapshot()
+	require.Len(t, byTask, len(want), "one task per (event, receiver)")
+	for id, n := range byTask {
+		require.Equal(t, 1, n, "task %s ran %d times", id, n)
+	}
+	info, err := ins.GetQueueInfo(queue)
+	require.NoError(t, err)
+	require.Zero(t, info.Archived, "nothing dead-lettered")
+}
+
+// waitForRuns waits until every (event, receiver) in want has run.
+func waitForRuns(t *testing.T, runs *runRecorder, want map[string]int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		got := runs.byEvent.snapshot()
+		for k := range want {
+			if got[k] == 0 {
+				return false
+			}
+		}
+		return true
+	}, eventually, tick, "every (event, receiver) runs")
+}
+
+// outboxIDs returns the task IDs of the rows pending in the outbox.
+func outboxIDs(t *testing.T, f *deliveryFixture) map[string]bool {
+	t.Helper()
+	rows, err := f.pool.Query(t.Context(), `SELECT id FROM `+pgx.Identifier{f.schema, "outbox"}.Sanitize())
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[[16]byte])
+	require.NoError(t, err)
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		out[ulid.ULID(id).String()] = true
+	}
+	return out
+}
+
+// pendingTaskIDs returns the IDs of the tasks pending in queue.
+func pendingTaskIDs(t *testing.T, ins *asynq.Inspector, queue string) map[string]bool {
+	t.Helper()
+	const size = 500
+	out := map[string]bool{}
+	for page := 1; ; page++ {
+		tasks, err := ins.ListPendingTasks(queue, asynq.PageSize(size), asynq.Page(page))
+		require.NoError(t, err)
+		for _, task := range tasks {
+			out[task.ID] = true
+		}
+		if len(tasks) < size {
+			return out
+		}
+	}
+}
+
+func TestRelayProcessKilledMidStreamLosesNothing(t *testing.T) {
+	t.Parallel()
+	f := setupDelivery(t)
+	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
+	require.NoError(t, err)
+	runs := newRunRecorder()
+	sig.Connect("email-receipt", runs.receive, signals.Queue(f.queue))
+	sig.Connect("analytics", runs.receive, signals.Queue(f.queue))
+
+	const events = 300
+	sent := sendEvents(t, f, sig, "killed", events, 10)
+	rows := outboxIDs(t, f)
+	require.Len(t, rows, 2*events)
+
+	var out bytes.Buffer
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRelayChildProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(),
+		relayChildEnv+"=1",
+		relayChildSchemaEnv+"="+f.schema,
+		relayChildRedisEnv+"="+f.redis.Addr,
+	)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	stdin, err := cmd.StdinPipe() // closed by Wait; the child exits on EOF
+	require.NoError(t, err)
+	defer stdin.Close()
+	require.NoError(t, cmd.Start())
+	waited := false
+	t.Cleanup(func() {
+		if !waited { // the test failed before the kill
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Logf("relay child output:\n%s", out.String())
+		}
+	})
+
+	// No worker runs yet, so whatever the child relays piles up in Redis:
+	// kill it once it has committed some batches but not all.
+	ins := asynq.NewInspector(f.redis)
+	t.Cleanup(func() { _ = ins.Close() })
+	var atKill int
+	require.Eventually(t, func() bool {
+		atKill = f.pending(t)
+		if atKill == 0 || atKill == 2*events {
+			return false
+		}
+		info, err := ins.GetQueueInfo(f.queue)
+		return err == nil && info.Pending > 0
+	}, eventually, tick, "the child relays part of the outbox")
+	require.NoError(t, cmd.Process.Kill())
+	err = cmd.Wait()
+	waited = true
+	var exitErr *exec.ExitError
+	require.ErrorAs(t, err, &exitErr, "the child died of the kill, not of its own accord; output:\n%s", out.String())
+	require.False(t, exitErr.Success())
+	if out.Len() > 0 {
+		t.Logf("relay child output:\n%s", out.String())
+	}
+
+	// The child enqueued before deleting: every row is still in the outbox,
+	// or in the queue, or both (enqueued by a batch that never committed).
+	left, queued := outboxIDs(t, f), pendingTaskIDs(t, ins, f.queue)
+	require.NotEmpty(t, left, "killed mid-stream")
+	require.NotEmpty(t, queued, "killed mid-stream")
+	both := 0
+	for id := range rows {
+		require.True(t, left[id] || queued[id], "row %s was deleted without being enqueued", id)
+		if left[id] && queued[id] {
+			both++
+		}
+	}
+	for id := range queued {
+		require.True(t, rows[id], "unknown task %s", id)
+	}
+	t.Logf("kill: %d rows pending at the last poll before it, %d after it; %d tasks queued; %d rows enqueued but not deleted",
+		atKill, len(left), len(queued), both)
+
+	// A new relay re-enqueues the rows the child enqueued but did not delete:
+	// their task IDs are taken, so asynq keeps a single task for each.
+	f.runDispatcher(t, signals.DispatcherConfig{})
+	f.runWorker(t)
+	requireDeliveredExactlyOnce(t, f, ins, f.queue, runs, expectedRuns(sent, "email-receipt", "analytics"))
+	for id := range runs.byTask.snapshot() {
+		require.True(t, rows[id], "task %s is not one of the outbox rows", id)
+	}
+}
+
+// relayLog counts the relay's batch failures and records its longest
+// backoff, discarding everything else it logs.
+type relayLog struct {
+	failures  atomic.Int64
+	recovered atomic.Int64
+	// lateFailures counts failed batches that had already enqueued their
+	// rows: their delete or commit failed.
+	lateFailures atomic.Int64
+
+	mu      sync.Mutex
+	maxWait time.Duration
+}
+
+func (l *relayLog) logger() *slog.Logger { return slog.New(l) }
+
+func (l *relayLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *relayLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *relayLog) WithGroup(string) slog.Handler            { return l }
+
+func (l *relayLog) Handle(_ context.Context, r slog.Record) error {
+	switch r.Message {
+	case "signals: relay batch failed; backing off":
+		l.failures.Add(1)
+		r.Attrs(func(a slog.Attr) bool {
+			switch a.Key {
+			case "retry_in":
+				l.mu.Lock()
+				l.maxWait = max(l.maxWait, a.Value.Duration())
+				l.mu.Unlock()
+			case "error":
+				if msg := a.Value.String(); strings.HasPrefix(msg, "delete enqueued rows") || strings.HasPrefix(msg, "commit relay batch") {
+					l.lateFailures.Add(1)
+				}
+			}
+			return true
+		})
+	case "signals: relay recovered":
+		l.recovered.Add(1)
+	}
+	return nil
+}
+
+func (l *relayLog) longestWait() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.maxWait
+}
+
+// Quick relay backoff for outage tests: the cap bounds how long after the
+// outage the relay resumes.
+const (
+	outageBackoffMin = 20 * time.Millisecond
+	outageBackoffMax = 500 * time.Millisecond
+)
+
+// maxAttempts returns the highest enqueue attempt count among pending rows.
+func (f *deliveryFixture) maxAttempts(t *testing.T) int {
+	t.Helper()
+	var n int
+	require.NoError(t, f.pool.QueryRow(t.Context(),
+		`SELECT coalesce(max(attempts), 0) FROM `+pgx.Identifier{f.schema, "outbox"}.Sanitize()).Scan(&n))
+	return n
+}
+
+// asynqAllQueues is the Redis set in which asynq lists the known queues.
+const asynqAllQueues = "asynq:queues"
+
+func TestRedisOutageDeliversEverything(t *testing.T) {
+	t.Parallel()
+	f := setupDelivery(t)
+	r := testenv.StartRedis(t) // stopped after the relay and worker (cleanups run last first)
+	opt := asynq.RedisClientOpt{Addr: r.Addr}
+	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
+	require.NoError(t, err)
+	runs := newRunRecorder()
+	sig.Connect("email-receipt", runs.receive, signals.Queue(f.queue), fastRetry)
+	sig.Connect("analytics", runs.receive, signals.Queue(f.queue), fastRetry)
+
+	rlog := &relayLog{}
+	d, err := signals.NewDispatcher(f.pool, opt, signals.DispatcherConfig{
+		Schema:     f.schema,
+		BackoffMin: outageBackoffMin,
+		BackoffMax: outageBackoffMax,
+		Logger:     rlog.logger(),
+	})
+	require.NoError(t, err)
+	w, err := signals.NewWorker(opt, signals.WorkerConfig{
+		Registry:                 f.reg,
+		Queues:                   map[string]int{f.queue: 1},
+		DelayedTaskCheckInterval: 50 * time.Millisecond,
+		ShutdownTimeout:          2 * time.Second,
+		Logger:                   quietLogger(),
+	})
+	require.NoError(t, err)
+	run(t, d.Run)
+	run(t, w.Run)
+	ins := asynq.NewInspector(opt)
+	t.Cleanup(func() { _ = ins.Close() })
+	receivers := []string{"email-receipt", "analytics"}
+
+	// Before: delivered in full, so that nothing is in Redis when it dies
+	// (it keeps no data, so queued tasks would die with it).
+	before := sendEvents(t, f, sig, "before", 50, 1)
+	requireDeliveredExactlyOnce(t, f, ins, f.queue, runs, expectedRuns(before, receivers...))
+
+	// During: senders only need PostgreSQL, so they are unaffected.
+	r.Stop(t)
+	stopped := time.Now()
+	during := sendEvents(t, f, sig, "during", 50, 1)
+	// The outage lasts outage, and at least until the relay has failed and
+	// backed off several times, up to its cap.
+	const outage = 3 * time.Second
+	failuresBefore := rlog.failures.Load()
+	require.Eventually(t, func() bool {
+		return time.Since(stopped) >= outage && rlog.failures.Load()-failuresBefore >= 5
+	}, eventually, tick, "the relay keeps trying during the outage")
+	require.Equal(t, 2*len(during), f.pending(t), "the outage keeps every row in the outbox")
+	require.Zero(t, f.maxAttempts(t), "an outage counts no enqueue attempt against the rows")
+	require.LessOrEqual(t, rlog.longestWait(), outageBackoffMax, "the relay's backoff is capped")
+	require.Equal(t, expectedRuns(before, receivers...), runs.byEvent.snapshot(), "nothing ran during the outage")
+
+	// After: Redis is back, empty; the relay resumes within its capped
+	// backoff and relays the rows sent during the outage and after it.
+	r.Start(t)
+	restarted := time.Now()
+	after := sendEvents(t, f, sig, "after", 50, 1)
+	all := append(append(append([]ulid.ULID{}, before...), during...), after...)
+	waitForRuns(t, runs, expectedRuns(all, receivers...))
+	// An asynq client registers a queue in Redis's set of queues once; the
+	// relay must use a fresh client after an outage, or a Redis that came
+	// back empty would never list the queue for Inspector or asynqmon.
+	rc := redis.NewClient(&redis.Options{Addr: r.Addr})
+	defer rc.Close()
+	known, err := rc.SIsMember(t.Context(), asynqAllQueues, f.queue).Result()
+	require.NoError(t, err)
+	require.True(t, known, "after Redis came back empty, the relay registers queue %s in %s again, so asynq's tools see it", f.queue, asynqAllQueues)
+	requireDeliveredExactlyOnce(t, f, ins, f.queue, runs, expectedRuns(all, receivers...))
+	t.Logf("outage %v, %d relay batches failed (longest backoff %v); drained %v after restart",
+		restarted.Sub(stopped).Round(time.Millisecond), rlog.failures.Load(), rlog.longestWait(), time.Since(restarted).Round(time.Millisecond))
+	require.Positive(t, rlog.recovered.Load(), "the relay logs its recovery")
+	failed, err := d.Failed(t.Context(), 10)
+	require.NoError(t, err)
+	require.Empty(t, failed, "no row was set aside")
+}
+
+// postgresAddr returns the host:port of testenv.DatabaseURL.
+func postgresAddr(t *testing.T) string {
+	t.Helper()
+	u, err := url.Parse(testenv.DatabaseURL())
+	require.NoError(t, err)
+	host, port := u.Hostname(), u.Port()
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	if port == "" {
+		port = "5432"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func TestPostgresConnectionsCutRelayResumes(t *testing.T) {
+	t.Parallel()
+	f := setupDelivery(t)
+	proxy := testenv.StartProxy(t, postgresAddr(t))
+	relayPool := testenv.PoolFor(t, testenv.URLVia(t, proxy)) // closed before the proxy
+	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
+	require.NoError(t, err)
+	runs := newRunRecorder()
+	sig.Connect("email-receipt", runs.receive, signals.Queue(f.queue), fastRetry)
+	sig.Connect("analytics", runs.receive, signals.Queue(f.queue), fastRetry)
+
+	// Only the relay goes through the proxy; senders use the direct f.pool.
+	rlog := &relayLog{}
+	d, err := signals.NewDispatcher(relayPool, f.redis, signals.DispatcherConfig{
+		Schema:     f.schema,
+		BatchSize:  10,
+		BackoffMin: outageBackoffMin,
+		BackoffMax: outageBackoffMax,
+		Logger:     rlog.logger(),
+	})
+	require.NoError(t, err)
+	run(t, d.Run)
+	f.runWorker(t)
+	ins := f.inspector(t)
+	receivers := []string{"email-receipt", "analytics"}
+
+	before := sendEvents(t, f, sig, "before", 30, 1)
+	requireDeliveredExactlyOnce(t, f, ins, f.queue, runs, expectedRuns(before, receivers...))
+
+	// Blocked: the relay's connections are cut and new ones refused.
+	proxy.Block()
+	blocked := time.Now()
+	during := sendEvents(t, f, sig, "blocked", 30, 1)
+	const outage = 1500 * time.Millisecond
+	failuresBefore := rlog.failures.Load()
+	require.Eventually(t, func() bool {
+		return time.Since(blocked) >= outage && rlog.failures.Load()-failuresBefore >= 3
+	}, eventually, tick, "the relay keeps trying while PostgreSQL is unreachable")
+	require.Equal(t, 2*len(during), f.pending(t), "nothing is relayed while blocked")
+	proxy.Unblock()
+	unblocked := time.Now()
+	requireDeliveredExactlyOnce(t, f, ins, f.queue, runs, expectedRuns(append(append([]ulid.ULID{}, before...), during...), receivers...))
+	t.Logf("blocked %v: %d relay batches failed; drained %v after unblock",
+		unblocked.Sub(blocked).Round(time.Millisecond), rlog.failures.Load()-failuresBefore, time.Since(unblocked).Round(time.Millisecond))
+
+	// Cut: the relay's connections drop repeatedly while events stream in,
+	// some mid-batch (after enqueue, before commit): those rows are enqueued
+	// again, and the taken task IDs keep them from running twice.
+	const streamed, cutEvery = 200, 20
+	failuresBefore = rlog.failures.Load()
+	lateBefore := rlog.lateFailures.Load()
+	var cuts []ulid.ULID
+	for i := range streamed {
+		cuts = append(cuts, sendEvents(t, f, sig, fmt.Sprintf("cut%d", i), 1, 1)...)
+		if i%cutEvery == cutEvery-1 {
+			proxy.Cut()
+		}
+	}
+	all := append(append(append([]ulid.ULID{}, before...), during...), cuts...)
+	requireDeliveredExactlyOnce(t, f, ins, f.queue, runs, expectedRuns(all, receivers...))
+	t.Logf("%d cuts during %d sends: %d relay batches failed, %d of them after enqueueing their rows",
+		streamed/cutEvery, streamed, rlog.failures.Load()-failuresBefore, rlog.lateFailures.Load()-lateBefore)
+	failed, err := d.Failed(t.Context(), 10)
+	require.NoError(t, err)
+	require.Empty(t, failed, "no row was set aside")
+}
