@@ -9,7 +9,7 @@ COVERPROFILE ?= coverage.out
 
 .DEFAULT_GOAL := help
 
-.PHONY: help test lint cover
+.PHONY: help test lint cover demo
 
 help: ## Show this list of targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-10s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -30,6 +30,9 @@ lint: ## Check formatting (gofmt), run go vet, and staticcheck if installed
 	else \
 		echo "note: staticcheck not found; install it with: go install honnef.co/go/tools/cmd/staticcheck@latest"; \
 	fi
+
+demo: ## Run the example shop's narrated demo (starts throwaway PostgreSQL/Redis if none answer)
+	./scripts/demo
 
 cover: ## Run all tests with coverage and print the total (profile: COVERPROFILE, default coverage.out)
 	$(GO) test $(TEST_FLAGS) -covermode=atomic -coverprofile=$(COVERPROFILE) ./...
