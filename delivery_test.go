@@ -170,6 +170,18 @@ func TestDeadLettersAreArchivedWithTheirReason(t *testing.T) {
 		return ctx.Err()
 	}, signals.Queue(f.queue), signals.MaxRetries(0), signals.Timeout(50*time.Millisecond))
 
+	// A receiver re-sending its own signal with its ctx: past MaxDepth the
+	// send is refused, and since the depth travels with the task no retry
+	// can help.
+	loop, err := signals.Register[int](f.reg, "loop.again")
+	require.NoError(t, err)
+	loop.Connect("loops", func(ctx context.Context, e signals.Event[int]) error {
+		return pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+			_, err := loop.SendReliable(ctx, tx, e.Payload+1)
+			return err
+		})
+	}, signals.Queue(f.queue), fastRetry)
+
 	// Tasks this worker cannot run: a signal it has not registered, a
 	// receiver it has not connected, and a payload of the wrong shape. The
 	// sending binary knows them; the worker's registry does not.
@@ -186,6 +198,7 @@ func TestDeadLettersAreArchivedWithTheirReason(t *testing.T) {
 	f.runWorker(t)
 	send(t, f, sig, orderPlaced{OrderID: "o-1"})
 	send(t, f, unknownSig, "x")
+	send(t, f, loop, 0)
 	send(t, f, otherBinary, "a string where an object belongs")
 
 	want := map[string]string{
@@ -193,6 +206,7 @@ func TestDeadLettersAreArchivedWithTheirReason(t *testing.T) {
 		"signals:order.placed:permanent":      "customer has no email address",
 		"signals:order.placed:panics":         "receiver panicked: nil map write",
 		"signals:order.placed:slow":           "context deadline exceeded",
+		"signals:loop.again:loops":            "cascade too deep",
 		"signals:never.registered:r":          `no signal "never.registered" is registered in this worker`,
 		"signals:order.placed:only-in-sender": `has no receiver "only-in-sender"`,
 	}
@@ -212,6 +226,9 @@ func TestDeadLettersAreArchivedWithTheirReason(t *testing.T) {
 		}
 		require.Contains(t, want, task.Type)
 		require.Contains(t, task.LastErr, want[task.Type], task.Type)
+		if task.Type == "signals:loop.again:loops" {
+			require.Zero(t, task.Retried, "a too deep cascade is dead-lettered without retries")
+		}
 	}
 	require.Equal(t, 1, undecodable)
 	require.Equal(t, 0, f.pending(t))

@@ -2,9 +2,11 @@ package signals
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dj-signals/signals/internal/store"
 )
@@ -57,4 +59,11 @@ func Migrations(schema string) ([]Migration, error) {
 		out[i] = Migration(m)
 	}
 	return out, nil
+}
+
+// tablesMissing reports whether err says a table or schema of ours does not
+// exist, which means the migrations were not applied.
+func tablesMissing(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") // undefined_table, invalid_schema_name
 }

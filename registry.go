@@ -150,8 +150,8 @@ func (r *Registry) Queues() []string {
 
 // ProcessTask runs the receiver a signal task is addressed to, so a Registry
 // is an asynq.Handler. A receiver error is returned for asynq to retry; a
-// permanent error (see Permanent), an unknown receiver or an undecodable task
-// is returned wrapping asynq.SkipRetry, so the task is archived (asynq's dead
+// permanent error (see Permanent), an unknown receiver, an undecodable task
+// or a cascade beyond MaxDepth is returned wrapping asynq.SkipRetry, so the task is archived (asynq's dead
 // letters) at once with the error as its reason.
 func (r *Registry) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	err := r.process(ctx, t)
@@ -161,7 +161,7 @@ func (r *Registry) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	id, _ := asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	if errors.Is(err, ErrPermanent) || errors.Is(err, ErrUnknownReceiver) || errors.Is(err, ErrUndecodable) {
+	if isPermanent(err) {
 		r.log().ErrorContext(ctx, "signals: receiver failed for good; task dead-lettered", "task_type", t.Type(), "task_id", id, "attempt", retried+1, "error", err)
 		return deadLetter{err}
 	}
@@ -192,6 +192,17 @@ func (r *Registry) log() *slog.Logger {
 		return r.logger
 	}
 	return slog.Default()
+}
+
+// isPermanent reports whether a retry is bound to fail the same way. A too
+// deep cascade is: the depth travels with the task.
+func isPermanent(err error) bool {
+	for _, target := range []error{ErrPermanent, ErrUnknownReceiver, ErrUndecodable, ErrCascadeTooDeep} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
 }
 
 // deadLetter tells asynq not to retry while keeping err's text as the

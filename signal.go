@@ -216,14 +216,12 @@ func (s *Signal[T]) sendError(err error) error {
 		return fmt.Errorf("%w: send %q: %w", ErrTxDone, s.name, err)
 	}
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "25P02": // in_failed_sql_transaction
-			return fmt.Errorf("%w: send %q: %w", ErrTxAborted, s.name, err)
-		case "42P01", "3F000": // undefined_table, invalid_schema_name
-			return fmt.Errorf("signals: send %q: outbox table %s.outbox is missing: run signals.Migrate (or apply signals.Migrations) first: %w",
-				s.name, s.reg.queries.Schema(), err)
-		}
+	if errors.As(err, &pgErr) && pgErr.Code == "25P02" { // in_failed_sql_transaction
+		return fmt.Errorf("%w: send %q: %w", ErrTxAborted, s.name, err)
+	}
+	if tablesMissing(err) {
+		return fmt.Errorf("signals: send %q: the outbox tables of schema %q are missing: run signals.Migrate (or apply signals.Migrations) first: %w",
+			s.name, s.reg.queries.Schema(), err)
 	}
 	return fmt.Errorf("signals: send %q: write outbox rows: %w", s.name, err)
 }

@@ -76,19 +76,25 @@ func (e *Eager) Run(ctx context.Context) error {
 	}
 }
 
+// batch takes up to 100 rows out of the outbox, committing before it runs
+// their receivers: a receiver that sends through this Eager commits and
+// runs its own cascade without waiting for a connection held here.
 func (e *Eager) batch(ctx context.Context, errs *[]error) (int, error) {
-	tx, err := e.db.Begin(ctx)
+	var rows []store.Row
+	err := pgx.BeginFunc(ctx, e.db, func(tx pgx.Tx) (err error) {
+		if rows, err = e.q.Claim(ctx, tx, 100); err != nil || len(rows) == 0 {
+			return err
+		}
+		ids := make([][16]byte, len(rows))
+		for i, row := range rows {
+			ids[i] = row.ID
+		}
+		return e.q.Delete(ctx, tx, ids)
+	})
 	if err != nil {
 		return 0, err
 	}
-	defer tx.Rollback(ctx) //nolint:errcheck // no-op after commit
-	rows, err := e.q.Claim(ctx, tx, 100)
-	if err != nil || len(rows) == 0 {
-		return 0, err
-	}
-	ids := make([][16]byte, len(rows))
-	for i, row := range rows {
-		ids[i] = row.ID
+	for _, row := range rows {
 		task, _, err := relay.Task(row, time.Second)
 		if err == nil {
 			err = e.reg.ProcessTask(ctx, task)
@@ -97,8 +103,5 @@ func (e *Eager) batch(ctx context.Context, errs *[]error) (int, error) {
 			*errs = append(*errs, fmt.Errorf("receiver %q of %q: %w", row.Receiver, row.Signal, err))
 		}
 	}
-	if err := e.q.Delete(ctx, tx, ids); err != nil {
-		return 0, err
-	}
-	return len(rows), tx.Commit(ctx)
+	return len(rows), nil
 }
