@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -39,16 +40,17 @@ func ValidateSchema(name string) error {
 type Queries struct {
 	schema string
 
-	insert   string
-	claim    string
-	delete   string
-	fail     string
-	setAside string
-	failed   string
-	requeue  string
-	count    string
-	once     string
-	sent     string
+	insertPrefix string
+	inserts      sync.Map // receiver count → INSERT text
+	claim        string
+	delete       string
+	fail         string
+	setAside     string
+	failed       string
+	requeue      string
+	count        string
+	once         string
+	sent         string
 }
 
 // New returns the statements for schema, which must pass ValidateSchema.
@@ -59,17 +61,17 @@ func New(schema string) (*Queries, error) {
 	s := pgx.Identifier{schema}.Sanitize()
 	r := strings.NewReplacer("{{schema}}", s)
 	return &Queries{
-		schema:   schema,
-		insert:   r.Replace(insertSQL),
-		claim:    r.Replace(claimSQL),
-		delete:   r.Replace(deleteSQL),
-		fail:     r.Replace(failSQL),
-		setAside: r.Replace(setAsideSQL),
-		failed:   r.Replace(failedSQL),
-		requeue:  r.Replace(requeueSQL),
-		count:    r.Replace(countSQL),
-		once:     r.Replace(onceSQL),
-		sent:     r.Replace(sentSQL),
+		schema:       schema,
+		insertPrefix: r.Replace(insertColumns),
+		claim:        r.Replace(claimSQL),
+		delete:       r.Replace(deleteSQL),
+		fail:         r.Replace(failSQL),
+		setAside:     r.Replace(setAsideSQL),
+		failed:       r.Replace(failedSQL),
+		requeue:      r.Replace(requeueSQL),
+		count:        r.Replace(countSQL),
+		once:         r.Replace(onceSQL),
+		sent:         r.Replace(sentSQL),
 	}, nil
 }
 
@@ -102,28 +104,48 @@ type Target struct {
 	TimeoutMS int64
 }
 
-const insertSQL = `INSERT INTO {{schema}}.outbox
+const insertColumns = `INSERT INTO {{schema}}.outbox
     (id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
      max_retry, timeout_ms, process_at, payload)
-SELECT t.id, $1, $2, $3, $4, $5, t.receiver, t.queue, t.max_retry, t.timeout_ms, $6, $7
-FROM unnest($8::uuid[], $9::text[], $10::text[], $11::integer[], $12::bigint[])
-    AS t(id, receiver, queue, max_retry, timeout_ms)`
+VALUES `
+
+// sharedParams are the event's values, bound once as $1..$7 and referenced
+// by every row; each row adds rowParams of its own.
+const (
+	sharedParams = 7
+	rowParams    = 5
+)
+
+// insertStatement returns the INSERT for n rows: a plain multi-row VALUES,
+// which measured faster than INSERT ... SELECT FROM unnest(arrays) (no array
+// encoding, no function scan). One text per n, so pgx caches each prepared
+// statement once.
+func (q *Queries) insertStatement(n int) string {
+	if sql, ok := q.inserts.Load(n); ok {
+		return sql.(string)
+	}
+	var b strings.Builder
+	b.WriteString(q.insertPrefix)
+	for i := range n {
+		p := sharedParams + rowParams*i
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "($%d, $1, $2, $3, $4, $5, $%d, $%d, $%d, $%d, $6, $7)", p+1, p+2, p+3, p+4, p+5)
+	}
+	sql, _ := q.inserts.LoadOrStore(n, b.String())
+	return sql.(string)
+}
 
 // Insert writes one row per target with a single statement, whatever the
 // number of targets.
 func (q *Queries) Insert(ctx context.Context, db Executor, e Event, targets []Target) error {
-	ids := make([][16]byte, len(targets))
-	receivers := make([]string, len(targets))
-	queues := make([]string, len(targets))
-	retries := make([]int32, len(targets))
-	timeouts := make([]int64, len(targets))
-	for i, t := range targets {
-		ids[i], receivers[i], queues[i] = t.TaskID, t.Receiver, t.Queue
-		retries[i], timeouts[i] = int32(t.MaxRetry), t.TimeoutMS
+	args := make([]any, 0, sharedParams+rowParams*len(targets))
+	args = append(args, e.ID, e.CorrelationID, e.CausationID, e.Depth, e.Signal, e.ProcessAt, e.Payload)
+	for _, t := range targets {
+		args = append(args, t.TaskID, t.Receiver, t.Queue, t.MaxRetry, t.TimeoutMS)
 	}
-	_, err := db.Exec(ctx, q.insert,
-		e.ID, e.CorrelationID, e.CausationID, e.Depth, e.Signal, e.ProcessAt, e.Payload,
-		ids, receivers, queues, retries, timeouts)
+	_, err := db.Exec(ctx, q.insertStatement(len(targets)), args...)
 	return err
 }
 
