@@ -37,3 +37,7 @@ demo: ## Run the example shop's narrated demo (starts throwaway PostgreSQL/Redis
 cover: ## Run all tests with coverage and print the total (profile: COVERPROFILE, default coverage.out)
 	$(GO) test $(TEST_FLAGS) -covermode=atomic -coverprofile=$(COVERPROFILE) ./...
 	@$(GO) tool cover -func=$(COVERPROFILE) | tail -n 1
+
+.PHONY: bench
+bench: ## Run the benchmark suite (about 8 minutes) and write bench/results.md; BENCH_FLAGS=-quick for a 1-minute smoke run
+	cd bench && $(GO) run . -out results.md $(BENCH_FLAGS)

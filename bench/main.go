@@ -1,0 +1,253 @@
+// Command bench measures dj-signals against its baselines on local
+// PostgreSQL and Redis: send overhead, end-to-end throughput, latency and
+// backlog drain. It prints each table as it completes and, with -out, writes
+// the whole report as markdown.
+//
+//	cd bench && go run . -out results.md   # about 8 minutes (make bench)
+//	cd bench && go run . -quick            # about 1 minute, smoke run
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	duration     time.Duration // per send-overhead run
+	reps         int
+	events       int // e2e events per run
+	rates        []int
+	latencyDur   time.Duration
+	rows         int // drain backlog
+	drainTimeout time.Duration
+}
+
+var scenarios = []struct {
+	name string
+	run  func(context.Context, *env, options, *report) error
+}{
+	{"send", runSend},
+	{"e2e", runE2E},
+	{"latency", runLatency},
+	{"drain", runDrain},
+}
+
+func main() {
+	var (
+		o      options
+		rates  string
+		quick  bool
+		only   string
+		out    string
+		dbURL  string
+		redis  string
+		child  string
+		logErr = func(err error) { fmt.Fprintln(os.Stderr, "bench:", err); os.Exit(1) }
+	)
+	flag.DurationVar(&o.duration, "duration", 4*time.Second, "length of one send-overhead run")
+	flag.IntVar(&o.reps, "reps", 3, "repetitions of the send-overhead and e2e runs (the median is reported)")
+	flag.IntVar(&o.events, "events", 20_000, "events per end-to-end run")
+	flag.StringVar(&rates, "rates", "200,2000", "latency send rates, events/s, comma-separated")
+	flag.DurationVar(&o.latencyDur, "latency-duration", 10*time.Second, "length of one latency run (after 1s of warm-up)")
+	flag.IntVar(&o.rows, "rows", 1_000_000, "outbox rows in the drain backlog")
+	flag.DurationVar(&o.drainTimeout, "drain-timeout", 4*time.Minute, "give up the drain after this long and report the rate so far")
+	flag.BoolVar(&quick, "quick", false, "smoke run of about a minute: -duration 500ms -events 2000 -latency-duration 1s -rows 100000 (flags given explicitly win)")
+	flag.StringVar(&only, "only", "send,e2e,latency,drain", "scenarios to run, comma-separated")
+	flag.StringVar(&out, "out", "", "write the markdown report to this file")
+	flag.StringVar(&dbURL, "db", getenv("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"), "PostgreSQL URL ($DATABASE_URL)")
+	flag.StringVar(&redis, "redis", getenv("REDIS_ADDR", "127.0.0.1:6379"), "Redis address ($REDIS_ADDR)")
+	flag.StringVar(&child, "relay-child", "", "internal: run one Dispatcher on this schema until SIGTERM (the drain scenario's relay process)")
+	flag.Parse()
+
+	if child != "" {
+		if err := relayChild(child, dbURL, redis); err != nil {
+			logErr(err)
+		}
+		return
+	}
+	if quick {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, v := range map[string]string{"duration": "500ms", "events": "2000", "latency-duration": "1s", "rows": "100000"} {
+			if !set[name] {
+				_ = flag.Set(name, v)
+			}
+		}
+	}
+	for _, s := range strings.Split(rates, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			logErr(fmt.Errorf("-rates: %q is not a positive rate", s))
+		}
+		o.rates = append(o.rates, n)
+	}
+	if o.reps < 1 || o.events < 1 || o.rows < 1 {
+		logErr(errors.New("-reps, -events and -rows must be positive"))
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	e, err := newEnv(ctx, dbURL, redis)
+	if err != nil {
+		logErr(err)
+	}
+	defer e.close()
+
+	r := &report{command: "cd bench && go run . " + strings.Join(os.Args[1:], " ")}
+	r.machine = machine(ctx, e)
+	fmt.Println("dj-signals benchmarks:", r.command)
+	for _, kv := range r.machine {
+		fmt.Printf("  %-22s %s\n", kv[0], kv[1])
+	}
+	r.notes = append(r.notes, "Every scenario works in its own fresh PostgreSQL schemas (the outbox's, and River's) and asynq queue, dropped at the end. "+
+		"PostgreSQL, Redis, the senders and the delivery side all share this machine's cores, so figures are for comparison within one run: "+
+		"each is also given as a ratio to the baselines measured in the same run.")
+
+	start := time.Now()
+	failed := false
+	for _, s := range scenarios {
+		if !strings.Contains(","+only+",", ","+s.name+",") {
+			continue
+		}
+		t0 := time.Now()
+		fmt.Fprintf(os.Stderr, "scenario %s...\n", s.name)
+		if err := s.run(ctx, e, o, r); err != nil {
+			failed = true
+			fmt.Fprintf(os.Stderr, "bench: scenario %s: %v\n", s.name, err)
+			r.notes = append(r.notes, fmt.Sprintf("**Scenario %s failed**: %v", s.name, err))
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		fmt.Fprintf(os.Stderr, "scenario %s took %v\n", s.name, time.Since(t0).Round(time.Second))
+	}
+	r.machine = append(r.machine,
+		[2]string{"load average at end", readTrim("/proc/loadavg")},
+		[2]string{"total run time", time.Since(start).Round(time.Second).String()})
+	r.printTargets(os.Stdout)
+
+	if out != "" {
+		var b bytes.Buffer
+		r.markdown(&b)
+		if err := os.WriteFile(out, b.Bytes(), 0o644); err != nil {
+			logErr(err)
+		}
+		fmt.Println("\nwrote", out)
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
+
+// machine describes where and with what the figures were taken.
+func machine(ctx context.Context, e *env) [][2]string {
+	m := [][2]string{
+		{"date", time.Now().UTC().Format("2006-01-02 15:04 UTC")},
+		{"nproc", fmt.Sprintf("%d (GOMAXPROCS %d)", runtime.NumCPU(), runtime.GOMAXPROCS(0))},
+		{"CPU", procField("/proc/cpuinfo", "model name")},
+		{"memory", memTotal()},
+		{"load average at start", readTrim("/proc/loadavg")},
+		{"kernel", readTrim("/proc/sys/kernel/osrelease")},
+		{"Go", runtime.Version()},
+	}
+	var pg, settings string
+	if err := e.admin.QueryRow(ctx, `SELECT current_setting('server_version'),
+    format('shared_buffers %s, synchronous_commit %s, fsync %s, max_wal_size %s',
+        current_setting('shared_buffers'), current_setting('synchronous_commit'),
+        current_setting('fsync'), current_setting('max_wal_size'))`).Scan(&pg, &settings); err != nil {
+		pg = "unknown: " + err.Error()
+	}
+	m = append(m, [2]string{"PostgreSQL", pg + " (" + settings + ")"})
+	redisVersion := "unknown"
+	if info, err := e.rdb.InfoMap(ctx, "server").Result(); err == nil {
+		redisVersion = info["Server"]["redis_version"]
+	}
+	if cfg, err := e.rdb.ConfigGet(ctx, "appendonly").Result(); err == nil {
+		redisVersion += " (appendonly " + cfg["appendonly"] + ")"
+	}
+	m = append(m, [2]string{"Redis", redisVersion})
+	m = append(m, [2]string{"dj-signals", gitDescribe()})
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		var deps []string
+		for _, d := range bi.Deps {
+			switch d.Path {
+			case "github.com/hibiken/asynq", "github.com/riverqueue/river", "github.com/jackc/pgx/v5", "github.com/redis/go-redis/v9":
+				deps = append(deps, d.Path+" "+d.Version)
+			}
+		}
+		m = append(m, [2]string{"libraries", strings.Join(deps, ", ")})
+	}
+	return m
+}
+
+func gitDescribe() string {
+	out, err := exec.Command("git", "-C", "..", "describe", "--always", "--dirty", "--abbrev=12").Output()
+	if err != nil {
+		return "unknown (not a git checkout?)"
+	}
+	return "commit " + strings.TrimSpace(string(out))
+}
+
+func procField(path, field string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == field {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func memTotal() string {
+	kb, err := strconv.ParseFloat(strings.TrimSuffix(procField("/proc/meminfo", "MemTotal"), " kB"), 64)
+	if err != nil {
+		return "unknown"
+	}
+	return fmt.Sprintf("%.1f GiB", kb/(1<<20))
+}
+
+func readTrim(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func getenv(key, fallback string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return fallback
+}
+
+// parallel runs fn(0..n-1) in n goroutines and returns the first error.
+func parallel(n int, fn func(i int) error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn(i)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
