@@ -30,6 +30,13 @@ import (
 	"github.com/dj-signals/signals/examples/shop/orders"
 )
 
+// receivers are connected once per process, at init, as every binary of
+// the shop that places orders must do; run gives them their dependencies
+// before the worker starts.
+var receivers = &orders.Receivers{}
+
+func init() { receivers.Connect() }
+
 func main() {
 	demo := flag.Bool("demo", false, "run the narrated demo, then exit")
 	addr := flag.String("addr", "127.0.0.1:8080", "address of the HTTP API")
@@ -81,13 +88,12 @@ func run(ctx context.Context, addr string, demo bool, out io.Writer, log *slog.L
 	if err != nil {
 		return err
 	}
-	receivers := &orders.Receivers{
+	*receivers = orders.Receivers{
 		Repo:         repo,
 		WarehouseURL: "http://" + whListener.Addr().String() + "/shipments",
 		HTTP:         &http.Client{Timeout: 5 * time.Second},
 		Log:          log,
 	}
-	receivers.Connect()
 
 	redis := asynq.RedisClientOpt{Addr: getenv("REDIS_ADDR", "127.0.0.1:6379")}
 	dispatcher, err := signals.NewDispatcher(pool, redis, signals.DispatcherConfig{Logger: log})

@@ -28,7 +28,8 @@ type Receivers struct {
 }
 
 // Connect wires the receivers to OrderPlaced. Every binary of the shop that
-// places orders calls it at start-up, before sending anything.
+// places orders calls it once, at init; the fields must be set before the
+// worker runs, since the receivers read them on each delivery.
 func (r *Receivers) Connect() {
 	OrderPlaced.Connect("email-receipt", r.EmailReceipt, signals.Queue(Queue))
 	OrderPlaced.Connect("notify-warehouse", r.NotifyWarehouse, signals.Queue(Queue),
