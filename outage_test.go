@@ -352,7 +352,7 @@ func TestRedisOutageDeliversEverything(t *testing.T) {
 	t.Parallel()
 	f := setupDelivery(t)
 	r := testenv.StartRedis(t) // stopped after the relay and worker (cleanups run last first)
-	opt := asynq.RedisClientOpt{Addr: r.Addr}
+	f.redis = asynq.RedisClientOpt{Addr: r.Addr}
 	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
 	require.NoError(t, err)
 	runs := newRunRecorder()
@@ -360,25 +360,14 @@ func TestRedisOutageDeliversEverything(t *testing.T) {
 	sig.Connect("analytics", runs.receive, signals.Queue(f.queue), fastRetry)
 
 	rlog := &relayLog{}
-	d, err := signals.NewDispatcher(f.pool, opt, signals.DispatcherConfig{
-		Schema:     f.schema,
+	d := f.dispatcher(t, signals.DispatcherConfig{
 		BackoffMin: outageBackoffMin,
 		BackoffMax: outageBackoffMax,
 		Logger:     rlog.logger(),
 	})
-	require.NoError(t, err)
-	w, err := signals.NewWorker(opt, signals.WorkerConfig{
-		Registry:                 f.reg,
-		Queues:                   map[string]int{f.queue: 1},
-		DelayedTaskCheckInterval: 50 * time.Millisecond,
-		ShutdownTimeout:          2 * time.Second,
-		Logger:                   quietLogger(),
-	})
-	require.NoError(t, err)
 	run(t, d.Run)
-	run(t, w.Run)
-	ins := asynq.NewInspector(opt)
-	t.Cleanup(func() { _ = ins.Close() })
+	f.runWorker(t)
+	ins := f.inspector(t)
 	receivers := []string{"email-receipt", "analytics"}
 
 	// Before: delivered in full, so that nothing is in Redis when it dies
