@@ -237,18 +237,12 @@ func TestDeadLettersAreArchivedWithTheirReason(t *testing.T) {
 func TestRowsThatCannotBeEnqueuedAreSetAsideAndRequeued(t *testing.T) {
 	t.Parallel()
 	f := setupDelivery(t)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
-	runs := newCounter()
-	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
-		runs.add(e.Payload.OrderID)
-		return nil
-	}, signals.Queue(f.queue))
+	sig, runs := countedSignal(t, f)
 
 	send(t, f, sig, orderPlaced{OrderID: "broken"})
 	// A row no relay can enqueue, as another binary or a hand-written
 	// INSERT could leave it.
-	_, err = f.pool.Exec(t.Context(), `UPDATE `+pgx.Identifier{f.schema, "outbox"}.Sanitize()+` SET queue = 'has spaces'`)
+	_, err := f.pool.Exec(t.Context(), `UPDATE `+pgx.Identifier{f.schema, "outbox"}.Sanitize()+` SET queue = 'has spaces'`)
 	require.NoError(t, err)
 	send(t, f, sig, orderPlaced{OrderID: "fine"})
 
@@ -352,13 +346,7 @@ func TestConstructorsRejectBadConfig(t *testing.T) {
 func TestLocalSendWakesTheRelayBeforeItsPoll(t *testing.T) {
 	t.Parallel()
 	f := setupDelivery(t)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
-	runs := newCounter()
-	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
-		runs.add(e.Payload.OrderID)
-		return nil
-	}, signals.Queue(f.queue))
+	sig, runs := countedSignal(t, f)
 	// An hour between polls: only the sender's in-process hint can explain
 	// a prompt delivery.
 	f.runDispatcher(t, signals.DispatcherConfig{PollInterval: time.Hour})

@@ -103,6 +103,20 @@ func send[T any](t *testing.T, f *deliveryFixture, sig *signals.Signal[T], paylo
 	require.NoError(t, err)
 }
 
+// countedSignal registers "order.placed" with one receiver, "r", on the
+// fixture's queue, counting its runs per order ID.
+func countedSignal(t *testing.T, f *deliveryFixture) (*signals.Signal[orderPlaced], *counter) {
+	t.Helper()
+	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
+	require.NoError(t, err)
+	runs := newCounter()
+	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
+		runs.add(e.Payload.OrderID)
+		return nil
+	}, signals.Queue(f.queue))
+	return sig, runs
+}
+
 // pending counts the rows still in the outbox.
 func (f *deliveryFixture) pending(t *testing.T) int {
 	t.Helper()
