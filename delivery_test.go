@@ -301,7 +301,7 @@ func TestDispatcherAndWorkerStopCleanlyOnCancel(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 50, f.pending(t)+info.Size)
 
-	w, err := signals.NewWorker(f.redis, signals.WorkerConfig{Registry: f.reg, Queues: map[string]int{f.queue: 1}, Logger: quietLogger()})
+	w, err := signals.NewWorker(f.reg, f.redis, signals.WorkerConfig{Queues: map[string]int{f.queue: 1}, Logger: quietLogger()})
 	require.NoError(t, err)
 	wctx, wcancel := context.WithCancel(t.Context())
 	wdone := make(chan error, 1)
@@ -318,7 +318,7 @@ func TestDispatcherAndWorkerStopCleanlyOnCancel(t *testing.T) {
 func TestWorkerWithoutReceiversSaysWhy(t *testing.T) {
 	t.Parallel()
 	f := setupDelivery(t)
-	w, err := signals.NewWorker(f.redis, signals.WorkerConfig{Registry: f.reg})
+	w, err := signals.NewWorker(f.reg, f.redis, signals.WorkerConfig{})
 	require.NoError(t, err)
 	require.ErrorIs(t, w.Run(t.Context()), signals.ErrNoReceivers)
 }
@@ -330,17 +330,22 @@ func TestConstructorsRejectBadConfig(t *testing.T) {
 		{BatchSize: -1},
 		{Retention: 500 * time.Millisecond},
 		{BackoffMin: time.Second, BackoffMax: time.Millisecond},
-		{Schema: "No"},
 	} {
-		_, err := signals.NewDispatcher(f.pool, f.redis, cfg)
+		_, err := signals.NewDispatcher(f.reg, f.pool, f.redis, cfg)
 		require.Error(t, err, "%+v", cfg)
 	}
-	_, err := signals.NewDispatcher(nil, f.redis, signals.DispatcherConfig{})
+	_, err := signals.NewDispatcher(f.reg, nil, f.redis, signals.DispatcherConfig{})
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)
-	_, err = signals.NewWorker(f.redis, signals.WorkerConfig{Queues: map[string]int{"q": 0}})
+	_, err = signals.NewWorker(f.reg, f.redis, signals.WorkerConfig{Queues: map[string]int{"q": 0}})
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)
-	_, err = signals.NewWorker(nil, signals.WorkerConfig{})
+	_, err = signals.NewWorker(f.reg, nil, signals.WorkerConfig{})
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+	_, err = signals.NewDispatcher(nil, f.pool, f.redis, signals.DispatcherConfig{})
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+	_, err = signals.NewWorker(nil, f.redis, signals.WorkerConfig{})
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+	_, err = signals.NewRegistry(signals.RegistryConfig{Schema: "No"})
+	require.ErrorIs(t, err, signals.ErrInvalidSchema)
 }
 
 func TestLocalSendWakesTheRelayBeforeItsPoll(t *testing.T) {

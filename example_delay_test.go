@@ -56,11 +56,11 @@ func ExampleDelay() {
 	}, signals.Queue(queue))
 
 	// The relay and a worker, stopped when the example returns.
-	dispatcher, err := signals.NewDispatcher(pool, redis, signals.DispatcherConfig{Schema: schema, Logger: quiet})
+	dispatcher, err := signals.NewDispatcher(reg, pool, redis, signals.DispatcherConfig{Logger: quiet})
 	if err != nil {
 		log.Fatal(err)
 	}
-	worker, err := signals.NewWorker(redis, signals.WorkerConfig{Registry: reg, Logger: quiet})
+	worker, err := signals.NewWorker(reg, redis, signals.WorkerConfig{Logger: quiet})
 	if err != nil {
 		log.Fatal(err)
 	}

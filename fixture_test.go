@@ -66,11 +66,10 @@ func run(t *testing.T, fn func(context.Context) error) {
 
 func (f *deliveryFixture) dispatcher(t *testing.T, cfg signals.DispatcherConfig) *signals.Dispatcher {
 	t.Helper()
-	cfg.Schema = f.schema
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
 	}
-	d, err := signals.NewDispatcher(f.pool, f.redis, cfg)
+	d, err := signals.NewDispatcher(f.reg, f.pool, f.redis, cfg)
 	require.NoError(t, err)
 	return d
 }
@@ -82,8 +81,7 @@ func (f *deliveryFixture) runDispatcher(t *testing.T, cfg signals.DispatcherConf
 
 func (f *deliveryFixture) runWorker(t *testing.T) {
 	t.Helper()
-	w, err := signals.NewWorker(f.redis, signals.WorkerConfig{
-		Registry:                 f.reg,
+	w, err := signals.NewWorker(f.reg, f.redis, signals.WorkerConfig{
 		Queues:                   map[string]int{f.queue: 1},
 		DelayedTaskCheckInterval: 50 * time.Millisecond,
 		ShutdownTimeout:          2 * time.Second,

@@ -22,10 +22,9 @@ import (
 //	})
 //
 // It records e.TaskID in the inbox table of the schema of the registry that
-// delivered e (DefaultRegistry for an Event built by hand rather than by a
-// delivery or Signal.NewEvent). If the
-// transaction rolls back, the record goes with it and a retry applies the
-// effects again; a concurrent delivery of the same event waits on the first
+// delivered e ([DefaultRegistry] for an Event built by hand rather than by
+// a delivery or [Signal.NewEvent]). If the transaction rolls back, the
+// record goes with it and a retry applies the effects again; a concurrent delivery of the same event waits on the first
 // one's transaction and then returns false. Effects outside the database
 // (an HTTP call, an email) are not covered: make those idempotent with
 // e.TaskID as the key.
@@ -44,7 +43,7 @@ func Once[T any](ctx context.Context, tx pgx.Tx, e Event[T]) (bool, error) {
 	}
 	first, err := reg.queries.Once(ctx, tx, e.TaskID, e.ID, e.Signal, e.Receiver)
 	if tablesMissing(err) {
-		return false, fmt.Errorf("signals: the inbox table of schema %q is missing: run signals.Migrate (or apply signals.Migrations) first: %w", reg.Schema(), err)
+		return false, fmt.Errorf("signals: record task %s in the inbox: %w", e.TaskID, missingTables(reg.Schema(), err))
 	}
 	if err != nil {
 		return false, fmt.Errorf("signals: record task %s in the inbox: %w", e.TaskID, err)

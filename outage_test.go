@@ -63,8 +63,8 @@ func TestRelayChildProcess(t *testing.T) {
 	}()
 
 	pool := testenv.PoolFor(t, testenv.DatabaseURL())
-	d, err := signals.NewDispatcher(pool, asynq.RedisClientOpt{Addr: addr}, signals.DispatcherConfig{
-		Schema:    schema,
+	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: schema})
+	d, err := signals.NewDispatcher(reg, pool, asynq.RedisClientOpt{Addr: addr}, signals.DispatcherConfig{
 		BatchSize: relayChildBatchSize,
 		// One enqueue at a time: a batch then spends most of its time between
 		// its first enqueue and its delete, where a kill hurts most.
@@ -443,8 +443,7 @@ func TestPostgresConnectionsCutRelayResumes(t *testing.T) {
 
 	// Only the relay goes through the proxy; senders use the direct f.pool.
 	rlog := &relayLog{}
-	d, err := signals.NewDispatcher(relayPool, f.redis, signals.DispatcherConfig{
-		Schema:     f.schema,
+	d, err := signals.NewDispatcher(f.reg, relayPool, f.redis, signals.DispatcherConfig{
 		BatchSize:  10,
 		BackoffMin: outageBackoffMin,
 		BackoffMax: outageBackoffMax,

@@ -2,68 +2,118 @@ package signals
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/oklog/ulid/v2"
 
+	"github.com/dj-signals/signals/internal/sendhook"
 	"github.com/dj-signals/signals/internal/store"
+	"github.com/dj-signals/signals/internal/wake"
 )
 
-// TxBeginner starts transactions; *pgxpool.Pool and *pgx.Conn satisfy it.
-type TxBeginner interface {
-	Begin(ctx context.Context) (pgx.Tx, error)
+// SendOption tunes one [Signal.SendReliable] call.
+type SendOption func(*sendOptions)
+
+type sendOptions struct {
+	processAt time.Time
 }
 
-// Migrate creates or upgrades the outbox tables in DefaultSchema. See
-// MigrateSchema.
-func Migrate(ctx context.Context, db TxBeginner) error {
-	return MigrateSchema(ctx, db, DefaultSchema)
+// At delivers the event no earlier than t. A time in the past means at once.
+// asynq schedules to the whole second, so the receivers start within about a
+// second plus [WorkerConfig].DelayedTaskCheckInterval after t.
+func At(t time.Time) SendOption {
+	return func(o *sendOptions) { o.processAt = t }
 }
 
-// MigrateSchema creates the schema if needed and applies, in one
-// transaction, every migration not yet recorded in its schema_migrations
-// table. It is idempotent and safe to call from several processes starting
-// at once: a transaction-scoped advisory lock serializes them.
-func MigrateSchema(ctx context.Context, db TxBeginner, schema string) error {
-	if err := store.Migrate(ctx, db, schema); err != nil {
-		return fmt.Errorf("signals: migrate schema %q: %w", schema, err)
+// Delay delivers the event no earlier than d after [Signal.SendReliable] is
+// called. Zero or negative means at once. The resolution is as for [At].
+func Delay(d time.Duration) SendOption {
+	return func(o *sendOptions) { o.processAt = time.Now().Add(d) }
+}
+
+// SendReliable writes one outbox row per connected receiver inside tx, with
+// a single statement, and returns the new event's ID. If tx (or a savepoint
+// around the call) rolls back, no receiver ever runs; once it commits, every
+// receiver connected at this moment runs at least once.
+//
+// Validation comes first and sends nothing, leaving tx usable: a nil tx
+// ([ErrNilTx]), a payload JSON cannot encode ([ErrInvalidPayload]), a
+// payload above the registry's MaxPayloadBytes ([ErrPayloadTooLarge]), no
+// connected receiver ([ErrNoReceivers]), a cascade beyond MaxDepth
+// ([ErrCascadeTooDeep]). A finished or aborted tx yields [ErrTxDone] or
+// [ErrTxAborted].
+//
+// Called from inside a receiver (with the receiver's ctx), the new event
+// records the receiver's event as its cause.
+func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts ...SendOption) (ulid.ULID, error) {
+	if tx == nil {
+		return ulid.ULID{}, ErrNilTx
 	}
-	return nil
-}
-
-// Migration is one versioned step of the outbox schema, for teams that run
-// migrations with their own tool (goose, golang-migrate, ...). Apply them in
-// Version order, each once.
-type Migration struct {
-	// Version orders the migrations, starting at 1.
-	Version int
-	// Name describes the step, such as "outbox".
-	Name string
-	// SQL is the statement text with the schema name already quoted in.
-	SQL string
-}
-
-// Migrations returns the outbox schema's migrations for schema, in version
-// order. Apply them with your migration tool, or let MigrateSchema do it;
-// do not mix the two on one schema, since only MigrateSchema records its
-// progress in schema_migrations.
-func Migrations(schema string) ([]Migration, error) {
-	ms, err := store.Migrations(schema)
+	var so sendOptions
+	for _, opt := range opts {
+		opt(&so)
+	}
+	body, err := json.Marshal(payload)
 	if err != nil {
-		return nil, err
+		return ulid.ULID{}, fmt.Errorf("%w: signal %q: %w", ErrInvalidPayload, s.name, err)
 	}
-	out := make([]Migration, len(ms))
-	for i, m := range ms {
-		out[i] = Migration(m)
+	if len(body) > s.reg.cfg.MaxPayloadBytes {
+		return ulid.ULID{}, fmt.Errorf("%w: signal %q: %d bytes of JSON exceed the limit of %d: send IDs, not documents, or raise RegistryConfig.MaxPayloadBytes",
+			ErrPayloadTooLarge, s.name, len(body), s.reg.cfg.MaxPayloadBytes)
 	}
-	return out, nil
+
+	s.mu.RLock()
+	targets := make([]store.Target, len(s.targets))
+	copy(targets, s.targets)
+	s.mu.RUnlock()
+	if len(targets) == 0 {
+		return ulid.ULID{}, fmt.Errorf("%w: %q: import the package that connects its receivers (init wiring) in this binary", ErrNoReceivers, s.name)
+	}
+
+	event := store.Event{ID: ulid.Make(), Signal: s.name, Payload: body}
+	event.CorrelationID = event.ID
+	if cause, ok := causeFrom(ctx); ok {
+		event.Depth = cause.Depth + 1
+		if event.Depth > s.reg.cfg.MaxDepth {
+			return ulid.ULID{}, fmt.Errorf("%w: sending %q from receiver %q of %q would reach depth %d, above MaxDepth %d: a signal loop?",
+				ErrCascadeTooDeep, s.name, cause.Receiver, cause.Signal, event.Depth, s.reg.cfg.MaxDepth)
+		}
+		event.CorrelationID = cause.CorrelationID
+		causation := [16]byte(cause.EventID)
+		event.CausationID = &causation
+	}
+	if !so.processAt.IsZero() && so.processAt.After(time.Now()) {
+		event.ProcessAt = &so.processAt
+	}
+	for i := range targets {
+		targets[i].TaskID = ulid.Make()
+	}
+
+	if err := s.reg.queries.Insert(ctx, tx, event, targets); err != nil {
+		return ulid.ULID{}, s.sendError(err)
+	}
+	if r, ok := tx.(sendhook.Recorder); ok {
+		r.Sent(event.ID)
+	}
+	wake.Notify(s.reg.Schema())
+	return event.ID, nil
 }
 
-// tablesMissing reports whether err says a table or schema of ours does not
-// exist, which means the migrations were not applied.
-func tablesMissing(err error) bool {
+func (s *Signal[T]) sendError(err error) error {
+	if errors.Is(err, pgx.ErrTxClosed) {
+		return fmt.Errorf("%w: send %q: %w", ErrTxDone, s.name, err)
+	}
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") // undefined_table, invalid_schema_name
+	if errors.As(err, &pgErr) && pgErr.Code == "25P02" { // in_failed_sql_transaction
+		return fmt.Errorf("%w: send %q: %w", ErrTxAborted, s.name, err)
+	}
+	if tablesMissing(err) {
+		return fmt.Errorf("signals: send %q: %w", s.name, missingTables(s.reg.Schema(), err))
+	}
+	return fmt.Errorf("signals: send %q: write outbox rows: %w", s.name, err)
 }

@@ -46,27 +46,47 @@ type Event[T any] struct {
 	registry *Registry // where Once records the event; nil means DefaultRegistry
 }
 
+// NewEvent builds the Event a receiver connected as receiver would get on
+// the first delivery of payload, with fresh IDs. It is for calling a
+// receiver directly, as tests do; [Once] accepts the result.
+func (s *Signal[T]) NewEvent(receiver string, payload T) Event[T] {
+	id := ulid.Make()
+	return Event[T]{
+		Payload:       payload,
+		ID:            id,
+		TaskID:        ulid.Make(),
+		Signal:        s.name,
+		Receiver:      receiver,
+		Attempt:       1,
+		SentAt:        time.UnixMilli(int64(id.Time())),
+		CorrelationID: id,
+		registry:      s.reg,
+	}
+}
+
 // ReceiverFunc handles one delivery of a signal. Returning nil marks it
 // done; an error schedules a retry with backoff, unless it wraps
-// ErrPermanent (see Permanent). It must be idempotent.
+// [ErrPermanent] (see [Permanent]). It must be idempotent.
 type ReceiverFunc[T any] func(ctx context.Context, e Event[T]) error
 
-// Defaults for receiver options.
+// Receiver defaults, for the options of the same names.
 const (
-	// DefaultQueue is the asynq queue receivers use unless Queue says
-	// otherwise. It is not asynq's "default" queue, so that a worker of ours
-	// never takes tasks meant for another handler.
-	DefaultQueue = "signals"
-	// DefaultMaxRetries is how many times a failing receiver is retried
-	// before its task is dead-lettered.
-	DefaultMaxRetries = 20
-	// DefaultTimeout bounds one run of a receiver.
-	DefaultTimeout = time.Minute
-	// DefaultBackoffMin is the delay before a receiver's first retry; it
-	// doubles per retry up to DefaultBackoffMax, with jitter.
-	DefaultBackoffMin = time.Second
-	// DefaultBackoffMax caps the delay between two retries of a receiver.
-	DefaultBackoffMax = time.Hour
+	// DefaultReceiverQueue is the asynq queue receivers use unless [Queue]
+	// says otherwise. It is not asynq's "default" queue, so that a worker of
+	// ours never takes tasks meant for another handler.
+	DefaultReceiverQueue = "signals"
+	// DefaultReceiverMaxRetries is how many times a failing receiver is
+	// retried before its task is dead-lettered.
+	DefaultReceiverMaxRetries = 20
+	// DefaultReceiverTimeout bounds one run of a receiver.
+	DefaultReceiverTimeout = time.Minute
+	// DefaultReceiverBackoffMin is the delay before a receiver's first
+	// retry; it doubles per retry up to DefaultReceiverBackoffMax, with
+	// jitter.
+	DefaultReceiverBackoffMin = time.Second
+	// DefaultReceiverBackoffMax caps the delay between two retries of a
+	// receiver.
+	DefaultReceiverBackoffMax = time.Hour
 )
 
 type receiverOptions struct {
@@ -79,20 +99,20 @@ type receiverOptions struct {
 
 func defaultReceiverOptions() receiverOptions {
 	return receiverOptions{
-		queue:      DefaultQueue,
-		maxRetries: DefaultMaxRetries,
-		timeout:    DefaultTimeout,
-		backoffMin: DefaultBackoffMin,
-		backoffMax: DefaultBackoffMax,
+		queue:      DefaultReceiverQueue,
+		maxRetries: DefaultReceiverMaxRetries,
+		timeout:    DefaultReceiverTimeout,
+		backoffMin: DefaultReceiverBackoffMin,
+		backoffMax: DefaultReceiverBackoffMax,
 	}
 }
 
-// ReceiverOption tunes one receiver at Connect.
+// ReceiverOption tunes one receiver at [Signal.Connect].
 type ReceiverOption func(*receiverOptions) error
 
 // Queue sets the asynq queue the receiver's tasks go to. Defaults to
-// DefaultQueue. Workers serve the queues of every connected receiver unless
-// WorkerConfig.Queues says otherwise.
+// [DefaultReceiverQueue]. Workers serve the queues of every connected
+// receiver unless [WorkerConfig].Queues says otherwise.
 func Queue(name string) ReceiverOption {
 	return func(o *receiverOptions) error {
 		if err := envelope.ValidateQueue(name); err != nil {
@@ -104,7 +124,8 @@ func Queue(name string) ReceiverOption {
 }
 
 // MaxRetries sets how many times a failed run is retried before the task
-// is dead-lettered; 0 means never retry. Defaults to DefaultMaxRetries.
+// is dead-lettered; 0 means never retry. Defaults to
+// [DefaultReceiverMaxRetries].
 func MaxRetries(n int) ReceiverOption {
 	return func(o *receiverOptions) error {
 		if n < 0 {
@@ -116,7 +137,7 @@ func MaxRetries(n int) ReceiverOption {
 }
 
 // Timeout bounds one run of the receiver: its ctx is canceled after d and
-// the run counts as failed. Defaults to DefaultTimeout.
+// the run counts as failed. Defaults to [DefaultReceiverTimeout].
 func Timeout(d time.Duration) ReceiverOption {
 	return func(o *receiverOptions) error {
 		if d < time.Millisecond {
@@ -128,7 +149,8 @@ func Timeout(d time.Duration) ReceiverOption {
 }
 
 // Backoff sets the delay before the first retry (min), doubled per retry up
-// to max, with jitter. Defaults to DefaultBackoffMin and DefaultBackoffMax.
+// to max, with jitter. Defaults to [DefaultReceiverBackoffMin] and
+// [DefaultReceiverBackoffMax].
 func Backoff(min, max time.Duration) ReceiverOption {
 	return func(o *receiverOptions) error {
 		if min <= 0 || max < min {
@@ -141,7 +163,7 @@ func Backoff(min, max time.Duration) ReceiverOption {
 
 // Permanent marks err as a failure that retrying cannot fix: the task is
 // dead-lettered at once with err as its reason. The result matches both
-// ErrPermanent and err with errors.Is. Permanent(nil) is nil.
+// [ErrPermanent] and err with errors.Is. Permanent(nil) is nil.
 func Permanent(err error) error {
 	if err == nil {
 		return nil

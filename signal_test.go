@@ -118,8 +118,8 @@ func TestSendReliableCommitWritesOneRowPerReceiver(t *testing.T) {
 	}
 	require.Len(t, taskIDs, 3, "every row has its own task ID")
 	require.Equal(t, "signals", seen["email-receipt"].Queue)
-	require.Equal(t, signals.DefaultMaxRetries, seen["email-receipt"].MaxRetry)
-	require.Equal(t, signals.DefaultTimeout.Milliseconds(), seen["email-receipt"].TimeoutMS)
+	require.Equal(t, signals.DefaultReceiverMaxRetries, seen["email-receipt"].MaxRetry)
+	require.Equal(t, signals.DefaultReceiverTimeout.Milliseconds(), seen["email-receipt"].TimeoutMS)
 	require.Equal(t, "low", seen["analytics"].Queue)
 	require.Equal(t, 3, seen["analytics"].MaxRetry)
 	require.Equal(t, int64(1500), seen["analytics"].TimeoutMS)
@@ -367,5 +367,5 @@ func TestRegistryConfigIsValidated(t *testing.T) {
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)
 	reg, err := signals.NewRegistry(signals.RegistryConfig{})
 	require.NoError(t, err)
-	require.Equal(t, signals.DefaultSchema, reg.Schema())
+	require.Equal(t, signals.DefaultRegistrySchema, reg.Schema())
 }

@@ -8,100 +8,114 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/dj-signals/signals/internal/envelope"
 )
 
-// Worker defaults.
+// Worker defaults, for the [WorkerConfig] fields of the same names.
 const (
 	// DefaultWorkerConcurrency is how many receivers a Worker runs at once.
 	DefaultWorkerConcurrency = 20
-	// DefaultTaskCheckInterval is how long an idle Worker waits between
-	// checks for new tasks: asynq polls rather than blocks, so a task that
-	// arrives at an idle worker starts after this long on average. Each
-	// check is one Redis call: 5 ms costs about 200 calls/s per idle worker.
-	// asynq's own default is 1 s.
-	DefaultTaskCheckInterval = 5 * time.Millisecond
-	// DefaultDelayedTaskCheckInterval is how often a Worker moves due
+	// DefaultWorkerTaskCheckInterval is how long an idle Worker waits
+	// between checks for new tasks: asynq polls rather than blocks, so a
+	// task that arrives at an idle worker starts after this long on
+	// average. Each check is one Redis call: 5 ms costs about 200 calls/s
+	// per idle worker. asynq's own default is 1 s.
+	DefaultWorkerTaskCheckInterval = 5 * time.Millisecond
+	// DefaultWorkerDelayedTaskCheckInterval is how often a Worker moves due
 	// delayed and retrying tasks into their queues, which bounds how late a
 	// delayed signal or a retry may start. asynq's own default is 5 s.
-	DefaultDelayedTaskCheckInterval = 250 * time.Millisecond
-	// DefaultShutdownTimeout is how long Run waits, after its ctx is
+	DefaultWorkerDelayedTaskCheckInterval = 250 * time.Millisecond
+	// DefaultWorkerShutdownTimeout is how long Run waits, after its ctx is
 	// canceled, for running receivers to return. A receiver still running
 	// then has its task put back in the queue, to run again elsewhere.
-	DefaultShutdownTimeout = 10 * time.Second
+	DefaultWorkerShutdownTimeout = 10 * time.Second
 )
 
-// WorkerConfig configures a Worker. The zero value is valid; every zero
+// WorkerConfig configures a [Worker]. The zero value is valid; every zero
 // field takes its default.
 type WorkerConfig struct {
-	// Registry holds the receivers to run. Defaults to DefaultRegistry.
-	Registry *Registry
-	// Queues maps each asynq queue to serve to its priority weight. Defaults
-	// to every queue of the registry's receivers, with weight 1, read when
-	// Run starts.
+	// Queues maps each asynq queue to serve to its priority weight (at
+	// least 1). Defaults to every queue of the registry's receivers, with
+	// weight 1, read when Run starts.
 	Queues map[string]int
 	// Concurrency is how many receivers run at once. Defaults to
 	// DefaultWorkerConcurrency.
 	Concurrency int
 	// TaskCheckInterval is how long an idle worker waits between polls for
-	// new tasks. Defaults to DefaultTaskCheckInterval.
+	// new tasks. Defaults to DefaultWorkerTaskCheckInterval.
 	TaskCheckInterval time.Duration
 	// DelayedTaskCheckInterval is how often due delayed and retrying tasks
 	// are moved into their queues. Defaults to
-	// DefaultDelayedTaskCheckInterval.
+	// DefaultWorkerDelayedTaskCheckInterval.
 	DelayedTaskCheckInterval time.Duration
 	// ShutdownTimeout is how long Run waits for running receivers when
-	// stopping. Defaults to DefaultShutdownTimeout.
+	// stopping. Defaults to DefaultWorkerShutdownTimeout.
 	ShutdownTimeout time.Duration
 	// Logger receives asynq's warnings and errors. Receiver failures are
 	// logged by the registry's logger. Defaults to slog.Default().
 	Logger *slog.Logger
 }
 
+// withDefaults returns c with every zero field set to its default.
+func (c WorkerConfig) withDefaults() WorkerConfig {
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultWorkerConcurrency
+	}
+	if c.TaskCheckInterval == 0 {
+		c.TaskCheckInterval = DefaultWorkerTaskCheckInterval
+	}
+	if c.DelayedTaskCheckInterval == 0 {
+		c.DelayedTaskCheckInterval = DefaultWorkerDelayedTaskCheckInterval
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultWorkerShutdownTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// validate checks a defaulted config.
+func (c WorkerConfig) validate() error {
+	if c.Concurrency < 0 || c.TaskCheckInterval < 0 || c.DelayedTaskCheckInterval < 0 || c.ShutdownTimeout < 0 {
+		return fmt.Errorf("%w: Concurrency and the intervals must not be negative", ErrInvalidConfig)
+	}
+	for q, weight := range c.Queues {
+		if err := envelope.ValidateQueue(q); err != nil {
+			return err
+		}
+		if weight < 1 {
+			return fmt.Errorf("%w: queue %q has weight %d; weights start at 1", ErrInvalidConfig, q, weight)
+		}
+	}
+	return nil
+}
+
 // Worker is an asynq server running a registry's receivers: each delivery
-// decodes into Event[T] and calls the receiver, retrying failures with the
+// decodes into [Event] and calls the receiver, retrying failures with the
 // receiver's backoff until its MaxRetries, then dead-lettering the task in
 // asynq's archive with its error.
 type Worker struct {
+	reg   *Registry
 	redis asynq.RedisConnOpt
 	cfg   WorkerConfig
 }
 
-// NewWorker returns a Worker taking tasks from the Redis that redisOpt
-// describes. Run opens the Redis connections and closes them when it
-// returns. It returns ErrInvalidConfig for a config it cannot use.
-func NewWorker(redisOpt asynq.RedisConnOpt, cfg WorkerConfig) (*Worker, error) {
-	if redisOpt == nil {
-		return nil, fmt.Errorf("%w: NewWorker needs a Redis connection option", ErrInvalidConfig)
+// NewWorker returns a Worker running reg's receivers on tasks from the
+// Redis that redisOpt describes. Pass [DefaultRegistry] for signals made
+// with [New]. Run opens the Redis connections and closes them when it
+// returns. It returns [ErrInvalidConfig] for a config it cannot use.
+func NewWorker(reg *Registry, redisOpt asynq.RedisConnOpt, cfg WorkerConfig) (*Worker, error) {
+	if reg == nil || redisOpt == nil {
+		return nil, fmt.Errorf("%w: NewWorker needs a registry (signals.DefaultRegistry for signals made with New) and a Redis connection option", ErrInvalidConfig)
 	}
-	if cfg.Registry == nil {
-		cfg.Registry = DefaultRegistry
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	setDefault(&cfg.Concurrency, DefaultWorkerConcurrency)
-	setDefault(&cfg.TaskCheckInterval, DefaultTaskCheckInterval)
-	setDefault(&cfg.DelayedTaskCheckInterval, DefaultDelayedTaskCheckInterval)
-	setDefault(&cfg.ShutdownTimeout, DefaultShutdownTimeout)
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Concurrency < 0 || cfg.TaskCheckInterval < 0 || cfg.DelayedTaskCheckInterval < 0 || cfg.ShutdownTimeout < 0 {
-		return nil, fmt.Errorf("%w: Concurrency and the intervals must not be negative", ErrInvalidConfig)
-	}
-	for q, weight := range cfg.Queues {
-		if err := validateQueueWeight(q, weight); err != nil {
-			return nil, err
-		}
-	}
-	return &Worker{redis: redisOpt, cfg: cfg}, nil
-}
-
-func validateQueueWeight(q string, weight int) error {
-	if err := Queue(q)(&receiverOptions{}); err != nil {
-		return err
-	}
-	if weight < 1 {
-		return fmt.Errorf("%w: queue %q has weight %d; weights start at 1", ErrInvalidConfig, q, weight)
-	}
-	return nil
+	return &Worker{reg: reg, redis: redisOpt, cfg: cfg}, nil
 }
 
 // Run serves tasks until ctx is canceled, then stops taking tasks, waits up
@@ -113,7 +127,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	queues := w.cfg.Queues
 	if len(queues) == 0 {
 		queues = map[string]int{}
-		for _, q := range w.cfg.Registry.Queues() {
+		for _, q := range w.reg.Queues() {
 			queues[q] = 1
 		}
 	}
@@ -127,11 +141,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		TaskCheckInterval:        w.cfg.TaskCheckInterval,
 		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
 		ShutdownTimeout:          w.cfg.ShutdownTimeout,
-		RetryDelayFunc:           w.cfg.Registry.RetryDelay,
+		RetryDelayFunc:           w.reg.RetryDelay,
 		Logger:                   asynqLogger{w.cfg.Logger},
 		LogLevel:                 asynq.WarnLevel,
 	})
-	if err := srv.Start(w.cfg.Registry); err != nil {
+	if err := srv.Start(w.reg); err != nil {
 		return fmt.Errorf("signals: start worker: %w", err)
 	}
 	<-ctx.Done()

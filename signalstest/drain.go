@@ -30,11 +30,11 @@ func Drain(t testing.TB, db signals.TxBeginner, redisOpt asynq.RedisConnOpt, reg
 		t.Fatalf("signalstest: %v", err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	d, err := signals.NewDispatcher(db, redisOpt, signals.DispatcherConfig{Schema: reg.Schema(), PollInterval: 10 * time.Millisecond, Logger: quiet})
+	d, err := signals.NewDispatcher(reg, db, redisOpt, signals.DispatcherConfig{PollInterval: 10 * time.Millisecond, Logger: quiet})
 	if err != nil {
 		t.Fatalf("signalstest: %v", err)
 	}
-	w, err := signals.NewWorker(redisOpt, signals.WorkerConfig{Registry: reg, DelayedTaskCheckInterval: 50 * time.Millisecond, Logger: quiet})
+	w, err := signals.NewWorker(reg, redisOpt, signals.WorkerConfig{DelayedTaskCheckInterval: 50 * time.Millisecond, Logger: quiet})
 	if err != nil {
 		t.Fatalf("signalstest: %v", err)
 	}

@@ -58,11 +58,11 @@ func run(ctx context.Context) error {
 
 	// The relay and the worker run inside the app process.
 	redis := asynq.RedisClientOpt{Addr: getenv("REDIS_ADDR", "127.0.0.1:6379")}
-	dispatcher, err := signals.NewDispatcher(pool, redis, signals.DispatcherConfig{})
+	dispatcher, err := signals.NewDispatcher(signals.DefaultRegistry, pool, redis, signals.DispatcherConfig{})
 	if err != nil {
 		return err
 	}
-	worker, err := signals.NewWorker(redis, signals.WorkerConfig{})
+	worker, err := signals.NewWorker(signals.DefaultRegistry, redis, signals.WorkerConfig{})
 	if err != nil {
 		return err
 	}

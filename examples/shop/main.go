@@ -96,11 +96,11 @@ func run(ctx context.Context, addr string, demo bool, out io.Writer, log *slog.L
 	}
 
 	redis := asynq.RedisClientOpt{Addr: getenv("REDIS_ADDR", "127.0.0.1:6379")}
-	dispatcher, err := signals.NewDispatcher(pool, redis, signals.DispatcherConfig{Logger: log})
+	dispatcher, err := signals.NewDispatcher(signals.DefaultRegistry, pool, redis, signals.DispatcherConfig{Logger: log})
 	if err != nil {
 		return err
 	}
-	worker, err := signals.NewWorker(redis, signals.WorkerConfig{Logger: log})
+	worker, err := signals.NewWorker(signals.DefaultRegistry, redis, signals.WorkerConfig{Logger: log})
 	if err != nil {
 		return err
 	}

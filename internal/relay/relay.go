@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/jackc/pgx/v5"
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
 
@@ -26,38 +25,36 @@ import (
 	"github.com/dj-signals/signals/internal/wake"
 )
 
-// DB is the database side of the relay: *pgxpool.Pool satisfies it.
-type DB interface {
-	Begin(ctx context.Context) (pgx.Tx, error)
-}
-
-// Config is the relay's settings, already defaulted and validated by the
-// caller.
+// Config is the relay's tuning: the fields of signals.DispatcherConfig,
+// which converts to it, already defaulted and validated there. The
+// conversion keeps the two in step: a field added to one and not the other
+// does not compile.
 type Config struct {
-	Queries      *store.Queries
-	DB           DB
-	Redis        redis.UniversalClient
-	BatchSize    int
-	Concurrency  int
-	PollInterval time.Duration
-	Retention    time.Duration
-	BackoffMin   time.Duration
-	BackoffMax   time.Duration
-	MaxAttempts  int
-	BatchTimeout time.Duration
-	Logger       *slog.Logger
+	BatchSize          int
+	Concurrency        int
+	PollInterval       time.Duration
+	Retention          time.Duration
+	BackoffMin         time.Duration
+	BackoffMax         time.Duration
+	MaxEnqueueAttempts int
+	BatchTimeout       time.Duration
+	Logger             *slog.Logger
 }
 
 // Relay is one relay loop. Many may run on one outbox, in one process or
 // many; one Relay's methods must not be called concurrently.
 type Relay struct {
-	cfg    Config
-	client *asynq.Client
+	queries *store.Queries
+	db      store.Beginner
+	redis   redis.UniversalClient
+	cfg     Config
+	client  *asynq.Client
 }
 
-// New returns a relay enqueueing through cfg.Redis, which the caller owns.
-func New(cfg Config) *Relay {
-	return &Relay{cfg: cfg, client: newClient(cfg.Redis)}
+// New returns a relay moving the rows of queries' outbox, read through db,
+// into the Redis behind rc, which the caller owns.
+func New(queries *store.Queries, db store.Beginner, rc redis.UniversalClient, cfg Config) *Relay {
+	return &Relay{queries: queries, db: db, redis: rc, cfg: cfg, client: newClient(rc)}
 }
 
 // newClient shares rc; closing the client leaves rc open.
@@ -72,7 +69,7 @@ const firstChase = time.Millisecond
 // Run relays until ctx is done, then returns nil. Errors are logged and
 // retried with capped exponential backoff; they never end the loop.
 func (r *Relay) Run(ctx context.Context) error {
-	hints, unsubscribe := wake.Subscribe(r.cfg.Queries.Schema())
+	hints, unsubscribe := wake.Subscribe(r.queries.Schema())
 	defer unsubscribe()
 
 	timer := time.NewTimer(0)
@@ -93,11 +90,11 @@ func (r *Relay) Run(ctx context.Context) error {
 		if failures > 0 {
 			// Check Redis before claiming: during an outage, claiming and
 			// trying rows only holds their locks longer.
-			if err = r.cfg.Redis.Ping(ctx).Err(); err == nil {
+			if err = r.redis.Ping(ctx).Err(); err == nil {
 				// The asynq client remembers which queues it registered in
 				// Redis; a Redis that came back empty has forgotten them, and
 				// a fresh client registers them again.
-				r.client = newClient(r.cfg.Redis)
+				r.client = newClient(r.redis)
 			}
 		}
 		if err == nil {
@@ -165,13 +162,13 @@ func (r *Relay) Batch(ctx context.Context) (int, error) {
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.BatchTimeout)
 	defer cancel()
 
-	tx, err := r.cfg.DB.Begin(bctx)
+	tx, err := r.db.Begin(bctx)
 	if err != nil {
 		return 0, fmt.Errorf("begin relay transaction: %w", err)
 	}
 	defer tx.Rollback(bctx) //nolint:errcheck // no-op after commit
 
-	rows, err := r.cfg.Queries.Claim(bctx, tx, r.cfg.BatchSize)
+	rows, err := r.queries.Claim(bctx, tx, r.cfg.BatchSize)
 	if err != nil {
 		return 0, fmt.Errorf("claim outbox rows: %w", err)
 	}
@@ -193,7 +190,7 @@ func (r *Relay) Batch(ctx context.Context) (int, error) {
 			}
 		case o.err == nil:
 			done = append(done, rows[i].ID)
-		case o.permanent || rows[i].Attempts+1 >= r.cfg.MaxAttempts:
+		case o.permanent || rows[i].Attempts+1 >= r.cfg.MaxEnqueueAttempts:
 			aside = append(aside, rows[i].ID)
 			asideErrs = append(asideErrs, o.err.Error())
 		default:
@@ -207,22 +204,22 @@ func (r *Relay) Batch(ctx context.Context) (int, error) {
 	// Nothing went through and the errors were of an unknown kind: if Redis
 	// does not answer a ping this is an outage too, not the rows' fault.
 	if len(done) == 0 && firstErr != nil && outageErr == nil {
-		if err := r.cfg.Redis.Ping(bctx).Err(); err != nil {
+		if err := r.redis.Ping(bctx).Err(); err != nil {
 			failed, failedErrs, outageErr = nil, nil, firstErr
 		}
 	}
 	if len(done) > 0 {
-		if err := r.cfg.Queries.Delete(bctx, tx, done); err != nil {
+		if err := r.queries.Delete(bctx, tx, done); err != nil {
 			return 0, fmt.Errorf("delete enqueued rows: %w", err)
 		}
 	}
 	if len(failed) > 0 {
-		if err := r.cfg.Queries.RecordFailures(bctx, tx, failed, failedErrs); err != nil {
+		if err := r.queries.RecordFailures(bctx, tx, failed, failedErrs); err != nil {
 			return 0, fmt.Errorf("record enqueue failures: %w", err)
 		}
 	}
 	if len(aside) > 0 {
-		if err := r.cfg.Queries.SetAside(bctx, tx, aside, asideErrs); err != nil {
+		if err := r.queries.SetAside(bctx, tx, aside, asideErrs); err != nil {
 			return 0, fmt.Errorf("set aside rows: %w", err)
 		}
 		for i, id := range aside {

@@ -1,0 +1,157 @@
+package signals
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/dj-signals/signals/internal/backoff"
+	"github.com/dj-signals/signals/internal/envelope"
+)
+
+// TaskTypePrefix starts the asynq task type of every signal task, which is
+// TaskTypePrefix + signal + ":" + receiver. Mount a [Registry] in your own
+// asynq server with mux.Handle(signals.TaskTypePrefix, registry).
+const TaskTypePrefix = "signals:"
+
+// ProcessTask runs the receiver a signal task is addressed to, so a
+// [Registry] is an asynq.Handler. A receiver error is returned for asynq to
+// retry. A task that retrying cannot help — a [Permanent] error, an unknown
+// signal or receiver, an undecodable task, a cascade beyond MaxDepth — is
+// returned wrapping asynq.SkipRetry, so asynq archives it (its dead letters)
+// at once with the error as its reason.
+func (r *Registry) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	err := r.process(ctx, t)
+	if err == nil {
+		return nil
+	}
+	id, _ := asynq.GetTaskID(ctx)
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	if isPermanent(err) {
+		r.log().ErrorContext(ctx, "signals: receiver failed for good; task dead-lettered", "task_type", t.Type(), "task_id", id, "attempt", retried+1, "error", err)
+		return deadLetter{err}
+	}
+	level := slog.LevelWarn
+	if retried >= maxRetry {
+		level = slog.LevelError
+	}
+	r.log().Log(ctx, level, "signals: receiver failed", "task_type", t.Type(), "task_id", id, "attempt", retried+1, "max_retry", maxRetry, "error", err)
+	return err
+}
+
+// delivery is one decoded task, ready for its receiver.
+type delivery struct {
+	meta    envelope.Meta
+	attempt int
+	payload []byte
+}
+
+func (r *Registry) process(ctx context.Context, t *asynq.Task) error {
+	meta, err := envelope.Decode(t.Type(), t.Headers())
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUndecodable, err)
+	}
+	h := r.lookup(meta.Signal)
+	if h == nil {
+		return fmt.Errorf("%w: no signal %q is registered in this worker: register it and connect its receivers in every worker binary, then run the archived task again",
+			ErrUnknownReceiver, meta.Signal)
+	}
+	retried, _ := asynq.GetRetryCount(ctx)
+	return h.deliver(ctx, delivery{meta: meta, attempt: retried + 1, payload: t.Payload()})
+}
+
+// deliver decodes d into the signal's Event and calls its receiver, bounded
+// by the receiver's Timeout.
+func (s *Signal[T]) deliver(ctx context.Context, d delivery) error {
+	s.mu.RLock()
+	rc := s.receivers[d.meta.Receiver]
+	s.mu.RUnlock()
+	if rc == nil {
+		return fmt.Errorf("%w: signal %q has no receiver %q in this worker: connect it in every worker binary, then run the archived task again",
+			ErrUnknownReceiver, s.name, d.meta.Receiver)
+	}
+	var payload T
+	if err := json.Unmarshal(d.payload, &payload); err != nil {
+		return fmt.Errorf("%w: payload of signal %q for receiver %q: %w", ErrUndecodable, s.name, d.meta.Receiver, err)
+	}
+	e := Event[T]{
+		Payload:       payload,
+		ID:            d.meta.EventID,
+		TaskID:        d.meta.TaskID,
+		Signal:        s.name,
+		Receiver:      d.meta.Receiver,
+		Attempt:       d.attempt,
+		SentAt:        time.UnixMilli(int64(d.meta.EventID.Time())),
+		CorrelationID: d.meta.CorrelationID,
+		CausationID:   d.meta.CausationID,
+		Depth:         d.meta.Depth,
+		registry:      s.reg,
+	}
+	ctx, cancel := context.WithTimeout(withCause(ctx, d.meta), d.meta.Timeout)
+	defer cancel()
+	return call(ctx, rc.fn, e)
+}
+
+// call runs fn, turning a panic into an error so that it counts as one
+// failed attempt instead of crashing the worker.
+func call[T any](ctx context.Context, fn ReceiverFunc[T], e Event[T]) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %v\n%s", ErrReceiverPanic, p, debug.Stack())
+		}
+	}()
+	return fn(ctx, e)
+}
+
+type causeKey struct{}
+
+// withCause records the event being handled so that signals sent by its
+// receiver carry causation, correlation and depth.
+func withCause(ctx context.Context, m envelope.Meta) context.Context {
+	return context.WithValue(ctx, causeKey{}, m)
+}
+
+func causeFrom(ctx context.Context) (envelope.Meta, bool) {
+	m, ok := ctx.Value(causeKey{}).(envelope.Meta)
+	return m, ok
+}
+
+// isPermanent reports whether a retry is bound to fail the same way. A too
+// deep cascade is: the depth travels with the task.
+func isPermanent(err error) bool {
+	for _, target := range []error{ErrPermanent, ErrUnknownReceiver, ErrUndecodable, ErrCascadeTooDeep} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
+}
+
+// deadLetter tells asynq not to retry while keeping err's text as the
+// archived task's reason.
+type deadLetter struct{ err error }
+
+func (d deadLetter) Error() string   { return d.err.Error() }
+func (d deadLetter) Unwrap() []error { return []error{d.err, asynq.SkipRetry} }
+
+// RetryDelay is an asynq.RetryDelayFunc applying each receiver's [Backoff]
+// option. [Worker] uses it; set asynq.Config.RetryDelayFunc to it when the
+// registry runs in your own asynq server.
+func (r *Registry) RetryDelay(retried int, _ error, t *asynq.Task) time.Duration {
+	o := defaultReceiverOptions()
+	if meta, err := envelope.Decode(t.Type(), t.Headers()); err == nil {
+		if h := r.lookup(meta.Signal); h != nil {
+			if ro, ok := h.receiverOptions(meta.Receiver); ok {
+				o = ro
+			}
+		}
+	}
+	return backoff.Delay(retried+1, o.backoffMin, o.backoffMax)
+}

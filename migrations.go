@@ -1,0 +1,74 @@
+package signals
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/dj-signals/signals/internal/store"
+)
+
+// TxBeginner starts transactions, as pgx.BeginFunc needs: *pgxpool.Pool,
+// *pgx.Conn and pgx.Tx (a savepoint) all satisfy it. The library never
+// closes the pool or connection it is given.
+type TxBeginner = store.Beginner
+
+// Migrate creates or upgrades the outbox tables in [DefaultRegistrySchema]. See
+// [MigrateSchema].
+func Migrate(ctx context.Context, db TxBeginner) error {
+	return MigrateSchema(ctx, db, DefaultRegistrySchema)
+}
+
+// MigrateSchema creates the schema if needed and applies, in one
+// transaction, every migration not yet recorded in its schema_migrations
+// table. It is idempotent and safe to call from several processes starting
+// at once: a transaction-scoped advisory lock serializes them. Pass the
+// schema of the [Registry] whose signals use it ([Registry.Schema]).
+func MigrateSchema(ctx context.Context, db TxBeginner, schema string) error {
+	if err := store.Migrate(ctx, db, schema); err != nil {
+		return fmt.Errorf("signals: migrate schema %q: %w", schema, err)
+	}
+	return nil
+}
+
+// Migration is one versioned step of the outbox schema, for teams that run
+// migrations with their own tool (goose, golang-migrate, ...). Apply them in
+// Version order, each once.
+type Migration struct {
+	// Version orders the migrations, starting at 1.
+	Version int
+	// Name describes the step, such as "outbox".
+	Name string
+	// SQL is the statement text with the schema name already quoted in.
+	SQL string
+}
+
+// Migrations returns the outbox schema's migrations for schema, in version
+// order. Apply them with your migration tool, or let [MigrateSchema] do it;
+// do not mix the two on one schema, since only MigrateSchema records its
+// progress in schema_migrations.
+func Migrations(schema string) ([]Migration, error) {
+	ms, err := store.Migrations(schema)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Migration, len(ms))
+	for i, m := range ms {
+		out[i] = Migration(m)
+	}
+	return out, nil
+}
+
+// tablesMissing reports whether err says a table or schema of ours does not
+// exist, which means the migrations were not applied.
+func tablesMissing(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") // undefined_table, invalid_schema_name
+}
+
+// missingTables explains a tablesMissing error with its fix.
+func missingTables(schema string, err error) error {
+	return fmt.Errorf("the tables of schema %q are missing: run signals.MigrateSchema (or apply signals.Migrations) first: %w", schema, err)
+}
