@@ -137,6 +137,18 @@ func (r *Registry) lookup(name string) handle {
 	return r.signals[name]
 }
 
+// Signals returns the sorted names of the registry's signals.
+func (r *Registry) Signals() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]string, 0, len(r.signals))
+	for name := range r.signals {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Queues returns the sorted asynq queues used by the connected receivers:
 // the queues a server running this registry must serve.
 func (r *Registry) Queues() []string {
