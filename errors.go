@@ -7,8 +7,9 @@ import (
 	"github.com/dj-signals/signals/internal/store"
 )
 
-// Wiring errors, returned (or panicked with, by New and Connect) while
-// signals and receivers are being registered.
+// Wiring errors, returned (or panicked with, by [New], [Signal.Connect] and
+// the Must constructors) while signals and receivers are being registered
+// and components built.
 var (
 	// ErrInvalidName is returned for a signal, receiver or queue name that
 	// breaks the naming rules; the message says which rule.
@@ -27,7 +28,8 @@ var (
 	ErrInvalidConfig = errors.New("signals: invalid config")
 )
 
-// Send errors, returned by SendReliable. Each means nothing was written.
+// Send errors, returned by [Signal.SendReliable]. Each means nothing was
+// written.
 var (
 	// ErrNilTx is returned when SendReliable is given a nil transaction.
 	ErrNilTx = errors.New("signals: nil transaction: SendReliable must run inside the caller's pgx.Tx")
@@ -42,7 +44,7 @@ var (
 	// error also wraps encoding/json's own error.
 	ErrInvalidPayload = errors.New("signals: payload cannot be encoded as JSON")
 	// ErrPayloadTooLarge is returned when the encoded payload exceeds the
-	// registry's MaxPayloadBytes.
+	// registry's [RegistryConfig].MaxPayloadBytes.
 	ErrPayloadTooLarge = errors.New("signals: payload too large")
 	// ErrTxDone is returned when the transaction was already committed or
 	// rolled back. It also wraps pgx.ErrTxClosed.
@@ -51,15 +53,18 @@ var (
 	// transaction only accepts a rollback now.
 	ErrTxAborted = errors.New("signals: transaction is aborted; roll it back")
 	// ErrCascadeTooDeep is returned when a receiver's signal would exceed the
-	// registry's MaxDepth, which stops an endless loop of signals sending
-	// signals.
+	// registry's [RegistryConfig].MaxDepth, which stops an endless loop of
+	// signals sending signals.
 	ErrCascadeTooDeep = errors.New("signals: cascade too deep")
 )
 
-// Delivery errors, recorded as the reason of a dead-lettered task.
+// Dead-letter reasons: a delivery failing with one of these is not retried
+// (a retry is bound to fail the same way) and its task is dead-lettered at
+// once with the error as its reason. [ErrCascadeTooDeep] is one too, when a
+// cascade that was already too deep reaches a worker.
 var (
 	// ErrPermanent marks a receiver error that retrying cannot fix; see
-	// Permanent.
+	// [Permanent].
 	ErrPermanent = errors.New("signals: permanent failure")
 	// ErrUnknownReceiver is the reason a task is dead-lettered when no
 	// receiver of that name is connected to the signal in the worker's
@@ -68,10 +73,14 @@ var (
 	// ErrUndecodable is the reason a task is dead-lettered when its metadata
 	// or payload cannot be decoded into the signal's payload type.
 	ErrUndecodable = errors.New("signals: task cannot be decoded")
-	// ErrInvalidEvent is returned by Once for an Event that lacks the IDs a
-	// delivery carries.
-	ErrInvalidEvent = errors.New("signals: invalid event")
+)
+
+// Receiver-side errors.
+var (
 	// ErrReceiverPanic is the error a receiver's recovered panic is turned
-	// into; it counts as a failure and is retried.
+	// into; it counts as a failed attempt and is retried like any error.
 	ErrReceiverPanic = errors.New("signals: receiver panicked")
+	// ErrInvalidEvent is returned by [Once] for an Event that lacks the IDs
+	// a delivery carries.
+	ErrInvalidEvent = errors.New("signals: invalid event")
 )

@@ -10,9 +10,10 @@ import (
 	"github.com/dj-signals/signals/internal/store"
 )
 
-// TxBeginner starts transactions, as pgx.BeginFunc needs: *pgxpool.Pool,
-// *pgx.Conn and pgx.Tx (a savepoint) all satisfy it. The library never
-// closes the pool or connection it is given.
+// TxBeginner starts transactions: its one method is
+// Begin(ctx context.Context) (pgx.Tx, error), as pgx.BeginFunc needs.
+// *pgxpool.Pool, *pgx.Conn and pgx.Tx (a savepoint) all satisfy it. The
+// library never closes the pool or connection it is given.
 type TxBeginner = store.Beginner
 
 // Migrate creates or upgrades the outbox tables in [DefaultRegistrySchema]. See

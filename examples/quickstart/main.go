@@ -1,5 +1,5 @@
 // Command quickstart commits a user and a reliable signal in one
-// transaction, then runs the relay and a worker until the receiver has run.
+// transaction, then runs the Dispatcher and a Worker until the receiver has run.
 package main
 
 import (
@@ -56,7 +56,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 
-	// The relay and the worker run inside the app process.
+	// The Dispatcher and the Worker run inside the app process.
 	redis := asynq.RedisClientOpt{Addr: getenv("REDIS_ADDR", "127.0.0.1:6379")}
 	dispatcher, err := signals.NewDispatcher(signals.DefaultRegistry, pool, redis, signals.DispatcherConfig{})
 	if err != nil {
