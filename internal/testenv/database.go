@@ -1,0 +1,98 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// DatabaseURLEnv names the environment variable that points tests at a
+// PostgreSQL database other than the default one.
+const DatabaseURLEnv = "SIGNALS_TEST_DATABASE_URL"
+
+const (
+	defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/test"
+
+	// connectTimeout is long enough for a database that is still starting,
+	// as in CI, and short enough that a missing one fails the test quickly.
+	connectTimeout = 15 * time.Second
+)
+
+// DatabaseURL returns the PostgreSQL connection URL tests run against: the
+// value of SIGNALS_TEST_DATABASE_URL, or postgres://postgres@127.0.0.1:5432/test
+// when it is unset or empty.
+func DatabaseURL() string {
+	if v := os.Getenv(DatabaseURLEnv); v != "" {
+		return v
+	}
+	return defaultDatabaseURL
+}
+
+// Pool returns a new, pinged connection pool to DatabaseURL. The pool is
+// closed when the test and its subtests complete. If PostgreSQL cannot be
+// reached the test fails with a message naming SIGNALS_TEST_DATABASE_URL.
+func Pool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	return PoolFor(t, DatabaseURL())
+}
+
+// PoolFor is like Pool but connects to the given URL, typically one returned
+// by URLVia.
+func PoolFor(t testing.TB, url string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatalf("testenv: invalid PostgreSQL URL %q: %v (set %s to a valid postgres:// URL)",
+			redactURL(url), err, DatabaseURLEnv)
+		return nil // t may be a fake whose Fatalf returns
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	defer cancel()
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		t.Fatalf("testenv: cannot reach PostgreSQL at %s: %v (start PostgreSQL or set %s; default %s)",
+			redactURL(url), err, DatabaseURLEnv, defaultDatabaseURL)
+		return nil
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// Schema returns a fresh, unique PostgreSQL schema name of the form
+// "t_<lowercase ULID>", a valid unquoted identifier. Schema does not create
+// the schema; when the test and its subtests complete it is dropped, with
+// everything in it, if it exists.
+func Schema(t testing.TB) string {
+	t.Helper()
+	return uniqueName(t, "t_", dropSchema)
+}
+
+func dropSchema(ctx context.Context, name string) error {
+	// A connection of its own: the test's pools may be closed by now.
+	conn, err := pgx.Connect(ctx, DatabaseURL())
+	if err != nil {
+		return fmt.Errorf("drop schema %s: connect to %s: %w (set %s)",
+			name, redactURL(DatabaseURL()), err, DatabaseURLEnv)
+	}
+	defer conn.Close(ctx)
+	sql := "DROP SCHEMA IF EXISTS " + pgx.Identifier{name}.Sanitize() + " CASCADE"
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("%s: %w", sql, err)
+	}
+	return nil
+}
+
+// redactURL hides a URL's password, because test output ends up in CI logs.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" {
+		return s
+	}
+	return u.Redacted()
+}
