@@ -7,38 +7,59 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/oklog/ulid/v2"
 
 	"github.com/dj-signals/signals"
 	"github.com/dj-signals/signals/internal/relay"
+	"github.com/dj-signals/signals/internal/sendhook"
 	"github.com/dj-signals/signals/internal/store"
 )
 
+// eagerBatch is how many outbox rows one take deletes and returns.
+const eagerBatch = 100
+
 // Eager runs receivers in-process, right after each commit, with no relay
 // and no Redis. Pass it where the code under test takes a
-// signals.TxBeginner (pgx.BeginFunc accepts it too): transactions it begins
-// run, on Commit, every receiver of every row then in the outbox, and
-// Commit returns their errors. Unlike an "eager" task backend that swallows
-// failures, a receiver's error reaches the test.
+// signals.TxBeginner (pgx.BeginFunc accepts it too): when a transaction it
+// began commits, Commit runs the receivers of the events sent through that
+// transaction, and returns their errors. Unlike an "eager" task backend
+// that swallows failures, a receiver's error reaches the test.
+//
+// An Eager runs exactly what its own transactions sent, plus their cascade:
+// the signals that those receivers send with the ctx they were given (which
+// carries the cause), whether through this Eager or through a plain pool,
+// and so on down the cascade. It never takes another sender's rows: rows
+// committed through a pool, by another Eager or by another test stay in the
+// outbox. So tests that share one registry and schema, such as signals made
+// with signals.New at package level, may each use an Eager and run in
+// parallel; see the package documentation for what does not isolate.
+//
+// Only events sent with the pgx.Tx that Begin returned, or a savepoint of
+// it, are recorded: a wrapper of that Tx hides it from SendReliable. An
+// event sent through a savepoint that rolls back is forgotten with it.
 //
 // Each receiver runs once, with Attempt 1 and no retry; delays are ignored.
-// Signals the receivers send are run too, until the outbox is empty.
+// An Eager is safe for concurrent use; each transaction, like any pgx.Tx,
+// is used by one goroutine at a time.
 type Eager struct {
 	db  signals.TxBeginner
 	reg *signals.Registry
-	q   *store.Queries
+	q   *store.KitQueries
 }
 
 // NewEager returns an Eager beginning transactions on db (a *pgxpool.Pool)
-// and running the receivers of reg.
+// and running the receivers of reg, whose schema holds the outbox. It never
+// closes db.
 func NewEager(db signals.TxBeginner, reg *signals.Registry) (*Eager, error) {
-	q, err := store.New(reg.Schema())
+	q, err := store.NewKitQueries(reg.Schema())
 	if err != nil {
 		return nil, err
 	}
 	return &Eager{db: db, reg: reg, q: q}, nil
 }
 
-// Begin starts a transaction whose Commit runs the receivers.
+// Begin starts a transaction whose Commit runs the receivers of the events
+// sent through it.
 func (e *Eager) Begin(ctx context.Context) (pgx.Tx, error) {
 	tx, err := e.db.Begin(ctx)
 	if err != nil {
@@ -47,61 +68,107 @@ func (e *Eager) Begin(ctx context.Context) (pgx.Tx, error) {
 	return &eagerTx{Tx: tx, eager: e}, nil
 }
 
+// eagerTx records the events sent through it. A savepoint's eagerTx hands
+// its records to its parent when released and drops them when rolled back,
+// so a top-level Commit knows exactly which committed events it sent.
 type eagerTx struct {
 	pgx.Tx
-	eager *Eager
+	eager  *Eager
+	parent *eagerTx // nil for the top-level transaction
+	sent   [][16]byte
 }
 
-// Commit commits, then runs the receivers. A receiver's error is returned,
-// though the transaction's changes stay committed.
+var _ sendhook.Recorder = (*eagerTx)(nil)
+
+// Sent records an event SendReliable wrote through tx.
+func (tx *eagerTx) Sent(eventID [16]byte) { tx.sent = append(tx.sent, eventID) }
+
+// Begin starts a savepoint that records its own events.
+func (tx *eagerTx) Begin(ctx context.Context) (pgx.Tx, error) {
+	sp, err := tx.Tx.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &eagerTx{Tx: sp, eager: tx.eager, parent: tx}, nil
+}
+
+// Commit commits, or releases the savepoint, then, for a top-level
+// transaction, runs the receivers. A receiver's error is returned, though
+// the transaction's changes stay committed.
 func (tx *eagerTx) Commit(ctx context.Context) error {
+	sent := tx.sent
+	tx.sent = nil
 	if err := tx.Tx.Commit(ctx); err != nil {
 		return err
 	}
-	return tx.eager.Run(ctx)
+	if tx.parent != nil {
+		tx.parent.sent = append(tx.parent.sent, sent...)
+		return nil
+	}
+	if len(sent) == 0 {
+		return nil
+	}
+	return tx.eager.run(ctx, sent)
 }
 
-// Run delivers every row in the outbox to its receiver, in-process, until
-// the outbox is empty, and returns the receivers' errors joined.
-func (e *Eager) Run(ctx context.Context) error {
+// Rollback rolls back and forgets the events sent through tx.
+func (tx *eagerTx) Rollback(ctx context.Context) error {
+	tx.sent = nil
+	return tx.Tx.Rollback(ctx)
+}
+
+// run delivers the rows of the sent events, and of the events their
+// receivers send, in-process, until none is left, and returns the
+// receivers' errors joined.
+func (e *Eager) run(ctx context.Context, sent [][16]byte) error {
+	events := append([][16]byte(nil), sent...)
+	known := make(map[[16]byte]bool, len(events))
+	for _, id := range events {
+		known[id] = true
+	}
+	found := map[[16]byte]bool{}
 	var errs []error
 	for {
-		n, err := e.batch(ctx, &errs)
+		rows, err := e.take(ctx, events)
 		if err != nil {
-			return errors.Join(append(errs, err)...)
+			return errors.Join(append(errs, fmt.Errorf("signalstest: take the events' outbox rows: %w", err))...)
 		}
-		if n == 0 {
-			return errors.Join(errs...)
+		if len(rows) == 0 {
+			break
+		}
+		for _, row := range rows {
+			found[row.EventID] = true
+			if !known[row.EventID] {
+				known[row.EventID] = true
+				events = append(events, row.EventID)
+			}
+			task, _, err := relay.Task(row, time.Second)
+			if err == nil {
+				err = e.reg.ProcessTask(ctx, task)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("receiver %q of %q: %w", row.Receiver, row.Signal, err))
+			}
 		}
 	}
+	for _, id := range sent {
+		if !found[id] {
+			errs = append(errs, fmt.Errorf("signalstest: event %s was sent through the Eager but has no row in the outbox of schema %q: "+
+				"its signal belongs to a registry on another schema, or a Dispatcher running on this schema took it", ulid.ULID(id), e.reg.Schema()))
+		}
+	}
+	return errors.Join(errs...)
 }
 
-// batch takes up to 100 rows out of the outbox, committing before it runs
-// their receivers: a receiver that sends through this Eager commits and
-// runs its own cascade without waiting for a connection held here.
-func (e *Eager) batch(ctx context.Context, errs *[]error) (int, error) {
+// take takes up to eagerBatch rows of the events, or caused by them, out of
+// the outbox and commits before their receivers run: a receiver that sends
+// through this Eager commits and runs its own cascade without waiting for a
+// connection or a lock held here.
+func (e *Eager) take(ctx context.Context, events [][16]byte) ([]store.Row, error) {
 	var rows []store.Row
 	err := pgx.BeginFunc(ctx, e.db, func(tx pgx.Tx) (err error) {
-		if rows, err = e.q.Claim(ctx, tx, 100); err != nil || len(rows) == 0 {
-			return err
-		}
-		ids := make([][16]byte, len(rows))
-		for i, row := range rows {
-			ids[i] = row.ID
-		}
-		return e.q.Delete(ctx, tx, ids)
+		rows, err = e.q.TakeEvents(ctx, tx, events, eagerBatch)
+		return err
 	})
-	if err != nil {
-		return 0, err
-	}
-	for _, row := range rows {
-		task, _, err := relay.Task(row, time.Second)
-		if err == nil {
-			err = e.reg.ProcessTask(ctx, task)
-		}
-		if err != nil {
-			*errs = append(*errs, fmt.Errorf("receiver %q of %q: %w", row.Receiver, row.Signal, err))
-		}
-	}
-	return len(rows), nil
+	return rows, err
 }

@@ -4,13 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
@@ -30,6 +26,9 @@ type signedUp struct {
 	Email  string `json:"email"`
 }
 
+// quiet keeps receiver failures that tests provoke out of the test log.
+var quiet = slog.New(slog.DiscardHandler)
+
 // world is one test's migrated schema, with a registry on it.
 type world struct {
 	pool   *pgxpool.Pool
@@ -41,7 +40,7 @@ func setup(t *testing.T) world {
 	t.Helper()
 	w := world{pool: testenv.Pool(t), schema: testenv.Schema(t)}
 	require.NoError(t, signals.MigrateSchema(t.Context(), w.pool, w.schema))
-	w.reg = signals.MustNewRegistry(signals.RegistryConfig{Schema: w.schema, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	w.reg = signals.MustNewRegistry(signals.RegistryConfig{Schema: w.schema, Logger: quiet})
 	return w
 }
 
@@ -194,165 +193,6 @@ func TestRequireNotSentFailsWhenAnEventMatches(t *testing.T) {
 
 	failure(t, func(tb testing.TB) { signalstest.RequireNotSent(tb, tx, sig, nil) })
 	signalstest.RequireNotSent(t, tx, sig, func(p signedUp) bool { return p.UserID == 2 })
-}
-
-func TestEagerRunsReceiversAfterCommitNotAfterRollback(t *testing.T) {
-	t.Parallel()
-	w := setup(t)
-	sig := register[signedUp](t, w, "user.signed_up")
-	var ran []signals.Event[signedUp] // Eager runs receivers in Commit's goroutine
-	sig.Connect("welcome", func(_ context.Context, e signals.Event[signedUp]) error {
-		ran = append(ran, e)
-		return nil
-	})
-	eager, err := signalstest.NewEager(w.pool, w.reg)
-	require.NoError(t, err)
-
-	tx, err := eager.Begin(t.Context())
-	require.NoError(t, err)
-	_, err = sig.SendReliable(t.Context(), tx, signedUp{UserID: 1})
-	require.NoError(t, err)
-	require.NoError(t, tx.Rollback(t.Context()))
-	require.Empty(t, ran, "a rolled-back send runs nothing")
-
-	err = pgx.BeginFunc(t.Context(), eager, func(tx pgx.Tx) error {
-		_, err := sig.SendReliable(t.Context(), tx, signedUp{UserID: 2})
-		require.Empty(t, ran, "nothing runs before commit")
-		return err
-	})
-	require.NoError(t, err)
-	require.Len(t, ran, 1, "the receiver ran when Commit returned")
-	require.Equal(t, int64(2), ran[0].Payload.UserID)
-	require.Equal(t, 1, ran[0].Attempt)
-	signalstest.RequireNotSent(t, w.pool, sig, nil) // the outbox is empty
-}
-
-func TestEagerCommitReturnsReceiverErrorsAndKeepsTheCommit(t *testing.T) {
-	t.Parallel()
-	w := setup(t)
-	users := w.table(t, "users", "id bigint PRIMARY KEY")
-	sig := register[signedUp](t, w, "user.signed_up")
-	errSMTP := errors.New("smtp: connection refused")
-	errNoAddress := errors.New("no email address")
-	crmRuns := 0
-	sig.Connect("welcome", func(context.Context, signals.Event[signedUp]) error { return errSMTP })
-	sig.Connect("verify", func(context.Context, signals.Event[signedUp]) error { return signals.Permanent(errNoAddress) })
-	sig.Connect("crm", func(context.Context, signals.Event[signedUp]) error {
-		crmRuns++
-		return nil
-	})
-	eager, err := signalstest.NewEager(w.pool, w.reg)
-	require.NoError(t, err)
-
-	err = pgx.BeginFunc(t.Context(), eager, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(t.Context(), `INSERT INTO `+users+` (id) VALUES (1)`); err != nil {
-			return err
-		}
-		_, err := sig.SendReliable(t.Context(), tx, signedUp{UserID: 1})
-		return err
-	})
-	require.ErrorIs(t, err, errSMTP)
-	require.ErrorContains(t, err, `"welcome"`, "the error names the receiver")
-	require.ErrorIs(t, err, errNoAddress)
-	require.ErrorIs(t, err, signals.ErrPermanent)
-	require.Equal(t, 1, w.count(t, users), "the business row stays committed")
-	require.Equal(t, 1, crmRuns, "a failing receiver does not stop its siblings")
-	signalstest.RequireNotSent(t, w.pool, sig, nil)
-}
-
-func TestEagerRunsSignalsSentByReceivers(t *testing.T) {
-	t.Parallel()
-	w := setup(t)
-	placed := register[signedUp](t, w, "user.signed_up")
-	welcomed := register[int64](t, w, "user.welcomed")
-	audited := register[int64](t, w, "user.audited")
-	eager, err := signalstest.NewEager(w.pool, w.reg)
-	require.NoError(t, err)
-	resend := func(db signals.TxBeginner, next *signals.Signal[int64]) signals.ReceiverFunc[signedUp] {
-		return func(ctx context.Context, e signals.Event[signedUp]) error {
-			return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-				_, err := next.SendReliable(ctx, tx, e.Payload.UserID)
-				return err
-			})
-		}
-	}
-	placed.Connect("welcome", resend(w.pool, welcomed)) // as a receiver wired to the app's pool
-	placed.Connect("audit", resend(eager, audited))     // as one wired to the Eager itself
-	var depths []int
-	for _, sig := range []*signals.Signal[int64]{welcomed, audited} {
-		sig.Connect("record", func(_ context.Context, e signals.Event[int64]) error {
-			depths = append(depths, e.Depth)
-			return nil
-		})
-	}
-
-	require.NoError(t, send(t, eager, placed, signedUp{UserID: 1}))
-	require.Equal(t, []int{1, 1}, depths, "both follow-up signals ran before Commit returned")
-}
-
-func TestDrainReturnsOnceEveryReceiverHasRun(t *testing.T) {
-	t.Parallel()
-	w := setup(t)
-	queue := testenv.Queue(t)
-	redis := asynq.RedisClientOpt{Addr: testenv.RedisAddr()}
-	placed := register[signedUp](t, w, "user.signed_up")
-	welcomed := register[int64](t, w, "user.welcomed")
-
-	var mu sync.Mutex
-	runs := map[string]int{}
-	add := func(key string) int {
-		mu.Lock()
-		defer mu.Unlock()
-		runs[key]++
-		return runs[key]
-	}
-	fast := signals.Backoff(10*time.Millisecond, 50*time.Millisecond)
-	placed.Connect("count", func(context.Context, signals.Event[signedUp]) error {
-		add("count")
-		return nil
-	}, signals.Queue(queue))
-	placed.Connect("flaky", func(_ context.Context, e signals.Event[signedUp]) error {
-		if add("flaky "+e.TaskID.String()) == 1 {
-			return errors.New("try again")
-		}
-		add("flaky succeeded")
-		return nil
-	}, signals.Queue(queue), fast)
-	placed.Connect("gives-up", func(context.Context, signals.Event[signedUp]) error {
-		add("gives-up")
-		return signals.Permanent(errors.New("no such mailbox"))
-	}, signals.Queue(queue))
-	placed.Connect("cascade", func(ctx context.Context, e signals.Event[signedUp]) error {
-		return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
-			_, err := welcomed.SendReliable(ctx, tx, e.Payload.UserID)
-			return err
-		})
-	}, signals.Queue(queue))
-	welcomed.Connect("record", func(context.Context, signals.Event[int64]) error {
-		add("welcomed")
-		return nil
-	}, signals.Queue(queue))
-
-	signalstest.Drain(t, w.pool, redis, w.reg) // nothing to do yet
-
-	const users = 3
-	for i := range int64(users) {
-		require.NoError(t, send(t, w.pool, placed, signedUp{UserID: i}))
-	}
-	signalstest.Drain(t, w.pool, redis, w.reg)
-
-	mu.Lock()
-	require.Equal(t, users, runs["count"])
-	require.Equal(t, users, runs["flaky succeeded"], "retried receivers finished")
-	require.Equal(t, users, runs["welcomed"], "the cascade finished")
-	require.Equal(t, users, runs["gives-up"], "a dead-lettered receiver does not hold Drain")
-	mu.Unlock()
-	insp := asynq.NewInspector(redis)
-	defer insp.Close()
-	archived, err := insp.ListArchivedTasks(queue)
-	require.NoError(t, err)
-	require.Len(t, archived, users, "dead letters stay for the test to inspect")
-	signalstest.RequireNotSent(t, w.pool, placed, nil)
 }
 
 type orderPaid struct {

@@ -1,0 +1,209 @@
+package signalstest_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
+	"github.com/oklog/ulid/v2"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/store"
+	"github.com/dj-signals/signals/internal/testenv"
+	"github.com/dj-signals/signals/signalstest"
+)
+
+func TestDrainReturnsOnceEveryReceiverHasRun(t *testing.T) {
+	t.Parallel()
+	w := setup(t)
+	queue := testenv.Queue(t)
+	redis := asynq.RedisClientOpt{Addr: testenv.RedisAddr()}
+	placed := register[signedUp](t, w, "user.signed_up")
+	welcomed := register[int64](t, w, "user.welcomed")
+
+	var mu sync.Mutex
+	runs := map[string]int{}
+	add := func(key string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		runs[key]++
+		return runs[key]
+	}
+	fast := signals.Backoff(10*time.Millisecond, 50*time.Millisecond)
+	placed.Connect("count", func(context.Context, signals.Event[signedUp]) error {
+		add("count")
+		return nil
+	}, signals.Queue(queue))
+	placed.Connect("flaky", func(_ context.Context, e signals.Event[signedUp]) error {
+		if add("flaky "+e.TaskID.String()) == 1 {
+			return errors.New("try again")
+		}
+		add("flaky succeeded")
+		return nil
+	}, signals.Queue(queue), fast)
+	placed.Connect("gives-up", func(context.Context, signals.Event[signedUp]) error {
+		add("gives-up")
+		return signals.Permanent(errors.New("no such mailbox"))
+	}, signals.Queue(queue))
+	placed.Connect("cascade", func(ctx context.Context, e signals.Event[signedUp]) error {
+		return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
+			_, err := welcomed.SendReliable(ctx, tx, e.Payload.UserID)
+			return err
+		})
+	}, signals.Queue(queue))
+	welcomed.Connect("record", func(context.Context, signals.Event[int64]) error {
+		add("welcomed")
+		return nil
+	}, signals.Queue(queue))
+
+	signalstest.Drain(t, w.pool, redis, w.reg) // nothing to do yet
+
+	const users = 3
+	for i := range int64(users) {
+		require.NoError(t, send(t, w.pool, placed, signedUp{UserID: i}))
+	}
+	signalstest.Drain(t, w.pool, redis, w.reg)
+
+	mu.Lock()
+	require.Equal(t, users, runs["count"])
+	require.Equal(t, users, runs["flaky succeeded"], "retried receivers finished")
+	require.Equal(t, users, runs["welcomed"], "the cascade finished")
+	require.Equal(t, users, runs["gives-up"], "a dead-lettered receiver does not hold Drain")
+	mu.Unlock()
+	insp := asynq.NewInspector(redis)
+	defer insp.Close()
+	archived, err := insp.ListArchivedTasks(queue)
+	require.NoError(t, err)
+	require.Len(t, archived, users, "dead letters stay for the test to inspect")
+	signalstest.RequireNotSent(t, w.pool, placed, nil)
+}
+
+// sendID commits one event of sig through db and returns its ID.
+func sendID[T any](t *testing.T, db signals.TxBeginner, sig *signals.Signal[T], payload T, opts ...signals.SendOption) ulid.ULID {
+	t.Helper()
+	var id ulid.ULID
+	require.NoError(t, pgx.BeginFunc(t.Context(), db, func(tx pgx.Tx) (err error) {
+		id, err = sig.SendReliable(t.Context(), tx, payload, opts...)
+		return err
+	}))
+	return id
+}
+
+// holdRows takes the event's outbox rows in a transaction left open until
+// the test ends, as a relay does mid-batch: until then no Dispatcher can
+// move them, and everyone else still sees them. It returns their IDs.
+func (w world) holdRows(t *testing.T, event ulid.ULID) []ulid.ULID {
+	t.Helper()
+	kit, err := store.NewKitQueries(w.schema)
+	require.NoError(t, err)
+	tx, err := w.pool.Begin(t.Context())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	rows, err := kit.TakeEvents(t.Context(), tx, [][16]byte{event}, 100)
+	require.NoError(t, err)
+	require.NotEmpty(t, rows)
+	ids := make([]ulid.ULID, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ID
+	}
+	return ids
+}
+
+func TestDrainWaitsOnlyForItsRegistrysWork(t *testing.T) {
+	t.Parallel()
+	w := setup(t)
+	queue := testenv.Queue(t)
+	redisOpt := asynq.RedisClientOpt{Addr: testenv.RedisAddr()}
+	placed := register[signedUp](t, w, "user.signed_up")
+	var welcomed atomic.Int64
+	placed.Connect("welcome", func(context.Context, signals.Event[signedUp]) error {
+		welcomed.Add(1)
+		return nil
+	}, signals.Queue(queue))
+
+	// Another application's registry, on the same schema and queue. Each of
+	// the three below held the Drain that waited for the whole schema and
+	// queue until it timed out.
+	other, err := signals.NewRegistry(signals.RegistryConfig{Schema: w.schema, Logger: quiet})
+	require.NoError(t, err)
+	audited, err := signals.Register[int](other, "audit.logged")
+	require.NoError(t, err)
+	audited.Connect("store", nop[int], signals.Queue(queue))
+	purged, err := signals.Register[int](other, "account.purged")
+	require.NoError(t, err)
+	purged.Connect("erase", nop[int], signals.Queue(queue))
+
+	// Its delayed event: Drain's Dispatcher moves it to the queue, where it
+	// waits an hour as a scheduled task.
+	sendID(t, w.pool, audited, 1, signals.Delay(time.Hour))
+	// Its row, held by its own relay mid-batch.
+	w.holdRows(t, sendID(t, w.pool, purged, 2))
+	// A task of this registry's signal left by an earlier run, due in an
+	// hour: its ID, a ULID, dates from before this test binary started.
+	client := asynq.NewClient(redisOpt)
+	defer client.Close()
+	earlier := ulid.MustNew(ulid.Timestamp(time.Now().Add(-time.Hour)), rand.Reader)
+	_, err = client.EnqueueContext(t.Context(), asynq.NewTask(signals.TaskTypePrefix+"user.signed_up:welcome", []byte(`{}`)),
+		asynq.TaskID(earlier.String()), asynq.Queue(queue), asynq.ProcessIn(time.Hour))
+	require.NoError(t, err)
+
+	sendID(t, w.pool, placed, signedUp{UserID: 1})
+	signalstest.Drain(t, w.pool, redisOpt, w.reg)
+	require.Equal(t, int64(1), welcomed.Load(), "the registry's own work is done")
+
+	insp := asynq.NewInspector(redisOpt)
+	defer insp.Close()
+	scheduled, err := insp.ListScheduledTasks(queue)
+	require.NoError(t, err)
+	var types []string
+	for _, task := range scheduled {
+		types = append(types, task.Type)
+	}
+	require.ElementsMatch(t, []string{"signals:audit.logged:store", "signals:user.signed_up:welcome"}, types, "the other work is still waiting")
+	require.Equal(t, []int{2}, signalstest.RequireSent(t, w.pool, purged, nil))
+}
+
+func TestDrainTimeoutSaysWhatItWaitsFor(t *testing.T) {
+	t.Parallel()
+	w := setup(t)
+	queue := testenv.Queue(t)
+	redisOpt := asynq.RedisClientOpt{Addr: testenv.RedisAddr()}
+	placed := register[signedUp](t, w, "user.signed_up")
+	failed := make(chan ulid.ULID, 1)
+	placed.Connect("welcome", func(_ context.Context, e signals.Event[signedUp]) error {
+		select {
+		case failed <- e.TaskID:
+		default:
+		}
+		return errors.New("smtp: connection refused\ngoroutine 7 [running]:")
+	}, signals.Queue(queue), signals.Backoff(time.Hour, time.Hour), signals.MaxRetries(3))
+	purged := register[int](t, w, "account.purged")
+	purged.Connect("erase", nop[int], signals.Queue(queue))
+
+	held := w.holdRows(t, sendID(t, w.pool, purged, 2))
+	sendID(t, w.pool, placed, signedUp{UserID: 1})
+	msg := failure(t, func(tb testing.TB) {
+		signalstest.DrainWithin(tb, w.pool, redisOpt, w.reg, 2*time.Second)
+	})
+
+	require.Contains(t, msg, fmt.Sprintf("the registry's work (schema %q) not done within 2s", w.schema))
+	require.Contains(t, msg, "1 row(s) not moved to Redis")
+	require.Contains(t, msg, fmt.Sprintf(`task %s: signal "account.purged", receiver "erase", queue %q`, held[0], queue))
+	var taskID ulid.ULID
+	select {
+	case taskID = <-failed:
+	default:
+		t.Fatalf("the receiver never ran; Drain said: %s", msg)
+	}
+	require.Contains(t, msg, fmt.Sprintf(`queue %q, retry: task %s: signal "user.signed_up", receiver "welcome", retried 1 of 3 times`, queue, taskID))
+	require.Contains(t, msg, "last error: smtp: connection refused")
+	require.NotContains(t, msg, "goroutine 7", "only an error's first line")
+}
