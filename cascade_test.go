@@ -5,14 +5,10 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
-	"github.com/dj-signals/signals/internal/testenv"
-	"github.com/dj-signals/signals/signalstest"
 )
 
 // cascadeMeta is the cascade metadata of one delivered event.
@@ -46,11 +42,9 @@ func (l *cascadeLog) get(signal string) []cascadeMeta {
 func recordAndSend[T, U any](l *cascadeLog, db signals.TxBeginner, next *signals.Signal[U]) signals.ReceiverFunc[T] {
 	return func(ctx context.Context, e signals.Event[T]) error {
 		recordCascade(l, e)
-		return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-			var payload U
-			_, err := next.SendReliable(ctx, tx, payload)
-			return err
-		})
+		var payload U
+		_, err := commit(ctx, db, next, payload)
+		return err
 	}
 }
 
@@ -61,50 +55,38 @@ func recordOnly[T any](l *cascadeLog) signals.ReceiverFunc[T] {
 	}
 }
 
-// setupEager returns a pool, a registry on a migrated schema of the test's
-// own, and an Eager running the registry's receivers at commit.
-func setupEager(t *testing.T, cfg signals.RegistryConfig) (*pgxpool.Pool, *signals.Registry, *signalstest.Eager) {
+// invoiceCascade registers "order.placed" and after it a signal of struct{}
+// per name in then: the receiver of each records its event and sends the
+// next signal with its ctx, through f.pool; the last one only records. It
+// returns the first signal and the log of all.
+func invoiceCascade(t *testing.T, f *fixture, then []string, opts ...signals.ReceiverOption) (*signals.Signal[orderPlaced], *cascadeLog) {
 	t.Helper()
-	pool := testenv.Pool(t)
-	cfg.Schema = testenv.Schema(t)
-	cfg.Logger = quietLogger()
-	require.NoError(t, signals.MigrateSchema(t.Context(), pool, cfg.Schema))
-	reg, err := signals.NewRegistry(cfg)
-	require.NoError(t, err)
-	eager, err := signalstest.NewEager(pool, reg)
-	require.NoError(t, err)
-	return pool, reg, eager
-}
-
-// sendRoot commits one event of sig through db and returns its ID, with the
-// error of the commit (Eager's carries the receivers' errors).
-func sendRoot[T any](t *testing.T, db signals.TxBeginner, sig *signals.Signal[T], payload T) (ulid.ULID, error) {
-	t.Helper()
-	var id ulid.ULID
-	err := pgx.BeginFunc(t.Context(), db, func(tx pgx.Tx) (err error) {
-		id, err = sig.SendReliable(t.Context(), tx, payload)
-		return err
-	})
-	return id, err
+	seen := newCascadeLog()
+	var next *signals.Signal[struct{}]
+	for i := len(then) - 1; i >= 0; i-- {
+		sig := register[struct{}](t, f.reg, then[i])
+		if next == nil {
+			sig.Connect("record", recordOnly[struct{}](seen), opts...)
+		} else {
+			sig.Connect("send-next", recordAndSend[struct{}](seen, f.pool, next), opts...)
+		}
+		next = sig
+	}
+	first := register[orderPlaced](t, f.reg, "order.placed")
+	first.Connect("send-next", recordAndSend[orderPlaced](seen, f.pool, next), opts...)
+	return first, seen
 }
 
 func TestCascadeRecordsCauseCorrelationAndDepth(t *testing.T) {
 	t.Parallel()
-	pool, reg, eager := setupEager(t, signals.RegistryConfig{})
-	a, err := signals.Register[orderPlaced](reg, "order.placed")
-	require.NoError(t, err)
-	b, err := signals.Register[struct{}](reg, "invoice.issued")
-	require.NoError(t, err)
-	seen := newCascadeLog()
-	a.Connect("issue-invoice", recordAndSend[orderPlaced](seen, pool, b))
-	b.Connect("record", recordOnly[struct{}](seen))
+	f := setup(t)
+	a, seen := invoiceCascade(t, f, []string{"invoice.issued"})
 
 	// Two root events: each cascade correlates with its own root.
-	var roots []ulid.ULID
-	for _, id := range []string{"o-1", "o-2"} {
-		root, err := sendRoot(t, eager, a, orderPlaced{OrderID: id})
-		require.NoError(t, err)
-		roots = append(roots, root)
+	eager := f.eager(t)
+	roots := []ulid.ULID{
+		send(t, eager, a, orderPlaced{OrderID: "o-1"}),
+		send(t, eager, a, orderPlaced{OrderID: "o-2"}),
 	}
 
 	as, bs := seen.get("order.placed"), seen.get("invoice.issued")
@@ -119,20 +101,10 @@ func TestCascadeRecordsCauseCorrelationAndDepth(t *testing.T) {
 
 func TestCascadeChainKeepsItsCorrelation(t *testing.T) {
 	t.Parallel()
-	pool, reg, eager := setupEager(t, signals.RegistryConfig{})
-	a, err := signals.Register[orderPlaced](reg, "order.placed")
-	require.NoError(t, err)
-	b, err := signals.Register[struct{}](reg, "invoice.issued")
-	require.NoError(t, err)
-	c, err := signals.Register[struct{}](reg, "invoice.emailed")
-	require.NoError(t, err)
-	seen := newCascadeLog()
-	a.Connect("issue-invoice", recordAndSend[orderPlaced](seen, pool, b))
-	b.Connect("email-invoice", recordAndSend[struct{}](seen, pool, c))
-	c.Connect("record", recordOnly[struct{}](seen))
+	f := setup(t)
+	a, seen := invoiceCascade(t, f, []string{"invoice.issued", "invoice.emailed"})
 
-	root, err := sendRoot(t, eager, a, orderPlaced{OrderID: "o-1"})
-	require.NoError(t, err)
+	root := send(t, f.eager(t), a, orderPlaced{OrderID: "o-1"})
 
 	bs, cs := seen.get("invoice.issued"), seen.get("invoice.emailed")
 	require.Len(t, bs, 1)
@@ -153,20 +125,20 @@ func TestCascadeLoopStopsAtMaxDepth(t *testing.T) {
 
 func testCascadeLoop(t *testing.T, through string) {
 	const maxDepth = 3
-	pool, reg, eager := setupEager(t, signals.RegistryConfig{MaxDepth: maxDepth})
-	again, err := signals.Register[int](reg, "loop.again")
-	require.NoError(t, err)
+	f := setupRegistry(t, signals.RegistryConfig{MaxDepth: maxDepth})
+	eager := f.eager(t)
+	again := register[int](t, f.reg, "loop.again")
 	seen := newCascadeLog()
 	// A receiver that re-sends its own signal: a loop only MaxDepth ends.
 	// Sending through the Eager nests a commit inside each receiver, which
 	// must not wait for connections the outer levels hold.
-	var db signals.TxBeginner = pool
+	var db signals.TxBeginner = f.pool
 	if through == "eager" {
 		db = eager
 	}
 	again.Connect("again", recordAndSend[int](seen, db, again))
 
-	root, err := sendRoot(t, eager, again, 0)
+	root, err := commit(t.Context(), eager, again, 0)
 	require.ErrorIs(t, err, signals.ErrCascadeTooDeep)
 
 	runs := seen.get("loop.again")
@@ -175,26 +147,17 @@ func testCascadeLoop(t *testing.T, through string) {
 		require.Equal(t, depth, m.Depth)
 		require.Equal(t, root, m.CorrelationID)
 	}
-	var left int
-	require.NoError(t, pool.QueryRow(t.Context(), `SELECT count(*) FROM `+pgx.Identifier{reg.Schema(), "outbox"}.Sanitize()).Scan(&left))
-	require.Zero(t, left, "the refused send wrote nothing")
+	require.Zero(t, f.pending(t), "the refused send wrote nothing")
 }
 
 func TestCascadeThroughDispatcherAndWorker(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
-	a, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
-	b, err := signals.Register[struct{}](f.reg, "invoice.issued")
-	require.NoError(t, err)
-	seen := newCascadeLog()
-	a.Connect("issue-invoice", recordAndSend[orderPlaced](seen, f.pool, b), signals.Queue(f.queue))
-	b.Connect("record", recordOnly[struct{}](seen), signals.Queue(f.queue))
+	f := setup(t)
+	a, seen := invoiceCascade(t, f, []string{"invoice.issued"}, signals.Queue(f.queue))
 	f.runDispatcher(t, signals.DispatcherConfig{})
 	f.runWorker(t)
 
-	root, err := sendRoot(t, f.pool, a, orderPlaced{OrderID: "o-1"})
-	require.NoError(t, err)
+	root := send(t, f.pool, a, orderPlaced{OrderID: "o-1"})
 
 	require.Eventually(t, func() bool { return len(seen.get("invoice.issued")) == 1 }, eventually, tick)
 	require.Equal(t, []cascadeMeta{{ID: root, CorrelationID: root}}, seen.get("order.placed"))

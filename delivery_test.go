@@ -9,18 +9,17 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/jackc/pgx/v5"
 	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/store"
 )
 
 func TestCommittedEventRunsEveryReceiverRolledBackNone(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
+	f := setup(t)
+	sig := register[orderPlaced](t, f.reg, "order.placed")
 
 	runs := newCounter()
 	var mu sync.Mutex
@@ -38,19 +37,13 @@ func TestCommittedEventRunsEveryReceiverRolledBackNone(t *testing.T) {
 	f.runWorker(t)
 
 	// Rolled back first: had it leaked, it would run before the committed one.
-	tx, err := f.pool.Begin(t.Context())
-	require.NoError(t, err)
-	_, err = sig.SendReliable(t.Context(), tx, orderPlaced{OrderID: "rolled-back"})
+	tx := f.begin(t)
+	_, err := sig.SendReliable(t.Context(), tx, orderPlaced{OrderID: "rolled-back"})
 	require.NoError(t, err)
 	require.NoError(t, tx.Rollback(t.Context()))
 
-	var eventID ulid.ULID
 	before := time.Now()
-	err = pgx.BeginFunc(t.Context(), f.pool, func(tx pgx.Tx) (err error) {
-		eventID, err = sig.SendReliable(t.Context(), tx, orderPlaced{OrderID: "committed", Cents: 42})
-		return err
-	})
-	require.NoError(t, err)
+	eventID := send(t, f.pool, sig, orderPlaced{OrderID: "committed", Cents: 42})
 
 	require.Eventually(t, func() bool {
 		return runs.get("email-receipt/committed") == 1 && runs.get("analytics/committed") == 1
@@ -58,10 +51,8 @@ func TestCommittedEventRunsEveryReceiverRolledBackNone(t *testing.T) {
 	require.Equal(t, 0, f.pending(t))
 	// The committed event went through relay and queue after the rolled-back
 	// one would have; an empty outbox and empty queue mean nothing is left.
-	require.Eventually(t, func() bool {
-		info, err := f.inspector(t).GetQueueInfo(f.queue)
-		return err == nil && info.Pending == 0 && info.Active == 0 && info.Scheduled == 0 && info.Retry == 0
-	}, eventually, tick)
+	ins := f.inspector(t)
+	require.Eventually(t, func() bool { return f.queueDrained(ins) }, eventually, tick)
 	require.Equal(t, map[string]int{"email-receipt/committed": 1, "analytics/committed": 1}, runs.snapshot())
 
 	mu.Lock()
@@ -83,9 +74,8 @@ func TestCommittedEventRunsEveryReceiverRolledBackNone(t *testing.T) {
 
 func TestFailingReceiverIsRetriedAloneItsSiblingRunsOnce(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
+	f := setup(t)
+	sig := register[orderPlaced](t, f.reg, "order.placed")
 
 	runs := newCounter()
 	var attempts []int
@@ -106,11 +96,12 @@ func TestFailingReceiverIsRetriedAloneItsSiblingRunsOnce(t *testing.T) {
 	f.runDispatcher(t, signals.DispatcherConfig{})
 	f.runWorker(t)
 
-	send(t, f, sig, orderPlaced{OrderID: "o-1"})
+	send(t, f.pool, sig, orderPlaced{OrderID: "o-1"})
 
 	require.Eventually(t, func() bool { return runs.get("flaky") == 3 }, eventually, tick)
+	ins := f.inspector(t)
 	require.Eventually(t, func() bool {
-		info, err := f.inspector(t).GetQueueInfo(f.queue)
+		info, err := ins.GetQueueInfo(f.queue)
 		return err == nil && info.Completed == 2
 	}, eventually, tick, "both tasks complete")
 	require.Equal(t, 1, runs.get("steady"), "the sibling ran exactly once")
@@ -122,9 +113,8 @@ func TestFailingReceiverIsRetriedAloneItsSiblingRunsOnce(t *testing.T) {
 
 func TestTwoDispatchersEnqueueEachRowOnce(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
+	f := setup(t)
+	sig := register[orderPlaced](t, f.reg, "order.placed")
 	runs := newCounter()
 	sig.Connect("r", func(ctx context.Context, e signals.Event[orderPlaced]) error {
 		runs.add(e.TaskID.String())
@@ -132,9 +122,7 @@ func TestTwoDispatchersEnqueueEachRowOnce(t *testing.T) {
 	}, signals.Queue(f.queue))
 
 	const events = 400
-	for i := range events {
-		send(t, f, sig, orderPlaced{OrderID: fmt.Sprint(i)})
-	}
+	sendOrders(t, f, sig, "o", events)
 	// Small batches and two relays racing over the same backlog.
 	f.runDispatcher(t, signals.DispatcherConfig{BatchSize: 7})
 	f.runDispatcher(t, signals.DispatcherConfig{BatchSize: 11})
@@ -153,9 +141,8 @@ func TestTwoDispatchersEnqueueEachRowOnce(t *testing.T) {
 
 func TestDeadLettersAreArchivedWithTheirReason(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
+	f := setup(t)
+	sig := register[orderPlaced](t, f.reg, "order.placed")
 	sig.Connect("exhausted", func(context.Context, signals.Event[orderPlaced]) error {
 		return errors.New("webhook answered 503")
 	}, signals.Queue(f.queue), signals.MaxRetries(1), fastRetry)
@@ -173,33 +160,28 @@ func TestDeadLettersAreArchivedWithTheirReason(t *testing.T) {
 	// A receiver re-sending its own signal with its ctx: past MaxDepth the
 	// send is refused, and since the depth travels with the task no retry
 	// can help.
-	loop, err := signals.Register[int](f.reg, "loop.again")
-	require.NoError(t, err)
+	loop := register[int](t, f.reg, "loop.again")
 	loop.Connect("loops", func(ctx context.Context, e signals.Event[int]) error {
-		return pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
-			_, err := loop.SendReliable(ctx, tx, e.Payload+1)
-			return err
-		})
+		_, err := commit(ctx, f.pool, loop, e.Payload+1)
+		return err
 	}, signals.Queue(f.queue), fastRetry)
 
 	// Tasks this worker cannot run: a signal it has not registered, a
 	// receiver it has not connected, and a payload of the wrong shape. The
 	// sending binary knows them; the worker's registry does not.
 	sender := signals.MustNewRegistry(signals.RegistryConfig{Schema: f.schema})
-	unknownSig, err := signals.Register[string](sender, "never.registered")
-	require.NoError(t, err)
+	unknownSig := register[string](t, sender, "never.registered")
 	unknownSig.Connect("r", nop[string], signals.Queue(f.queue))
-	otherBinary, err := signals.Register[string](sender, "order.placed")
-	require.NoError(t, err)
+	otherBinary := register[string](t, sender, "order.placed")
 	otherBinary.Connect("only-in-sender", nop[string], signals.Queue(f.queue))
 	otherBinary.Connect("exhausted", nop[string], signals.Queue(f.queue), signals.MaxRetries(0))
 
 	f.runDispatcher(t, signals.DispatcherConfig{})
 	f.runWorker(t)
-	send(t, f, sig, orderPlaced{OrderID: "o-1"})
-	send(t, f, unknownSig, "x")
-	send(t, f, loop, 0)
-	send(t, f, otherBinary, "a string where an object belongs")
+	send(t, f.pool, sig, orderPlaced{OrderID: "o-1"})
+	send(t, f.pool, unknownSig, "x")
+	send(t, f.pool, loop, 0)
+	send(t, f.pool, otherBinary, "a string where an object belongs")
 
 	want := map[string]string{
 		"signals:order.placed:exhausted":      "webhook answered 503",
@@ -213,6 +195,7 @@ func TestDeadLettersAreArchivedWithTheirReason(t *testing.T) {
 	insp := f.inspector(t)
 	var archived []*asynq.TaskInfo
 	require.Eventually(t, func() bool {
+		var err error
 		archived, err = insp.ListArchivedTasks(f.queue)
 		return err == nil && len(archived) == len(want)+1
 	}, eventually, tick)
@@ -236,15 +219,18 @@ func TestDeadLettersAreArchivedWithTheirReason(t *testing.T) {
 
 func TestRowsThatCannotBeEnqueuedAreSetAsideAndRequeued(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
+	f := setup(t)
 	sig, runs := countedSignal(t, f)
 
-	send(t, f, sig, orderPlaced{OrderID: "broken"})
 	// A row no relay can enqueue, as another binary or a hand-written
 	// INSERT could leave it.
-	_, err := f.pool.Exec(t.Context(), `UPDATE `+pgx.Identifier{f.schema, "outbox"}.Sanitize()+` SET queue = 'has spaces'`)
-	require.NoError(t, err)
-	send(t, f, sig, orderPlaced{OrderID: "fine"})
+	broken := store.Event{ID: ulid.Make(), Signal: sig.Name(), Payload: []byte(`{"order_id":"broken","cents":0}`)}
+	broken.CorrelationID = broken.ID
+	require.NoError(t, f.queries.Insert(t.Context(), f.pool, broken, []store.Target{{
+		TaskID: ulid.Make(), Receiver: "r", Queue: "has spaces",
+		MaxRetry: signals.DefaultReceiverMaxRetries, TimeoutMS: signals.DefaultReceiverTimeout.Milliseconds(),
+	}}))
+	send(t, f.pool, sig, orderPlaced{OrderID: "fine"})
 
 	d := f.dispatcher(t, signals.DispatcherConfig{})
 	run(t, d.Run)
@@ -253,6 +239,7 @@ func TestRowsThatCannotBeEnqueuedAreSetAsideAndRequeued(t *testing.T) {
 	require.Eventually(t, func() bool { return runs.get("fine") == 1 }, eventually, tick, "a bad row blocks no other row")
 	var failed []signals.FailedRow
 	require.Eventually(t, func() bool {
+		var err error
 		failed, err = d.Failed(t.Context(), 10)
 		return err == nil && len(failed) == 1
 	}, eventually, tick)
@@ -263,8 +250,9 @@ func TestRowsThatCannotBeEnqueuedAreSetAsideAndRequeued(t *testing.T) {
 	require.JSONEq(t, `{"order_id":"broken","cents":0}`, string(failed[0].Payload))
 
 	// The operator fixes the cause, then requeues.
-	_, err = f.pool.Exec(t.Context(), `UPDATE `+pgx.Identifier{f.schema, "outbox_failed"}.Sanitize()+` SET queue = $1`, f.queue)
+	fixed, err := f.queries.RetargetFailed(t.Context(), f.pool, [][16]byte{failed[0].TaskID}, f.queue)
 	require.NoError(t, err)
+	require.Equal(t, int64(1), fixed)
 	n, err := d.Requeue(t.Context(), failed[0].TaskID)
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
@@ -276,25 +264,12 @@ func TestRowsThatCannotBeEnqueuedAreSetAsideAndRequeued(t *testing.T) {
 
 func TestDispatcherAndWorkerStopCleanlyOnCancel(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
-	sig.Connect("r", nop[orderPlaced], signals.Queue(f.queue))
-	for i := range 50 {
-		send(t, f, sig, orderPlaced{OrderID: fmt.Sprint(i)})
-	}
-	d := f.dispatcher(t, signals.DispatcherConfig{BatchSize: 5})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
+	f := setup(t)
+	sig := nopSignal(t, f, "r")
+	sendOrders(t, f, sig, "o", 50)
+	stopDispatcher := start(t, f.dispatcher(t, signals.DispatcherConfig{BatchSize: 5}).Run)
 	require.Eventually(t, func() bool { return f.pending(t) < 50 }, eventually, tick)
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err, "Run returns nil after a ctx-caused shutdown")
-	case <-time.After(10 * time.Second):
-		t.Fatal("Dispatcher.Run did not return after cancel")
-	}
+	stopDispatcher(10 * time.Second)
 	// Whatever was claimed was either committed (deleted and queued) or
 	// rolled back (still pending): rows plus tasks account for every event.
 	info, err := f.inspector(t).GetQueueInfo(f.queue)
@@ -303,21 +278,12 @@ func TestDispatcherAndWorkerStopCleanlyOnCancel(t *testing.T) {
 
 	w, err := signals.NewWorker(f.reg, f.redis, signals.WorkerConfig{Queues: map[string]int{f.queue: 1}, Logger: quietLogger()})
 	require.NoError(t, err)
-	wctx, wcancel := context.WithCancel(t.Context())
-	wdone := make(chan error, 1)
-	go func() { wdone <- w.Run(wctx) }()
-	wcancel()
-	select {
-	case err := <-wdone:
-		require.NoError(t, err)
-	case <-time.After(15 * time.Second):
-		t.Fatal("Worker.Run did not return after cancel")
-	}
+	start(t, w.Run)(15 * time.Second)
 }
 
 func TestWorkerWithoutReceiversSaysWhy(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
+	f := setup(t)
 	w, err := signals.NewWorker(f.reg, f.redis, signals.WorkerConfig{})
 	require.NoError(t, err)
 	require.ErrorIs(t, w.Run(t.Context()), signals.ErrNoReceivers)
@@ -325,7 +291,7 @@ func TestWorkerWithoutReceiversSaysWhy(t *testing.T) {
 
 func TestConstructorsRejectBadConfig(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
+	f := setup(t)
 	for _, cfg := range []signals.DispatcherConfig{
 		{BatchSize: -1},
 		{Retention: 500 * time.Millisecond},
@@ -350,7 +316,7 @@ func TestConstructorsRejectBadConfig(t *testing.T) {
 
 func TestLocalSendWakesTheRelayBeforeItsPoll(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
+	f := setup(t)
 	sig, runs := countedSignal(t, f)
 	// An hour between polls: only the sender's in-process hint can explain
 	// a prompt delivery.
@@ -360,16 +326,15 @@ func TestLocalSendWakesTheRelayBeforeItsPoll(t *testing.T) {
 	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick)
 
 	for i := range 3 {
-		send(t, f, sig, orderPlaced{OrderID: fmt.Sprint(i)})
+		send(t, f.pool, sig, orderPlaced{OrderID: fmt.Sprint(i)})
 		require.Eventually(t, func() bool { return runs.get(fmt.Sprint(i)) == 1 }, 10*time.Second, tick)
 	}
 }
 
 func TestDelayedSignalRunsNoEarlierThanAsked(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
+	f := setup(t)
+	sig := register[orderPlaced](t, f.reg, "order.placed")
 	var mu sync.Mutex
 	ranAt := map[string]time.Time{}
 	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
@@ -382,9 +347,9 @@ func TestDelayedSignalRunsNoEarlierThanAsked(t *testing.T) {
 	f.runWorker(t)
 
 	sentAt := time.Now()
-	send(t, f, sig, orderPlaced{OrderID: "delayed"}, signals.Delay(1500*time.Millisecond))
-	send(t, f, sig, orderPlaced{OrderID: "at"}, signals.At(sentAt.Add(time.Second)))
-	send(t, f, sig, orderPlaced{OrderID: "now"})
+	send(t, f.pool, sig, orderPlaced{OrderID: "delayed"}, signals.Delay(1500*time.Millisecond))
+	send(t, f.pool, sig, orderPlaced{OrderID: "at"}, signals.At(sentAt.Add(time.Second)))
+	send(t, f.pool, sig, orderPlaced{OrderID: "now"})
 
 	require.Eventually(t, func() bool {
 		mu.Lock()

@@ -2,69 +2,206 @@ package signals_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/store"
 	"github.com/dj-signals/signals/internal/testenv"
+	"github.com/dj-signals/signals/signalstest"
 )
 
-// deliveryFixture is one test's world: a migrated schema, a registry on it,
-// a Redis queue of its own, and helpers to run relays and workers on them.
-type deliveryFixture struct {
-	pool   *pgxpool.Pool
-	schema string
-	reg    *signals.Registry
-	queue  string
-	redis  asynq.RedisClientOpt
+// The root package's tests share this file's vocabulary: one fixture, the
+// payload most tests send, and the helpers to register, send, read the
+// outbox, and run relays and workers.
+
+// fixture is one test's world: a pool that counts its statements, a migrated
+// schema of the test's own with a registry on it, an asynq queue of the
+// test's own, and the store's statements for reading the outbox.
+type fixture struct {
+	pool       *pgxpool.Pool
+	statements *statementCounter // statements sent through pool
+	schema     string
+	reg        *signals.Registry
+	queries    *store.Queries
+	queue      string
+	redis      asynq.RedisClientOpt
 }
 
-func setupDelivery(t *testing.T) *deliveryFixture {
+// setup returns a fixture whose registry has the default config.
+func setup(t *testing.T) *fixture {
 	t.Helper()
-	f := &deliveryFixture{
-		pool:   testenv.Pool(t),
-		schema: testenv.Schema(t),
-		queue:  testenv.Queue(t),
-		redis:  asynq.RedisClientOpt{Addr: testenv.RedisAddr()},
+	return setupRegistry(t, signals.RegistryConfig{})
+}
+
+// setupRegistry returns a fixture whose registry has cfg, with the fixture's
+// schema and a quiet logger.
+func setupRegistry(t *testing.T, cfg signals.RegistryConfig) *fixture {
+	t.Helper()
+	f := &fixture{
+		statements: &statementCounter{},
+		schema:     testenv.Schema(t),
+		queue:      testenv.Queue(t),
+		redis:      asynq.RedisClientOpt{Addr: testenv.RedisAddr()},
 	}
+	f.pool = newPool(t, func(c *pgxpool.Config) { c.ConnConfig.Tracer = f.statements })
 	require.NoError(t, signals.MigrateSchema(t.Context(), f.pool, f.schema))
-	f.reg = signals.MustNewRegistry(signals.RegistryConfig{Schema: f.schema, Logger: quietLogger()})
+	cfg.Schema, cfg.Logger = f.schema, quietLogger()
+	var err error
+	f.reg, err = signals.NewRegistry(cfg)
+	require.NoError(t, err)
+	f.queries, err = store.New(f.schema)
+	require.NoError(t, err)
 	return f
 }
 
+// newPool connects a pool of the test's own, configured by configure, for
+// a test that needs one unlike testenv.Pool's. It is closed when the test
+// ends.
+func newPool(t *testing.T, configure func(*pgxpool.Config)) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(testenv.DatabaseURL())
+	require.NoError(t, err)
+	configure(cfg)
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// statementCounter counts the statements a pool sends, to prove that a
+// refused send sent nothing.
+type statementCounter struct{ n atomic.Int64 }
+
+func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// orderPlaced is the payload most tests send.
+type orderPlaced struct {
+	OrderID string `json:"order_id"`
+	Cents   int    `json:"cents"`
+}
+
+func nop[T any](context.Context, signals.Event[T]) error { return nil }
 
 // fastRetry makes retries quick enough for tests.
 var fastRetry = signals.Backoff(10*time.Millisecond, 50*time.Millisecond)
 
-// run starts fn in a goroutine until the test ends, then cancels it and
-// requires that it returned nil.
-func run(t *testing.T, fn func(context.Context) error) {
+// register creates the signal name in reg, as wiring code does.
+func register[T any](t *testing.T, reg *signals.Registry, name string) *signals.Signal[T] {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var err error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		err = fn(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		require.NoError(t, err)
-	})
+	sig, err := signals.Register[T](reg, name)
+	require.NoError(t, err)
+	return sig
 }
 
-func (f *deliveryFixture) dispatcher(t *testing.T, cfg signals.DispatcherConfig) *signals.Dispatcher {
+// nopSignal registers "order.placed" with receivers that do nothing, on
+// the fixture's queue.
+func nopSignal(t *testing.T, f *fixture, receivers ...string) *signals.Signal[orderPlaced] {
+	t.Helper()
+	sig := register[orderPlaced](t, f.reg, "order.placed")
+	for _, name := range receivers {
+		sig.Connect(name, nop[orderPlaced], signals.Queue(f.queue))
+	}
+	return sig
+}
+
+// countedSignal registers "order.placed" with one receiver, "r", on the
+// fixture's queue, counting its runs per order ID.
+func countedSignal(t *testing.T, f *fixture) (*signals.Signal[orderPlaced], *counter) {
+	t.Helper()
+	sig := register[orderPlaced](t, f.reg, "order.placed")
+	runs := newCounter()
+	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
+		runs.add(e.Payload.OrderID)
+		return nil
+	}, signals.Queue(f.queue))
+	return sig, runs
+}
+
+// commit sends payload in a transaction of its own on db and commits it. It
+// returns the event's ID and the error of the send or of the commit (an
+// Eager's carries its receivers' errors). Receivers and goroutines use it;
+// tests use send.
+func commit[T any](ctx context.Context, db signals.TxBeginner, sig *signals.Signal[T], payload T, opts ...signals.SendOption) (ulid.ULID, error) {
+	var id ulid.ULID
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) (err error) {
+		id, err = sig.SendReliable(ctx, tx, payload, opts...)
+		return err
+	})
+	return id, err
+}
+
+// send commits one event through db and returns its ID.
+func send[T any](t *testing.T, db signals.TxBeginner, sig *signals.Signal[T], payload T, opts ...signals.SendOption) ulid.ULID {
+	t.Helper()
+	id, err := commit(t.Context(), db, sig, payload, opts...)
+	require.NoError(t, err)
+	return id
+}
+
+// sendOrders commits n events, one per transaction, with order IDs
+// prefix-0 to prefix-<n-1>, and returns their IDs.
+func sendOrders(t *testing.T, f *fixture, sig *signals.Signal[orderPlaced], prefix string, n int) []ulid.ULID {
+	t.Helper()
+	ids := make([]ulid.ULID, n)
+	for i := range ids {
+		ids[i] = send(t, f.pool, sig, orderPlaced{OrderID: fmt.Sprintf("%s-%d", prefix, i), Cents: i})
+	}
+	return ids
+}
+
+// begin opens a transaction on the fixture's pool that is rolled back when
+// the test ends unless it was committed first.
+func (f *fixture) begin(t *testing.T) pgx.Tx {
+	t.Helper()
+	tx, err := f.pool.Begin(t.Context())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	return tx
+}
+
+// outbox returns the rows pending in the fixture's outbox, oldest first.
+func (f *fixture) outbox(t *testing.T) []store.Row {
+	t.Helper()
+	rows, err := f.queries.Pending(context.Background(), f.pool)
+	require.NoError(t, err)
+	return rows
+}
+
+// pending counts the rows pending in the fixture's outbox.
+func (f *fixture) pending(t *testing.T) int {
+	t.Helper()
+	n, _, err := f.queries.Count(context.Background(), f.pool)
+	require.NoError(t, err)
+	return int(n)
+}
+
+// eager returns an Eager running the fixture's receivers at commit.
+func (f *fixture) eager(t *testing.T) *signalstest.Eager {
+	t.Helper()
+	e, err := signalstest.NewEager(f.pool, f.reg)
+	require.NoError(t, err)
+	return e
+}
+
+func (f *fixture) dispatcher(t *testing.T, cfg signals.DispatcherConfig) *signals.Dispatcher {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
@@ -74,12 +211,12 @@ func (f *deliveryFixture) dispatcher(t *testing.T, cfg signals.DispatcherConfig)
 	return d
 }
 
-func (f *deliveryFixture) runDispatcher(t *testing.T, cfg signals.DispatcherConfig) {
+func (f *fixture) runDispatcher(t *testing.T, cfg signals.DispatcherConfig) {
 	t.Helper()
 	run(t, f.dispatcher(t, cfg).Run)
 }
 
-func (f *deliveryFixture) runWorker(t *testing.T) {
+func (f *fixture) runWorker(t *testing.T) {
 	t.Helper()
 	w, err := signals.NewWorker(f.reg, f.redis, signals.WorkerConfig{
 		Queues:                   map[string]int{f.queue: 1},
@@ -91,43 +228,44 @@ func (f *deliveryFixture) runWorker(t *testing.T) {
 	run(t, w.Run)
 }
 
-// send commits one event in its own transaction.
-func send[T any](t *testing.T, f *deliveryFixture, sig *signals.Signal[T], payload T, opts ...signals.SendOption) {
+// run runs fn in a goroutine until the test ends, then requires that it
+// returns nil.
+func run(t *testing.T, fn func(context.Context) error) {
 	t.Helper()
-	err := pgx.BeginFunc(t.Context(), f.pool, func(tx pgx.Tx) error {
-		_, err := sig.SendReliable(t.Context(), tx, payload, opts...)
-		return err
-	})
-	require.NoError(t, err)
+	stop := start(t, fn)
+	t.Cleanup(func() { stop(30 * time.Second) })
 }
 
-// countedSignal registers "order.placed" with one receiver, "r", on the
-// fixture's queue, counting its runs per order ID.
-func countedSignal(t *testing.T, f *deliveryFixture) (*signals.Signal[orderPlaced], *counter) {
-	t.Helper()
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
-	runs := newCounter()
-	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
-		runs.add(e.Payload.OrderID)
-		return nil
-	}, signals.Queue(f.queue))
-	return sig, runs
+// start runs fn in a goroutine and returns stop, which cancels fn's ctx and
+// requires that fn returns nil within timeout. fn's ctx also ends with the
+// test.
+func start(t *testing.T, fn func(context.Context) error) (stop func(timeout time.Duration)) {
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	return func(timeout time.Duration) {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err, "Run returns nil after a ctx-caused shutdown")
+		case <-time.After(timeout):
+			t.Fatalf("Run did not return within %v after cancel", timeout)
+		}
+	}
 }
 
-// pending counts the rows still in the outbox.
-func (f *deliveryFixture) pending(t *testing.T) int {
-	t.Helper()
-	var n int
-	require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{f.schema, "outbox"}.Sanitize()).Scan(&n))
-	return n
-}
-
-func (f *deliveryFixture) inspector(t *testing.T) *asynq.Inspector {
+func (f *fixture) inspector(t *testing.T) *asynq.Inspector {
 	t.Helper()
 	i := asynq.NewInspector(f.redis)
 	t.Cleanup(func() { _ = i.Close() })
 	return i
+}
+
+// queueDrained reports whether the fixture's queue has nothing left to run.
+func (f *fixture) queueDrained(ins *asynq.Inspector) bool {
+	info, err := ins.GetQueueInfo(f.queue)
+	return err == nil && info.Pending == 0 && info.Active == 0 && info.Scheduled == 0 && info.Retry == 0
 }
 
 // counter counts runs per key, safe for concurrent receivers.

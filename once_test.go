@@ -12,92 +12,105 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
-	"github.com/dj-signals/signals/internal/testenv"
 )
 
-// onceReceipts is the effect under test: a table with no unique key, so a
+// onceTest is what the Once tests share: the fixture, "order.placed",
+// and the effect under test, a receipts table with no unique key, so that a
 // second insert would show as a second row.
-type onceReceipts struct {
-	pool  *pgxpool.Pool
+type onceTest struct {
+	f     *fixture
+	sig   *signals.Signal[orderPlaced]
 	table string
 }
 
-func newOnceReceipts(t *testing.T, f *deliveryFixture) onceReceipts {
+func setupOnce(t *testing.T) *onceTest {
 	t.Helper()
-	r := onceReceipts{pool: f.pool, table: pgx.Identifier{f.schema, "receipts"}.Sanitize()}
-	_, err := f.pool.Exec(t.Context(), `CREATE TABLE `+r.table+` (order_id text NOT NULL)`)
+	f := setup(t)
+	o := &onceTest{f: f, sig: register[orderPlaced](t, f.reg, "order.placed"), table: pgx.Identifier{f.schema, "receipts"}.Sanitize()}
+	_, err := f.pool.Exec(t.Context(), `CREATE TABLE `+o.table+` (order_id text NOT NULL)`)
 	require.NoError(t, err)
-	return r
+	return o
+}
+
+// event returns the first delivery of order o-1 to the receiver
+// "record-receipt".
+func (o *onceTest) event() signals.Event[orderPlaced] {
+	return o.sig.NewEvent("record-receipt", orderPlaced{OrderID: "o-1"})
 }
 
 // apply is a receiver's transaction body: Once first, the effect only when
 // this delivery is the first.
-func (r onceReceipts) apply(ctx context.Context, tx pgx.Tx, e signals.Event[orderPlaced]) (bool, error) {
+func (o *onceTest) apply(ctx context.Context, tx pgx.Tx, e signals.Event[orderPlaced]) (bool, error) {
 	first, err := signals.Once(ctx, tx, e)
 	if err != nil || !first {
 		return false, err
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO `+r.table+` (order_id) VALUES ($1)`, e.Payload.OrderID)
+	_, err = tx.Exec(ctx, `INSERT INTO `+o.table+` (order_id) VALUES ($1)`, e.Payload.OrderID)
 	return true, err
 }
 
 // deliver runs apply in a transaction of its own and commits it.
-func (r onceReceipts) deliver(t *testing.T, e signals.Event[orderPlaced]) bool {
-	t.Helper()
-	var first bool
-	err := pgx.BeginFunc(t.Context(), r.pool, func(tx pgx.Tx) (err error) {
-		first, err = r.apply(t.Context(), tx, e)
+func (o *onceTest) deliver(ctx context.Context, e signals.Event[orderPlaced]) (first bool, err error) {
+	err = pgx.BeginFunc(ctx, o.f.pool, func(tx pgx.Tx) (err error) {
+		first, err = o.apply(ctx, tx, e)
 		return err
 	})
+	return first, err
+}
+
+// requireDeliver is deliver on the test's ctx, which must succeed.
+func (o *onceTest) requireDeliver(t *testing.T, e signals.Event[orderPlaced]) bool {
+	t.Helper()
+	first, err := o.deliver(t.Context(), e)
 	require.NoError(t, err)
 	return first
 }
 
-func (r onceReceipts) count(t *testing.T, orderID string) int {
+// applyOpen applies e as the first delivery in a transaction it leaves open.
+func (o *onceTest) applyOpen(t *testing.T, e signals.Event[orderPlaced]) pgx.Tx {
+	t.Helper()
+	tx := o.f.begin(t)
+	first, err := o.apply(t.Context(), tx, e)
+	require.NoError(t, err)
+	require.True(t, first)
+	return tx
+}
+
+// receipts counts the receipts of order o-1.
+func (o *onceTest) receipts(t *testing.T) int {
 	t.Helper()
 	var n int
-	require.NoError(t, r.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+r.table+` WHERE order_id = $1`, orderID).Scan(&n))
+	require.NoError(t, o.f.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+o.table+` WHERE order_id = 'o-1'`).Scan(&n))
 	return n
 }
 
 func TestOnceAppliesARedeliveryOnce(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
-	receipts := newOnceReceipts(t, f)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
+	o := setupOnce(t)
 
-	e := sig.NewEvent("record-receipt", orderPlaced{OrderID: "o-1"})
-	require.True(t, receipts.deliver(t, e), "first delivery")
+	e := o.event()
+	require.True(t, o.requireDeliver(t, e), "first delivery")
 	e.Attempt = 2
-	require.False(t, receipts.deliver(t, e), "redelivery of the same task")
-	require.Equal(t, 1, receipts.count(t, "o-1"))
+	require.False(t, o.requireDeliver(t, e), "redelivery of the same task")
+	require.Equal(t, 1, o.receipts(t))
 
 	// Once is per event and receiver: another receiver of the same event
 	// (its own TaskID) applies its effect too.
 	other := e
 	other.Receiver, other.TaskID, other.Attempt = "audit", ulid.Make(), 1
-	require.True(t, receipts.deliver(t, other))
-	require.Equal(t, 2, receipts.count(t, "o-1"))
+	require.True(t, o.requireDeliver(t, other))
+	require.Equal(t, 2, o.receipts(t))
 }
 
 func TestOnceConcurrentDeliveriesApplyOnce(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
-	receipts := newOnceReceipts(t, f)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
-	e := sig.NewEvent("record-receipt", orderPlaced{OrderID: "o-1"})
+	o := setupOnce(t)
+	e := o.event()
 
 	// Every delivery holds its own connection at once (testenv.Pool has
 	// only 4 on 2 cores).
 	const deliveries = 8
-	cfg, err := pgxpool.ParseConfig(testenv.DatabaseURL())
-	require.NoError(t, err)
-	cfg.MaxConns = deliveries + 1
-	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
+	pool := newPool(t, func(c *pgxpool.Config) { c.MaxConns = deliveries + 1 })
 
 	var began, wg sync.WaitGroup
 	began.Add(deliveries)
@@ -116,7 +129,7 @@ func TestOnceConcurrentDeliveriesApplyOnce(t *testing.T) {
 			defer tx.Rollback(context.Background()) //nolint:errcheck // no-op after commit
 
 			began.Wait() // all transactions open before any calls Once
-			first, err := receipts.apply(t.Context(), tx, e)
+			first, err := o.apply(t.Context(), tx, e)
 			if err == nil {
 				err = tx.Commit(t.Context())
 			}
@@ -139,48 +152,29 @@ func TestOnceConcurrentDeliveriesApplyOnce(t *testing.T) {
 	}
 	require.Len(t, got, deliveries)
 	require.ElementsMatch(t, append([]bool{true}, make([]bool, deliveries-1)...), got, "exactly one delivery is first")
-	require.Equal(t, 1, receipts.count(t, "o-1"))
+	require.Equal(t, 1, o.receipts(t))
 }
 
 func TestOnceAfterARolledBackDeliveryAppliesAgain(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
-	receipts := newOnceReceipts(t, f)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
-	e := sig.NewEvent("record-receipt", orderPlaced{OrderID: "o-1"})
+	o := setupOnce(t)
+	e := o.event()
 
-	tx, err := f.pool.Begin(t.Context())
-	require.NoError(t, err)
-	first, err := receipts.apply(t.Context(), tx, e)
-	require.NoError(t, err)
-	require.True(t, first)
-	require.NoError(t, tx.Rollback(t.Context()))
-	require.Zero(t, receipts.count(t, "o-1"))
+	require.NoError(t, o.applyOpen(t, e).Rollback(t.Context()))
+	require.Zero(t, o.receipts(t))
 
-	require.True(t, receipts.deliver(t, e), "the rolled-back delivery left no record")
-	require.False(t, receipts.deliver(t, e))
-	require.Equal(t, 1, receipts.count(t, "o-1"))
+	require.True(t, o.requireDeliver(t, e), "the rolled-back delivery left no record")
+	require.False(t, o.requireDeliver(t, e))
+	require.Equal(t, 1, o.receipts(t))
 }
 
 func TestOnceWaitsForAConcurrentDeliveryThatRollsBack(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
-	receipts := newOnceReceipts(t, f)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
-	e := sig.NewEvent("record-receipt", orderPlaced{OrderID: "o-1"})
+	o := setupOnce(t)
+	e := o.event()
 
-	holder, err := f.pool.Begin(t.Context())
-	require.NoError(t, err)
-	defer holder.Rollback(context.Background()) //nolint:errcheck
-	first, err := receipts.apply(t.Context(), holder, e)
-	require.NoError(t, err)
-	require.True(t, first)
-
-	waiter, err := f.pool.Begin(t.Context())
-	require.NoError(t, err)
-	defer waiter.Rollback(context.Background()) //nolint:errcheck
+	holder := o.applyOpen(t, e)
+	waiter := o.f.begin(t)
 	var pid int
 	require.NoError(t, waiter.QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&pid))
 	type result struct {
@@ -189,12 +183,12 @@ func TestOnceWaitsForAConcurrentDeliveryThatRollsBack(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		first, err := receipts.apply(t.Context(), waiter, e)
+		first, err := o.apply(t.Context(), waiter, e)
 		done <- result{first, err}
 	}()
 	require.Eventually(t, func() bool {
 		var waiting bool
-		err := f.pool.QueryRow(t.Context(), `SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&waiting)
+		err := o.f.pool.QueryRow(t.Context(), `SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&waiting)
 		return err == nil && waiting
 	}, eventually, tick, "the second delivery waits on the first one's transaction")
 
@@ -203,50 +197,39 @@ func TestOnceWaitsForAConcurrentDeliveryThatRollsBack(t *testing.T) {
 	require.NoError(t, r.err)
 	require.True(t, r.first, "the first delivery rolled back, so the waiting one is first")
 	require.NoError(t, waiter.Commit(t.Context()))
-	require.Equal(t, 1, receipts.count(t, "o-1"))
+	require.Equal(t, 1, o.receipts(t))
 }
 
 func TestOnceRejectsAnEventWithoutTaskIDAndANilTx(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
+	o := setupOnce(t)
+	tx := o.f.begin(t)
 
-	tx, err := f.pool.Begin(t.Context())
-	require.NoError(t, err)
-	defer tx.Rollback(context.Background()) //nolint:errcheck
-
-	_, err = signals.Once(t.Context(), tx, signals.Event[orderPlaced]{})
+	_, err := signals.Once(t.Context(), tx, signals.Event[orderPlaced]{})
 	require.ErrorIs(t, err, signals.ErrInvalidEvent)
-	noTask := sig.NewEvent("r", orderPlaced{})
+	noTask := o.event()
 	noTask.TaskID = ulid.ULID{}
 	_, err = signals.Once(t.Context(), tx, noTask)
 	require.ErrorIs(t, err, signals.ErrInvalidEvent)
 
-	_, err = signals.Once(t.Context(), nil, sig.NewEvent("r", orderPlaced{}))
+	_, err = signals.Once(t.Context(), nil, o.event())
 	require.ErrorIs(t, err, signals.ErrNilTx)
 
 	// Refusals send nothing: the transaction is still usable.
-	first, err := signals.Once(t.Context(), tx, sig.NewEvent("r", orderPlaced{}))
+	first, err := signals.Once(t.Context(), tx, o.event())
 	require.NoError(t, err)
 	require.True(t, first)
 }
 
 func TestOnceKeepsTheEffectSingleWhenTheReceiverFailsAfterCommit(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
-	receipts := newOnceReceipts(t, f)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
+	o := setupOnce(t)
+	f := o.f
 
 	var mu sync.Mutex
 	var firsts []bool // per attempt: did Once say first?
-	sig.Connect("record-receipt", func(ctx context.Context, e signals.Event[orderPlaced]) error {
-		var first bool
-		err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) (err error) {
-			first, err = receipts.apply(ctx, tx, e)
-			return err
-		})
+	o.sig.Connect("record-receipt", func(ctx context.Context, e signals.Event[orderPlaced]) error {
+		first, err := o.deliver(ctx, e)
 		mu.Lock()
 		firsts = append(firsts, first)
 		mu.Unlock()
@@ -263,7 +246,7 @@ func TestOnceKeepsTheEffectSingleWhenTheReceiverFailsAfterCommit(t *testing.T) {
 	f.runDispatcher(t, signals.DispatcherConfig{})
 	f.runWorker(t)
 
-	send(t, f, sig, orderPlaced{OrderID: "o-1"})
+	send(t, f.pool, o.sig, orderPlaced{OrderID: "o-1"})
 
 	insp := f.inspector(t)
 	require.Eventually(t, func() bool {
@@ -273,5 +256,5 @@ func TestOnceKeepsTheEffectSingleWhenTheReceiverFailsAfterCommit(t *testing.T) {
 	mu.Lock()
 	require.Equal(t, []bool{true, false}, firsts, "applied on attempt 1, skipped on the retry")
 	mu.Unlock()
-	require.Equal(t, 1, receipts.count(t, "o-1"))
+	require.Equal(t, 1, o.receipts(t))
 }

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/jackc/pgx/v5"
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -82,61 +81,51 @@ type runRecorder struct {
 	byEvent *counter // Event.ID + "/" + Event.Receiver
 }
 
-func newRunRecorder() *runRecorder {
-	return &runRecorder{byTask: newCounter(), byEvent: newCounter()}
-}
-
 func (r *runRecorder) receive(_ context.Context, e signals.Event[orderPlaced]) error {
 	r.byTask.add(e.TaskID.String())
 	r.byEvent.add(e.ID.String() + "/" + e.Receiver)
 	return nil
 }
 
-// sendEvents commits n events, perTx to a transaction, and returns their IDs.
-func sendEvents(t *testing.T, f *deliveryFixture, sig *signals.Signal[orderPlaced], prefix string, n, perTx int) []ulid.ULID {
+// receivers are the receivers of "order.placed" in the failure tests.
+var receivers = []string{"email-receipt", "analytics"}
+
+// recordedSignal registers "order.placed" with receivers on the fixture's
+// queue, recording their runs.
+func recordedSignal(t *testing.T, f *fixture, opts ...signals.ReceiverOption) (*signals.Signal[orderPlaced], *runRecorder) {
 	t.Helper()
-	ids := make([]ulid.ULID, 0, n)
-	for start := 0; start < n; start += perTx {
-		err := pgx.BeginFunc(t.Context(), f.pool, func(tx pgx.Tx) error {
-			for i := start; i < min(start+perTx, n); i++ {
-				id, err := sig.SendReliable(t.Context(), tx, orderPlaced{OrderID: fmt.Sprintf("%s-%d", prefix, i), Cents: i})
-				if err != nil {
-					return err
-				}
-				ids = append(ids, id)
-			}
-			return nil
-		})
-		require.NoError(t, err)
+	sig := register[orderPlaced](t, f.reg, "order.placed")
+	runs := &runRecorder{byTask: newCounter(), byEvent: newCounter()}
+	for _, name := range receivers {
+		sig.Connect(name, runs.receive, append([]signals.ReceiverOption{signals.Queue(f.queue)}, opts...)...)
 	}
-	return ids
+	return sig, runs
 }
 
 // expectedRuns is the (event, receiver) keys of runRecorder.byEvent that
 // events must produce, each once.
-func expectedRuns(events []ulid.ULID, receivers ...string) map[string]int {
-	want := make(map[string]int, len(events)*len(receivers))
-	for _, id := range events {
-		for _, r := range receivers {
-			want[id.String()+"/"+r] = 1
+func expectedRuns(events ...[]ulid.ULID) map[string]int {
+	want := map[string]int{}
+	for _, ids := range events {
+		for _, id := range ids {
+			for _, r := range receivers {
+				want[id.String()+"/"+r] = 1
+			}
 		}
 	}
 	return want
 }
 
-// requireDeliveredExactlyOnce waits until every expected (event, receiver)
-// ran, the outbox is empty and queue has nothing left to run, so that no
+// requireDeliveredExactlyOnce waits until every (event, receiver) of events
+// ran, the outbox is empty and the queue has nothing left to run, so that no
 // further run can happen, then requires that each ran exactly once, under
 // as many distinct task IDs.
-func requireDeliveredExactlyOnce(t *testing.T, f *deliveryFixture, ins *asynq.Inspector, queue string, runs *runRecorder, want map[string]int) {
+func requireDeliveredExactlyOnce(t *testing.T, f *fixture, ins *asynq.Inspector, runs *runRecorder, events ...[]ulid.ULID) {
 	t.Helper()
+	want := expectedRuns(events...)
 	waitForRuns(t, runs, want)
 	require.Eventually(t, func() bool {
-		if f.pending(t) != 0 {
-			return false
-		}
-		info, err := ins.GetQueueInfo(queue)
-		return err == nil && info.Pending == 0 && info.Active == 0 && info.Scheduled == 0 && info.Retry == 0
+		return f.pending(t) == 0 && f.queueDrained(ins)
 	}, eventually, tick, "outbox and queue drain")
 
 	require.Equal(t, want, runs.byEvent.snapshot(), "each (event, receiver) ran exactly once")
@@ -145,7 +134,7 @@ func requireDeliveredExactlyOnce(t *testing.T, f *deliveryFixture, ins *asynq.In
 	for id, n := range byTask {
 		require.Equal(t, 1, n, "task %s ran %d times", id, n)
 	}
-	info, err := ins.GetQueueInfo(queue)
+	info, err := ins.GetQueueInfo(f.queue)
 	require.NoError(t, err)
 	require.Zero(t, info.Archived, "nothing dead-lettered")
 }
@@ -165,15 +154,11 @@ func waitForRuns(t *testing.T, runs *runRecorder, want map[string]int) {
 }
 
 // outboxIDs returns the task IDs of the rows pending in the outbox.
-func outboxIDs(t *testing.T, f *deliveryFixture) map[string]bool {
+func outboxIDs(t *testing.T, f *fixture) map[string]bool {
 	t.Helper()
-	rows, err := f.pool.Query(t.Context(), `SELECT id FROM `+pgx.Identifier{f.schema, "outbox"}.Sanitize())
-	require.NoError(t, err)
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[[16]byte])
-	require.NoError(t, err)
-	out := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		out[ulid.ULID(id).String()] = true
+	out := map[string]bool{}
+	for _, row := range f.outbox(t) {
+		out[ulid.ULID(row.ID).String()] = true
 	}
 	return out
 }
@@ -197,15 +182,11 @@ func pendingTaskIDs(t *testing.T, ins *asynq.Inspector, queue string) map[string
 
 func TestRelayProcessKilledMidStreamLosesNothing(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
-	runs := newRunRecorder()
-	sig.Connect("email-receipt", runs.receive, signals.Queue(f.queue))
-	sig.Connect("analytics", runs.receive, signals.Queue(f.queue))
+	f := setup(t)
+	sig, runs := recordedSignal(t, f)
 
 	const events = 300
-	sent := sendEvents(t, f, sig, "killed", events, 10)
+	sent := sendOrders(t, f, sig, "killed", events)
 	rows := outboxIDs(t, f)
 	require.Len(t, rows, 2*events)
 
@@ -232,8 +213,7 @@ func TestRelayProcessKilledMidStreamLosesNothing(t *testing.T) {
 
 	// No worker runs yet, so whatever the child relays piles up in Redis:
 	// kill it once it has committed some batches but not all.
-	ins := asynq.NewInspector(f.redis)
-	t.Cleanup(func() { _ = ins.Close() })
+	ins := f.inspector(t)
 	var atKill int
 	require.Eventually(t, func() bool {
 		atKill = f.pending(t)
@@ -275,7 +255,7 @@ func TestRelayProcessKilledMidStreamLosesNothing(t *testing.T) {
 	// their task IDs are taken, so asynq keeps a single task for each.
 	f.runDispatcher(t, signals.DispatcherConfig{})
 	f.runWorker(t)
-	requireDeliveredExactlyOnce(t, f, ins, f.queue, runs, expectedRuns(sent, "email-receipt", "analytics"))
+	requireDeliveredExactlyOnce(t, f, ins, runs, sent)
 	for id := range runs.byTask.snapshot() {
 		require.True(t, rows[id], "task %s is not one of the outbox rows", id)
 	}
@@ -336,13 +316,61 @@ const (
 	outageBackoffMax = 500 * time.Millisecond
 )
 
-// maxAttempts returns the highest enqueue attempt count among pending rows.
-func (f *deliveryFixture) maxAttempts(t *testing.T) int {
+// outage is what the outage tests share: the recorded signal, a relay with
+// quick backoff reading the outbox through relayDB and counting its failures
+// in log, and a worker.
+type outage struct {
+	f    *fixture
+	sig  *signals.Signal[orderPlaced]
+	runs *runRecorder
+	log  *relayLog
+	d    *signals.Dispatcher
+	ins  *asynq.Inspector
+}
+
+func startOutage(t *testing.T, f *fixture, relayDB signals.TxBeginner, cfg signals.DispatcherConfig) *outage {
 	t.Helper()
-	var n int
-	require.NoError(t, f.pool.QueryRow(t.Context(),
-		`SELECT coalesce(max(attempts), 0) FROM `+pgx.Identifier{f.schema, "outbox"}.Sanitize()).Scan(&n))
-	return n
+	o := &outage{f: f, log: &relayLog{}}
+	o.sig, o.runs = recordedSignal(t, f, fastRetry)
+	cfg.BackoffMin, cfg.BackoffMax, cfg.Logger = outageBackoffMin, outageBackoffMax, o.log.logger()
+	var err error
+	o.d, err = signals.NewDispatcher(f.reg, relayDB, f.redis, cfg)
+	require.NoError(t, err)
+	run(t, o.d.Run)
+	f.runWorker(t)
+	o.ins = f.inspector(t)
+	return o
+}
+
+// send commits n events, one per transaction, and returns their IDs.
+func (o *outage) send(t *testing.T, prefix string, n int) []ulid.ULID {
+	t.Helper()
+	return sendOrders(t, o.f, o.sig, prefix, n)
+}
+
+// requireDeliveredExactlyOnce is the function of that name on o's fixture.
+func (o *outage) requireDeliveredExactlyOnce(t *testing.T, events ...[]ulid.ULID) {
+	t.Helper()
+	requireDeliveredExactlyOnce(t, o.f, o.ins, o.runs, events...)
+}
+
+// requireRelayKeepsFailing waits until at least lasting has passed since
+// began and the relay has failed at least failures more batches, and
+// requires that the rows sent meanwhile, pending, are all still there.
+func (o *outage) requireRelayKeepsFailing(t *testing.T, began time.Time, lasting time.Duration, failures int64, pending []ulid.ULID) {
+	t.Helper()
+	before := o.log.failures.Load()
+	require.Eventually(t, func() bool {
+		return time.Since(began) >= lasting && o.log.failures.Load()-before >= failures
+	}, eventually, tick, "the relay keeps trying during the outage")
+	require.Equal(t, 2*len(pending), o.f.pending(t), "the outage keeps every row in the outbox")
+}
+
+func (o *outage) requireNoneSetAside(t *testing.T) {
+	t.Helper()
+	failed, err := o.d.Failed(t.Context(), 10)
+	require.NoError(t, err)
+	require.Empty(t, failed, "no row was set aside")
 }
 
 // asynqAllQueues is the Redis set in which asynq lists the known queues.
@@ -350,54 +378,37 @@ const asynqAllQueues = "asynq:queues"
 
 func TestRedisOutageDeliversEverything(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
+	f := setup(t)
 	r := testenv.StartRedis(t) // stopped after the relay and worker (cleanups run last first)
 	f.redis = asynq.RedisClientOpt{Addr: r.Addr}
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
-	runs := newRunRecorder()
-	sig.Connect("email-receipt", runs.receive, signals.Queue(f.queue), fastRetry)
-	sig.Connect("analytics", runs.receive, signals.Queue(f.queue), fastRetry)
-
-	rlog := &relayLog{}
-	d := f.dispatcher(t, signals.DispatcherConfig{
-		BackoffMin: outageBackoffMin,
-		BackoffMax: outageBackoffMax,
-		Logger:     rlog.logger(),
-	})
-	run(t, d.Run)
-	f.runWorker(t)
-	ins := f.inspector(t)
-	receivers := []string{"email-receipt", "analytics"}
+	o := startOutage(t, f, f.pool, signals.DispatcherConfig{})
 
 	// Before: delivered in full, so that nothing is in Redis when it dies
 	// (it keeps no data, so queued tasks would die with it).
-	before := sendEvents(t, f, sig, "before", 50, 1)
-	requireDeliveredExactlyOnce(t, f, ins, f.queue, runs, expectedRuns(before, receivers...))
+	before := o.send(t, "before", 50)
+	o.requireDeliveredExactlyOnce(t, before)
 
-	// During: senders only need PostgreSQL, so they are unaffected.
+	// During: senders only need PostgreSQL, so they are unaffected. The
+	// outage lasts 3s, and at least until the relay has failed and backed
+	// off several times, up to its cap.
 	r.Stop(t)
 	stopped := time.Now()
-	during := sendEvents(t, f, sig, "during", 50, 1)
-	// The outage lasts outage, and at least until the relay has failed and
-	// backed off several times, up to its cap.
-	const outage = 3 * time.Second
-	failuresBefore := rlog.failures.Load()
-	require.Eventually(t, func() bool {
-		return time.Since(stopped) >= outage && rlog.failures.Load()-failuresBefore >= 5
-	}, eventually, tick, "the relay keeps trying during the outage")
-	require.Equal(t, 2*len(during), f.pending(t), "the outage keeps every row in the outbox")
-	require.Zero(t, f.maxAttempts(t), "an outage counts no enqueue attempt against the rows")
-	require.LessOrEqual(t, rlog.longestWait(), outageBackoffMax, "the relay's backoff is capped")
-	require.Equal(t, expectedRuns(before, receivers...), runs.byEvent.snapshot(), "nothing ran during the outage")
+	during := o.send(t, "during", 50)
+	o.requireRelayKeepsFailing(t, stopped, 3*time.Second, 5, during)
+	maxAttempts := 0
+	for _, row := range f.outbox(t) {
+		maxAttempts = max(maxAttempts, row.Attempts)
+	}
+	require.Zero(t, maxAttempts, "an outage counts no enqueue attempt against the rows")
+	require.LessOrEqual(t, o.log.longestWait(), outageBackoffMax, "the relay's backoff is capped")
+	require.Equal(t, expectedRuns(before), o.runs.byEvent.snapshot(), "nothing ran during the outage")
 
 	// After: Redis is back, empty; the relay resumes within its capped
 	// backoff and relays the rows sent during the outage and after it.
 	r.Start(t)
 	restarted := time.Now()
-	after := sendEvents(t, f, sig, "after", 50, 1)
-	all := append(append(append([]ulid.ULID{}, before...), during...), after...)
-	waitForRuns(t, runs, expectedRuns(all, receivers...))
+	after := o.send(t, "after", 50)
+	waitForRuns(t, o.runs, expectedRuns(before, during, after))
 	// An asynq client registers a queue in Redis's set of queues once; the
 	// relay must use a fresh client after an outage, or a Redis that came
 	// back empty would never list the queue for Inspector or asynqmon.
@@ -406,13 +417,11 @@ func TestRedisOutageDeliversEverything(t *testing.T) {
 	known, err := rc.SIsMember(t.Context(), asynqAllQueues, f.queue).Result()
 	require.NoError(t, err)
 	require.True(t, known, "after Redis came back empty, the relay registers queue %s in %s again, so asynq's tools see it", f.queue, asynqAllQueues)
-	requireDeliveredExactlyOnce(t, f, ins, f.queue, runs, expectedRuns(all, receivers...))
+	o.requireDeliveredExactlyOnce(t, before, during, after)
 	t.Logf("outage %v, %d relay batches failed (longest backoff %v); drained %v after restart",
-		restarted.Sub(stopped).Round(time.Millisecond), rlog.failures.Load(), rlog.longestWait(), time.Since(restarted).Round(time.Millisecond))
-	require.Positive(t, rlog.recovered.Load(), "the relay logs its recovery")
-	failed, err := d.Failed(t.Context(), 10)
-	require.NoError(t, err)
-	require.Empty(t, failed, "no row was set aside")
+		restarted.Sub(stopped).Round(time.Millisecond), o.log.failures.Load(), o.log.longestWait(), time.Since(restarted).Round(time.Millisecond))
+	require.Positive(t, o.log.recovered.Load(), "the relay logs its recovery")
+	o.requireNoneSetAside(t)
 }
 
 // postgresAddr returns the host:port of testenv.DatabaseURL.
@@ -432,66 +441,42 @@ func postgresAddr(t *testing.T) string {
 
 func TestPostgresConnectionsCutRelayResumes(t *testing.T) {
 	t.Parallel()
-	f := setupDelivery(t)
+	f := setup(t)
 	proxy := testenv.StartProxy(t, postgresAddr(t))
 	relayPool := testenv.PoolFor(t, testenv.URLVia(t, proxy)) // closed before the proxy
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
-	runs := newRunRecorder()
-	sig.Connect("email-receipt", runs.receive, signals.Queue(f.queue), fastRetry)
-	sig.Connect("analytics", runs.receive, signals.Queue(f.queue), fastRetry)
-
 	// Only the relay goes through the proxy; senders use the direct f.pool.
-	rlog := &relayLog{}
-	d, err := signals.NewDispatcher(f.reg, relayPool, f.redis, signals.DispatcherConfig{
-		BatchSize:  10,
-		BackoffMin: outageBackoffMin,
-		BackoffMax: outageBackoffMax,
-		Logger:     rlog.logger(),
-	})
-	require.NoError(t, err)
-	run(t, d.Run)
-	f.runWorker(t)
-	ins := f.inspector(t)
-	receivers := []string{"email-receipt", "analytics"}
+	o := startOutage(t, f, relayPool, signals.DispatcherConfig{BatchSize: 10})
 
-	before := sendEvents(t, f, sig, "before", 30, 1)
-	requireDeliveredExactlyOnce(t, f, ins, f.queue, runs, expectedRuns(before, receivers...))
+	before := o.send(t, "before", 30)
+	o.requireDeliveredExactlyOnce(t, before)
 
 	// Blocked: the relay's connections are cut and new ones refused.
 	proxy.Block()
 	blocked := time.Now()
-	during := sendEvents(t, f, sig, "blocked", 30, 1)
-	const outage = 1500 * time.Millisecond
-	failuresBefore := rlog.failures.Load()
-	require.Eventually(t, func() bool {
-		return time.Since(blocked) >= outage && rlog.failures.Load()-failuresBefore >= 3
-	}, eventually, tick, "the relay keeps trying while PostgreSQL is unreachable")
-	require.Equal(t, 2*len(during), f.pending(t), "nothing is relayed while blocked")
+	during := o.send(t, "blocked", 30)
+	failuresBefore := o.log.failures.Load()
+	o.requireRelayKeepsFailing(t, blocked, 1500*time.Millisecond, 3, during)
 	proxy.Unblock()
 	unblocked := time.Now()
-	requireDeliveredExactlyOnce(t, f, ins, f.queue, runs, expectedRuns(append(append([]ulid.ULID{}, before...), during...), receivers...))
+	o.requireDeliveredExactlyOnce(t, before, during)
 	t.Logf("blocked %v: %d relay batches failed; drained %v after unblock",
-		unblocked.Sub(blocked).Round(time.Millisecond), rlog.failures.Load()-failuresBefore, time.Since(unblocked).Round(time.Millisecond))
+		unblocked.Sub(blocked).Round(time.Millisecond), o.log.failures.Load()-failuresBefore, time.Since(unblocked).Round(time.Millisecond))
 
 	// Cut: the relay's connections drop repeatedly while events stream in,
 	// some mid-batch (after enqueue, before commit): those rows are enqueued
 	// again, and the taken task IDs keep them from running twice.
 	const streamed, cutEvery = 200, 20
-	failuresBefore = rlog.failures.Load()
-	lateBefore := rlog.lateFailures.Load()
+	failuresBefore = o.log.failures.Load()
+	lateBefore := o.log.lateFailures.Load()
 	var cuts []ulid.ULID
 	for i := range streamed {
-		cuts = append(cuts, sendEvents(t, f, sig, fmt.Sprintf("cut%d", i), 1, 1)...)
+		cuts = append(cuts, o.send(t, fmt.Sprintf("cut%d", i), 1)...)
 		if i%cutEvery == cutEvery-1 {
 			proxy.Cut()
 		}
 	}
-	all := append(append(append([]ulid.ULID{}, before...), during...), cuts...)
-	requireDeliveredExactlyOnce(t, f, ins, f.queue, runs, expectedRuns(all, receivers...))
+	o.requireDeliveredExactlyOnce(t, before, during, cuts)
 	t.Logf("%d cuts during %d sends: %d relay batches failed, %d of them after enqueueing their rows",
-		streamed/cutEvery, streamed, rlog.failures.Load()-failuresBefore, rlog.lateFailures.Load()-lateBefore)
-	failed, err := d.Failed(t.Context(), 10)
-	require.NoError(t, err)
-	require.Empty(t, failed, "no row was set aside")
+		streamed/cutEvery, streamed, o.log.failures.Load()-failuresBefore, o.log.lateFailures.Load()-lateBefore)
+	o.requireNoneSetAside(t)
 }

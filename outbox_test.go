@@ -1,24 +1,22 @@
 package signals_test
 
 import (
-	"context"
 	"sync"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/store"
 	"github.com/dj-signals/signals/internal/testenv"
 )
 
-func tableExists(t *testing.T, ctx context.Context, db interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, schema, table string) bool {
+// requireTables requires that schema holds the outbox's tables.
+func requireTables(t *testing.T, db store.Executor, schema string) {
 	t.Helper()
-	var ok bool
-	require.NoError(t, db.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, pgx.Identifier{schema, table}.Sanitize()).Scan(&ok))
-	return ok
+	tables, err := store.Tables(t.Context(), db, schema)
+	require.NoError(t, err)
+	require.Subset(t, tables, []string{"outbox", "outbox_failed", "inbox"})
 }
 
 func TestMigrateSchemaIsIdempotentAndSafeConcurrently(t *testing.T) {
@@ -45,12 +43,13 @@ func TestMigrateSchemaIsIdempotentAndSafeConcurrently(t *testing.T) {
 
 	migrations, err := signals.Migrations(schema)
 	require.NoError(t, err)
-	var applied int
-	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{schema, "schema_migrations"}.Sanitize()).Scan(&applied))
-	require.Equal(t, len(migrations), applied, "each migration recorded once")
-	require.True(t, tableExists(t, ctx, pool, schema, "outbox"))
-	require.True(t, tableExists(t, ctx, pool, schema, "outbox_failed"))
-	require.True(t, tableExists(t, ctx, pool, schema, "inbox"))
+	applied, err := store.Applied(ctx, pool, schema)
+	require.NoError(t, err)
+	require.Len(t, applied, len(migrations), "each migration recorded once")
+	for i, m := range migrations {
+		require.Equal(t, m.Version, applied[i])
+	}
+	requireTables(t, pool, schema)
 }
 
 func TestMigrationsAreExportedForOtherTools(t *testing.T) {
@@ -70,7 +69,7 @@ func TestMigrationsAreExportedForOtherTools(t *testing.T) {
 		_, err := pool.Exec(ctx, m.SQL) // as goose or golang-migrate would
 		require.NoError(t, err, "migration %d", m.Version)
 	}
-	require.True(t, tableExists(t, ctx, pool, schema, "outbox"))
+	requireTables(t, pool, schema)
 
 	_, err = signals.Migrations(`x"; DROP SCHEMA public; --`)
 	require.ErrorIs(t, err, signals.ErrInvalidSchema)

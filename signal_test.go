@@ -1,111 +1,38 @@
 package signals_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/store"
 	"github.com/dj-signals/signals/internal/testenv"
 )
 
-type orderPlaced struct {
-	OrderID string `json:"order_id"`
-	Cents   int    `json:"cents"`
-}
-
-// queryCounter counts the statements a pool sends, to prove that a refused
-// send sent nothing.
-type queryCounter struct{ n atomic.Int64 }
-
-func (c *queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	c.n.Add(1)
-	return ctx
-}
-func (c *queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-type sendFixture struct {
-	pool    *pgxpool.Pool
-	reg     *signals.Registry
-	schema  string
-	queries *queryCounter
-}
-
-// setupSend returns a migrated per-test schema, a registry on it, and a
-// pool whose statements are counted.
-func setupSend(t *testing.T) sendFixture {
-	t.Helper()
-	ctx := t.Context()
-	schema := testenv.Schema(t)
-	cfg, err := pgxpool.ParseConfig(testenv.DatabaseURL())
-	require.NoError(t, err)
-	counter := &queryCounter{}
-	cfg.ConnConfig.Tracer = counter
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	require.NoError(t, err)
-	t.Cleanup(pool.Close)
-	require.NoError(t, signals.MigrateSchema(ctx, pool, schema))
-	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: schema, MaxPayloadBytes: 1024})
-	require.NoError(t, err)
-	return sendFixture{pool: pool, reg: reg, schema: schema, queries: counter}
-}
-
-func nop[T any](context.Context, signals.Event[T]) error { return nil }
-
-type outboxRow struct {
-	ID, EventID, CorrelationID [16]byte
-	Signal, Receiver, Queue    string
-	MaxRetry                   int
-	TimeoutMS                  int64
-	Payload                    []byte
-}
-
-func outboxRows(t *testing.T, pool *pgxpool.Pool, schema string) []outboxRow {
-	t.Helper()
-	rows, err := pool.Query(t.Context(), `SELECT id, event_id, correlation_id, signal, receiver, queue, max_retry, timeout_ms, payload
-		FROM `+pgx.Identifier{schema, "outbox"}.Sanitize()+` ORDER BY id`)
-	require.NoError(t, err)
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (outboxRow, error) {
-		var o outboxRow
-		err := r.Scan(&o.ID, &o.EventID, &o.CorrelationID, &o.Signal, &o.Receiver, &o.Queue, &o.MaxRetry, &o.TimeoutMS, &o.Payload)
-		return o, err
-	})
-	require.NoError(t, err)
-	return out
-}
-
 func TestSendReliableCommitWritesOneRowPerReceiver(t *testing.T) {
 	t.Parallel()
-	f := setupSend(t)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
+	f := setup(t)
+	sig := register[orderPlaced](t, f.reg, "order.placed")
 	sig.Connect("email-receipt", nop[orderPlaced])
 	sig.Connect("analytics", nop[orderPlaced], signals.Queue("low"), signals.MaxRetries(3), signals.Timeout(1500*time.Millisecond))
 	sig.Connect("warehouse", nop[orderPlaced])
 
-	var eventID ulid.ULID
-	before := f.queries.n.Load()
-	err = pgx.BeginFunc(t.Context(), f.pool, func(tx pgx.Tx) (err error) {
-		eventID, err = sig.SendReliable(t.Context(), tx, orderPlaced{OrderID: "o-1", Cents: 1250})
-		return err
-	})
-	require.NoError(t, err)
-	require.Equal(t, int64(1), f.queries.n.Load()-before-2, "one statement for three receivers, besides BEGIN and COMMIT")
+	before := f.statements.n.Load()
+	eventID := send(t, f.pool, sig, orderPlaced{OrderID: "o-1", Cents: 1250})
+	require.Equal(t, int64(1), f.statements.n.Load()-before-2, "one statement for three receivers, besides BEGIN and COMMIT")
 
-	rows := outboxRows(t, f.pool, f.schema)
+	rows := f.outbox(t)
 	require.Len(t, rows, 3)
-	seen := map[string]outboxRow{}
+	seen := map[string]store.Row{}
 	taskIDs := map[[16]byte]bool{}
 	for _, r := range rows {
 		require.Equal(t, [16]byte(eventID), r.EventID)
@@ -128,30 +55,24 @@ func TestSendReliableCommitWritesOneRowPerReceiver(t *testing.T) {
 
 func TestSendReliableRollbackLeavesNoRow(t *testing.T) {
 	t.Parallel()
-	f := setupSend(t)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
-	sig.Connect("email-receipt", nop[orderPlaced])
+	f := setup(t)
+	sig := nopSignal(t, f, "email-receipt")
 
-	tx, err := f.pool.Begin(t.Context())
-	require.NoError(t, err)
-	_, err = sig.SendReliable(t.Context(), tx, orderPlaced{OrderID: "o-1"})
+	tx := f.begin(t)
+	_, err := sig.SendReliable(t.Context(), tx, orderPlaced{OrderID: "o-1"})
 	require.NoError(t, err)
 	require.NoError(t, tx.Rollback(t.Context()))
 
-	require.Empty(t, outboxRows(t, f.pool, f.schema))
+	require.Empty(t, f.outbox(t))
 }
 
 func TestSendReliableSavepointRollbackDiscardsOnlyItsRows(t *testing.T) {
 	t.Parallel()
-	f := setupSend(t)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
-	sig.Connect("email-receipt", nop[orderPlaced])
-	sig.Connect("analytics", nop[orderPlaced])
+	f := setup(t)
+	sig := nopSignal(t, f, "email-receipt", "analytics")
 
 	var kept ulid.ULID
-	err = pgx.BeginFunc(t.Context(), f.pool, func(tx pgx.Tx) (err error) {
+	err := pgx.BeginFunc(t.Context(), f.pool, func(tx pgx.Tx) (err error) {
 		if kept, err = sig.SendReliable(t.Context(), tx, orderPlaced{OrderID: "kept"}); err != nil {
 			return err
 		}
@@ -166,7 +87,7 @@ func TestSendReliableSavepointRollbackDiscardsOnlyItsRows(t *testing.T) {
 	})
 	require.NoError(t, err)
 
-	rows := outboxRows(t, f.pool, f.schema)
+	rows := f.outbox(t)
 	require.Len(t, rows, 2)
 	for _, r := range rows {
 		require.Equal(t, [16]byte(kept), r.EventID)
@@ -176,11 +97,8 @@ func TestSendReliableSavepointRollbackDiscardsOnlyItsRows(t *testing.T) {
 
 func TestSendReliableConcurrentSenders(t *testing.T) {
 	t.Parallel()
-	f := setupSend(t)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
-	sig.Connect("a", nop[orderPlaced])
-	sig.Connect("b", nop[orderPlaced])
+	f := setup(t)
+	sig := nopSignal(t, f, "a", "b")
 
 	const senders, perSender = 8, 40
 	var wg sync.WaitGroup
@@ -190,11 +108,7 @@ func TestSendReliableConcurrentSenders(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range perSender {
-				err := pgx.BeginFunc(t.Context(), f.pool, func(tx pgx.Tx) error {
-					_, err := sig.SendReliable(t.Context(), tx, orderPlaced{OrderID: fmt.Sprintf("%d-%d", s, i)})
-					return err
-				})
-				if err != nil {
+				if _, err := commit(t.Context(), f.pool, sig, orderPlaced{OrderID: fmt.Sprintf("%d-%d", s, i)}); err != nil {
 					errs <- err
 					return
 				}
@@ -207,7 +121,7 @@ func TestSendReliableConcurrentSenders(t *testing.T) {
 		require.NoError(t, err)
 	}
 
-	rows := outboxRows(t, f.pool, f.schema)
+	rows := f.outbox(t)
 	require.Len(t, rows, senders*perSender*2)
 	perOrder := map[string]map[string]bool{}
 	for _, r := range rows {
@@ -228,12 +142,10 @@ type cyclic struct{ Next *cyclic }
 
 func TestSendReliableRefusesBadInputAndSendsNothing(t *testing.T) {
 	t.Parallel()
-	f := setupSend(t)
-	anySig, err := signals.Register[any](f.reg, "any.thing")
-	require.NoError(t, err)
+	f := setupRegistry(t, signals.RegistryConfig{MaxPayloadBytes: 1024})
+	anySig := register[any](t, f.reg, "any.thing")
 	anySig.Connect("r", nop[any])
-	lonely, err := signals.Register[any](f.reg, "nobody.listens")
-	require.NoError(t, err)
+	lonely := register[any](t, f.reg, "nobody.listens")
 
 	loop := &cyclic{}
 	loop.Next = loop
@@ -251,38 +163,31 @@ func TestSendReliableRefusesBadInputAndSendsNothing(t *testing.T) {
 		{"too large", anySig, strings.Repeat("x", 1024), signals.ErrPayloadTooLarge},
 		{"no receivers", lonely, "hello", signals.ErrNoReceivers},
 	}
-	tx, err := f.pool.Begin(t.Context())
-	require.NoError(t, err)
-	defer tx.Rollback(t.Context()) //nolint:errcheck
-
+	tx := f.begin(t)
 	for _, c := range cases {
-		before := f.queries.n.Load()
+		before := f.statements.n.Load()
 		_, err := c.sig.SendReliable(t.Context(), tx, c.payload)
 		require.ErrorIs(t, err, c.want, c.name)
-		require.Equal(t, before, f.queries.n.Load(), "%s: no statement may be sent", c.name)
+		require.Equal(t, before, f.statements.n.Load(), "%s: no statement may be sent", c.name)
 	}
 
-	_, err = anySig.SendReliable(t.Context(), nil, "x")
+	_, err := anySig.SendReliable(t.Context(), nil, "x")
 	require.ErrorIs(t, err, signals.ErrNilTx)
 
 	// The transaction is still usable: a valid send goes through and commits.
 	_, err = anySig.SendReliable(t.Context(), tx, strings.Repeat("x", 100))
 	require.NoError(t, err)
 	require.NoError(t, tx.Commit(t.Context()))
-	require.Len(t, outboxRows(t, f.pool, f.schema), 1)
+	require.Len(t, f.outbox(t), 1)
 }
 
 func TestSendReliableWrapsJSONError(t *testing.T) {
 	t.Parallel()
-	f := setupSend(t)
-	sig, err := signals.Register[float64](f.reg, "num.sent")
-	require.NoError(t, err)
+	f := setup(t)
+	sig := register[float64](t, f.reg, "num.sent")
 	sig.Connect("r", nop[float64])
-	tx, err := f.pool.Begin(t.Context())
-	require.NoError(t, err)
-	defer tx.Rollback(t.Context()) //nolint:errcheck
 
-	_, err = sig.SendReliable(t.Context(), tx, math.NaN())
+	_, err := sig.SendReliable(t.Context(), f.begin(t), math.NaN())
 	var jsonErr *json.UnsupportedValueError
 	require.ErrorAs(t, err, &jsonErr)
 	require.ErrorContains(t, err, `"num.sent"`)
@@ -290,40 +195,31 @@ func TestSendReliableWrapsJSONError(t *testing.T) {
 
 func TestSendReliableOnFinishedTransaction(t *testing.T) {
 	t.Parallel()
-	f := setupSend(t)
-	sig, err := signals.Register[orderPlaced](f.reg, "order.placed")
-	require.NoError(t, err)
-	sig.Connect("r", nop[orderPlaced])
+	f := setup(t)
+	sig := nopSignal(t, f, "r")
 
-	committed, err := f.pool.Begin(t.Context())
-	require.NoError(t, err)
+	committed := f.begin(t)
 	require.NoError(t, committed.Commit(t.Context()))
-	_, err = sig.SendReliable(t.Context(), committed, orderPlaced{})
+	_, err := sig.SendReliable(t.Context(), committed, orderPlaced{})
 	require.ErrorIs(t, err, signals.ErrTxDone)
 	require.ErrorIs(t, err, pgx.ErrTxClosed)
 
-	aborted, err := f.pool.Begin(t.Context())
-	require.NoError(t, err)
-	defer aborted.Rollback(t.Context()) //nolint:errcheck
+	aborted := f.begin(t)
 	_, err = aborted.Exec(t.Context(), `SELECT 1/0`)
 	require.Error(t, err)
 	_, err = sig.SendReliable(t.Context(), aborted, orderPlaced{})
 	require.ErrorIs(t, err, signals.ErrTxAborted)
 
-	require.Empty(t, outboxRows(t, f.pool, f.schema))
+	require.Empty(t, f.outbox(t))
 }
 
 func TestSendReliableWithoutMigrationSaysWhatToDo(t *testing.T) {
 	t.Parallel()
 	pool := testenv.Pool(t)
 	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: testenv.Schema(t)})
-	sig, err := signals.Register[orderPlaced](reg, "order.placed")
-	require.NoError(t, err)
+	sig := register[orderPlaced](t, reg, "order.placed")
 	sig.Connect("r", nop[orderPlaced])
-	err = pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
-		_, err := sig.SendReliable(t.Context(), tx, orderPlaced{})
-		return err
-	})
+	_, err := commit(t.Context(), pool, sig, orderPlaced{})
 	require.ErrorContains(t, err, "signals.Migrate")
 }
 
@@ -334,9 +230,8 @@ func TestNamesAreValidatedAndUnique(t *testing.T) {
 		_, err := signals.Register[int](reg, bad)
 		require.ErrorIs(t, err, signals.ErrInvalidName, "%q", bad)
 	}
-	sig, err := signals.Register[int](reg, "order.placed")
-	require.NoError(t, err)
-	_, err = signals.Register[string](reg, "order.placed")
+	sig := register[int](t, reg, "order.placed")
+	_, err := signals.Register[string](reg, "order.placed")
 	require.ErrorIs(t, err, signals.ErrDuplicateSignal)
 
 	sig.Connect("email-receipt", nop[int])
@@ -352,9 +247,7 @@ func TestNamesAreValidatedAndUnique(t *testing.T) {
 	require.Panics(t, func() { sig.Connect("bad-timeout", nop[int], signals.Timeout(0)) })
 
 	// Each registry is its own namespace.
-	other := signals.MustNewRegistry(signals.RegistryConfig{})
-	_, err = signals.Register[int](other, "order.placed")
-	require.NoError(t, err)
+	register[int](t, signals.MustNewRegistry(signals.RegistryConfig{}), "order.placed")
 }
 
 func TestRegistryConfigIsValidated(t *testing.T) {

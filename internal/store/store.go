@@ -51,6 +51,8 @@ type Queries struct {
 	count        string
 	once         string
 	sent         string
+	pending      string
+	retarget     string
 }
 
 // New returns the statements for schema, which must pass ValidateSchema.
@@ -72,6 +74,8 @@ func New(schema string) (*Queries, error) {
 		count:        r.Replace(countSQL),
 		once:         r.Replace(onceSQL),
 		sent:         r.Replace(sentSQL),
+		pending:      r.Replace(pendingSQL),
+		retarget:     r.Replace(retargetSQL),
 	}, nil
 }
 
@@ -261,6 +265,16 @@ func (q *Queries) Failed(ctx context.Context, db Executor, limit int) ([]FailedR
 	})
 }
 
+const retargetSQL = `UPDATE {{schema}}.outbox_failed SET queue = $2 WHERE id = ANY($1::uuid[])`
+
+// RetargetFailed points set-aside rows at another queue, as an operator
+// does to fix rows set aside for their queue name before requeueing them,
+// and reports how many rows changed.
+func (q *Queries) RetargetFailed(ctx context.Context, db Executor, ids [][16]byte, queue string) (int64, error) {
+	tag, err := db.Exec(ctx, q.retarget, ids, queue)
+	return tag.RowsAffected(), err
+}
+
 const requeueSQL = `WITH moved AS (
     DELETE FROM {{schema}}.outbox_failed WHERE id = ANY($1::uuid[])
     RETURNING ` + rowColumns + `
@@ -321,6 +335,21 @@ func (q *Queries) Sent(ctx context.Context, db Executor, signal string) ([]Row, 
 	return collectRows(rows)
 }
 
+const pendingSQL = `SELECT ` + rowColumns + `
+FROM {{schema}}.outbox
+ORDER BY id`
+
+// Pending lists every pending row, oldest first, without locking any: it is
+// for tests and tools that look at the outbox, not for a relay, which
+// claims.
+func (q *Queries) Pending(ctx context.Context, db Executor) ([]Row, error) {
+	rows, err := db.Query(ctx, q.pending)
+	if err != nil {
+		return nil, err
+	}
+	return collectRows(rows)
+}
+
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
@@ -362,6 +391,28 @@ func Migrations(schema string) ([]Migration, error) {
 		})
 	}
 	return out, nil
+}
+
+// Applied returns the versions recorded in schema's schema_migrations
+// table, in order.
+func Applied(ctx context.Context, db Executor, schema string) ([]int, error) {
+	if err := ValidateSchema(schema); err != nil {
+		return nil, err
+	}
+	rows, err := db.Query(ctx, `SELECT version FROM `+pgx.Identifier{schema, "schema_migrations"}.Sanitize()+` ORDER BY version`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int])
+}
+
+// Tables returns the sorted names of the tables in schema.
+func Tables(ctx context.Context, db Executor, schema string) ([]string, error) {
+	rows, err := db.Query(ctx, `SELECT tablename::text FROM pg_catalog.pg_tables WHERE schemaname = $1 ORDER BY tablename`, schema)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 // Beginner starts transactions: *pgxpool.Pool, *pgx.Conn and pgx.Tx all are.
