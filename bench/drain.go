@@ -3,12 +3,13 @@ package main
 // Scenario 4, backlog drain: a large committed backlog in the outbox and no
 // relay, then one Dispatcher, run as a child process so that its memory can
 // be read alone, until the outbox is empty. No Worker runs: the tasks pile
-// up in the asynq queue and are deleted afterwards.
+// up in a throwaway Redis, stopped afterwards.
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
+	"iter"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -19,69 +20,79 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/relay"
+	"github.com/dj-signals/signals/internal/store"
 )
 
 func runDrain(ctx context.Context, e *env, o options, r *report) error {
-	f, err := e.newFixture(ctx, "drain")
+	f, err := e.newFixture(ctx, "drain", r)
 	if err != nil {
 		return err
 	}
 	defer f.close()
 	n := o.rows
 
+	// The relay's tasks, a million of them, go to a Redis of the scenario's
+	// own that is simply stopped at the end: nothing to delete from the
+	// shared one, where asynq's DeleteQueue would block it for seconds.
+	target := newDrainRedis(ctx, e, r, f.queue)
+	defer target.cleanup(r)
+
 	// The backlog: the rows SendReliable would write for n events with one
 	// receiver each, loaded with COPY; then VACUUM ANALYZE, as autovacuum
-	// would have done while a real backlog built up.
+	// would have done while a real backlog built up, and a CHECKPOINT so that
+	// the load's WAL is not flushed during the drain.
 	loadStart := time.Now()
-	if err := copyBacklog(ctx, e.admin, f, n); err != nil {
+	if _, err := f.outbox.load(ctx, e.admin, f.backlog(n)); err != nil {
 		return fmt.Errorf("load backlog: %w", err)
 	}
 	loadTime := time.Since(loadStart)
-	if _, err := e.admin.Exec(ctx, `VACUUM ANALYZE `+pgx.Identifier{f.schema, "outbox"}.Sanitize()); err != nil {
+	if err := f.outbox.vacuum(ctx, e.admin); err != nil {
+		return err
+	}
+	if _, err := e.admin.Exec(ctx, `CHECKPOINT`); err != nil {
 		return err
 	}
 	progress("drain: %d rows loaded in %v", n, loadTime.Round(time.Millisecond))
 
-	// Baseline: the same tasks enqueued straight from memory, as many in
-	// flight as the relay uses, no PostgreSQL: the relay's ceiling.
+	// Baseline: the relay's own tasks for rows like the backlog's, enqueued
+	// straight from memory to the same Redis, as many in flight as the
+	// relay uses, no PostgreSQL: the relay's ceiling.
 	ceilN := min(n, 100_000)
-	ceil, err := enqueueCeiling(ctx, e, f.queue+"_ceiling", ceilN)
+	ceil, err := enqueueCeiling(ctx, f, target, ceilN)
 	if err != nil {
 		return err
 	}
 	progress("drain: asynq enqueue ceiling %.0f tasks/s", ceil)
 
-	d, err := drainOnce(ctx, e, f, n, o.drainTimeout)
+	d, err := drainOnce(ctx, e, f, target, n, o.drainTimeout)
 	if err != nil {
 		return err
 	}
 	rate := float64(d.drained) / d.elapsed.Seconds()
 	progress("drain: %d rows in %v = %.0f rows/s, relay VmHWM %.1f MB", d.drained, d.elapsed.Round(time.Millisecond), rate, mb(d.hwm))
 
-	cleanStart := time.Now()
-	if err := e.deleteQueue(ctx, f.queue); err != nil {
-		return err
-	}
-	cleanTime := time.Since(cleanStart)
-
 	status := ""
-	if d.drained < int64(n) {
+	switch {
+	case d.setAside > 0:
+		status = fmt.Sprintf(" (%d rows SET ASIDE by the relay)", d.setAside)
+	case d.drained < int64(n):
 		status = fmt.Sprintf(" (TIMED OUT after %v: %d of %d rows)", o.drainTimeout, d.drained, n)
 	}
 	t := &table{
 		title: "4. Backlog drain: one Dispatcher, default config, separate process",
-		note: fmt.Sprintf("%s outbox rows (one receiver each, as SendReliable writes them) loaded with COPY in %v, then VACUUM ANALYZE; no relay meanwhile. "+
-			"Then ONE Dispatcher (DispatcherConfig{Schema} only: BatchSize %d, Concurrency %d) runs in a child process (this binary re-executed) until the outbox is empty. "+
-			"No Worker runs: the tasks stay in the asynq queue, deleted afterwards in %v. "+
+		note: fmt.Sprintf("%s outbox rows (one receiver each, with the values SendReliable writes) loaded with COPY in %v, then VACUUM ANALYZE and a CHECKPOINT; no relay meanwhile. "+
+			"Then ONE Dispatcher (default config: BatchSize %d, Concurrency %d) runs in a child process (this binary re-executed) until the outbox is empty. "+
+			"%s No Worker runs: the tasks stay in the queue. "+
 			"Time runs from the child's start. RSS is the child's: VmRSS sampled from /proc when 25/50/75/100%% of the rows are in the queue, and VmHWM (peak) at the end. "+
-			"Baseline: asynq Client.Enqueue of %s tasks of the same size and options (TaskID, Queue, MaxRetry, Timeout, Retention), %d in flight, no PostgreSQL: the relay's ceiling on this machine. One run.",
-			fmtCount(n), loadTime.Round(time.Millisecond), signals.DefaultBatchSize, signals.DefaultDispatchConcurrency, cleanTime.Round(time.Millisecond),
-			fmtCount(ceilN), signals.DefaultDispatchConcurrency),
+			"Baseline: the relay's own asynq tasks (type, headers, payload and options as the relay builds them) for %s rows like the backlog's, "+
+			"enqueued with asynq Client.Enqueue to the same Redis, %d in flight, no PostgreSQL: the relay's ceiling on this machine. One run.",
+			fmtCount(n), loadTime.Round(time.Millisecond), dispatcherBatchSize, dispatcherConcurrency,
+			target.describe(), fmtCount(ceilN), dispatcherConcurrency),
 		header: []string{"measure", "value", "× enqueue ceiling"},
 	}
 	t.rows = append(t.rows,
@@ -102,45 +113,116 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 	return nil
 }
 
-// copyBacklog writes n outbox rows with COPY, with the values SendReliable
-// writes for f.one's single receiver.
-func copyBacklog(ctx context.Context, pool *pgxpool.Pool, f *fixture, n int) error {
-	i := 0
-	src := pgx.CopyFromFunc(func() ([]any, error) {
-		if i == n {
-			return nil, nil
-		}
-		i++
-		return f.outboxRow(order{OrderID: int64(i), Seq: int64(i - 1)}), nil
-	})
-	_, err := pool.CopyFrom(ctx, pgx.Identifier{f.schema, "outbox"}, outboxColumns, src)
-	return err
+// drainRedis is where the drain's tasks go: a throwaway redis-server when
+// one can be started, else the shared Redis, cleaned in bounded steps.
+type drainRedis struct {
+	rdb     *redis.Client
+	addr    string
+	scratch *scratchRedis // nil: the shared Redis
+	queues  []string      // to delete from the shared Redis
+	why     string        // why the shared Redis
 }
 
-// enqueueCeiling enqueues n tasks shaped like the relay's into queue q with
-// signals.DefaultDispatchConcurrency in flight, returns tasks/s, and deletes
-// the queue.
-func enqueueCeiling(ctx context.Context, e *env, q string, n int) (float64, error) {
-	client := asynq.NewClientFromRedisClient(e.rdb)
-	body, _ := json.Marshal(order{OrderID: 1, Seq: 1})
+// newDrainRedis starts a throwaway redis-server, or falls back to the
+// shared Redis: a scenario never fails for want of its scratch server.
+func newDrainRedis(ctx context.Context, e *env, r *report, queue string) *drainRedis {
+	s, err := startScratchRedis(ctx)
+	if err == nil {
+		return &drainRedis{rdb: s.rdb, addr: s.addr, scratch: s}
+	}
+	d := &drainRedis{rdb: e.rdb, addr: e.redis.Addr, queues: []string{queue}, why: "No redis-server binary was found"}
+	if !errors.Is(err, errNoRedisServer) {
+		r.warn("%v; the drain uses the shared Redis", err)
+		d.why = "The throwaway redis-server did not start (see the warnings)"
+	}
+	return d
+}
+
+func (d *drainRedis) describe() string {
+	if d.scratch != nil {
+		return fmt.Sprintf("The relay enqueues to a throwaway redis-server %s of this scenario's own (no persistence; the baseline's tasks flushed before the drain starts), stopped at the end with the tasks in it.", d.scratch.version)
+	}
+	return fmt.Sprintf("%s, so the relay enqueues to the shared Redis; the tasks are deleted at the end in bounded steps (SCAN and UNLINK, %s keys at a time).",
+		d.why, fmtCount(deleteStep))
+}
+
+// empty discards everything enqueued so far.
+func (d *drainRedis) empty(ctx context.Context, queue string) error {
+	if d.scratch != nil {
+		return d.rdb.FlushAll(ctx).Err()
+	}
+	d.queues = append(d.queues, queue)
+	return deleteQueue(ctx, d.rdb, queue)
+}
+
+// cleanup stops the throwaway server, or deletes the queues from the shared
+// Redis; failures are warnings.
+func (d *drainRedis) cleanup(r *report) {
+	if d.scratch != nil {
+		took, err := d.scratch.stop()
+		if err != nil {
+			r.warn("stop throwaway redis-server: %v", err)
+		}
+		progress("drain: throwaway redis-server stopped in %v", took.Round(time.Millisecond))
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	for _, q := range d.queues {
+		start := time.Now()
+		if err := deleteQueue(ctx, d.rdb, q); err != nil {
+			r.warn("delete asynq queue %s: %v", q, err)
+			continue
+		}
+		progress("drain: queue %s deleted in %v", q, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// backlog yields n outbox rows as SendReliable writes them for f.one.
+func (f *fixture) backlog(n int) iter.Seq[store.Row] {
+	return func(yield func(store.Row) bool) {
+		for i := range n {
+			if !yield(f.sentRow(order{OrderID: int64(i + 1), Seq: int64(i)})) {
+				return
+			}
+		}
+	}
+}
+
+// enqueueCeiling enqueues n of the relay's tasks for rows like f's backlog
+// into a queue of their own on target, with the relay's concurrency, and
+// returns tasks/s. The tasks are discarded afterwards.
+func enqueueCeiling(ctx context.Context, f *fixture, target *drainRedis, n int) (float64, error) {
+	client := asynq.NewClientFromRedisClient(target.rdb)
+	queue := f.queue + "_ceiling"
+	tasks := make([]*asynq.Task, n)
+	opts := make([][]asynq.Option, n)
+	for i := range n {
+		row := f.sentRow(order{OrderID: int64(i + 1), Seq: int64(i)})
+		row.Queue = queue
+		var err error
+		if tasks[i], opts[i], err = relay.Task(row, dispatcherRetention); err != nil {
+			return 0, err
+		}
+	}
 	var next atomic.Int64
 	start := time.Now()
-	err := parallel(signals.DefaultDispatchConcurrency, func(int) error {
-		for i := next.Add(1); i <= int64(n); i = next.Add(1) {
-			_, err := client.EnqueueContext(ctx, asynq.NewTask("signals:bench.order_placed:noop", body),
-				asynq.TaskID(ulid.Make().String()), asynq.Queue(q), asynq.MaxRetry(signals.DefaultMaxRetries),
-				asynq.Timeout(signals.DefaultTimeout), asynq.Retention(signals.DefaultRetention))
-			if err != nil {
+	err := parallel(dispatcherConcurrency, func(int) error {
+		for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
+			if _, err := client.EnqueueContext(ctx, tasks[i], opts[i]...); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	rate := float64(n) / time.Since(start).Seconds()
-	if derr := e.deleteQueue(ctx, q); err == nil {
-		err = derr
+	if err != nil {
+		return 0, err
 	}
-	return rate, err
+	if err := target.empty(ctx, queue); err != nil {
+		f.report.warn("discard the ceiling's tasks: %v", err)
+	}
+	return rate, nil
 }
 
 type rssSample struct {
@@ -149,29 +231,38 @@ type rssSample struct {
 }
 
 type drainResult struct {
-	drained int64
-	elapsed time.Duration
-	hwm     int64 // bytes
-	samples []rssSample
+	drained  int64
+	setAside int64 // rows the relay could not enqueue
+	elapsed  time.Duration
+	hwm      int64 // bytes
+	samples  []rssSample
 }
 
 // drainOnce starts the relay child and waits until the outbox is empty (or
 // timeout), sampling the child's RSS along the way.
-func drainOnce(ctx context.Context, e *env, f *fixture, n int, timeout time.Duration) (drainResult, error) {
+func drainOnce(ctx context.Context, e *env, f *fixture, target *drainRedis, n int, timeout time.Duration) (drainResult, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return drainResult{}, err
 	}
-	cmd := exec.Command(exe, "-relay-child", f.schema, "-db", e.dbURL, "-redis", e.redis.Addr)
+	cmd := exec.Command(exe, "-relay-child", f.schema, "-db", e.dbURL, "-redis", target.addr)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return drainResult{}, err
 	}
 	pid := cmd.Process.Pid
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
+		select {
+		case <-exited:
+		case <-time.After(time.Minute):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
 	}()
 
 	var res drainResult
@@ -184,9 +275,12 @@ func drainOnce(ctx context.Context, e *env, f *fixture, n int, timeout time.Dura
 		select {
 		case <-ctx.Done():
 			return drainResult{}, ctx.Err()
+		case err := <-exited:
+			exited <- err // for the deferred stop
+			return drainResult{}, fmt.Errorf("relay child exited before the outbox was empty: %v", err)
 		case <-tick.C:
 		}
-		queued, err := e.rdb.LLen(ctx, pending).Result()
+		queued, err := target.rdb.LLen(ctx, pending).Result()
 		if err != nil {
 			return drainResult{}, err
 		}
@@ -196,17 +290,22 @@ func drainOnce(ctx context.Context, e *env, f *fixture, n int, timeout time.Dura
 			marks = marks[1:]
 		}
 		if queued >= int64(n) {
-			var empty bool
-			if err := e.admin.QueryRow(ctx, `SELECT NOT EXISTS (SELECT FROM `+pgx.Identifier{f.schema, "outbox"}.Sanitize()+`)`).Scan(&empty); err != nil {
+			left, aside, err := f.outbox.pending(ctx, e.admin)
+			if err != nil {
 				return drainResult{}, err
 			}
-			if empty {
-				res.drained = int64(n)
+			if left == 0 {
+				res.drained, res.setAside = int64(n), aside
 				break
 			}
 		}
 		if time.Now().After(deadline) {
 			res.drained = queued
+			// Rows set aside never reach the queue; say so rather than
+			// report a plain timeout.
+			if _, res.setAside, err = f.outbox.pending(ctx, e.admin); err != nil {
+				return drainResult{}, err
+			}
 			break
 		}
 	}
@@ -255,7 +354,11 @@ func relayChild(schema, dbURL, redisAddr string) error {
 		return err
 	}
 	defer pool.Close()
-	d, err := signals.NewDispatcher(pool, asynq.RedisClientOpt{Addr: redisAddr}, signals.DispatcherConfig{Schema: schema})
+	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: schema})
+	if err != nil {
+		return err
+	}
+	d, err := signals.NewDispatcher(reg, pool, asynq.RedisClientOpt{Addr: redisAddr}, signals.DispatcherConfig{})
 	if err != nil {
 		return err
 	}

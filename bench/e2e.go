@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/dj-signals/signals"
 )
 
 const e2eSenders = 8
@@ -24,7 +22,7 @@ type e2eRun struct {
 }
 
 func runE2E(ctx context.Context, e *env, o options, r *report) error {
-	f, err := e.newFixture(ctx, "e2e")
+	f, err := e.newFixture(ctx, "e2e", r)
 	if err != nil {
 		return err
 	}
@@ -71,8 +69,9 @@ func runE2E(ctx context.Context, e *env, o options, r *report) error {
 			"River: InsertTx in the transaction, MaxWorkers %d (as in River's package docs) or 1000, other settings default; River fetches at most MaxWorkers jobs per FetchCooldown (100 ms). "+
 			"The relay and River have their own pools of pgxpool's default size. "+
 			"events/s = N / (first send → last receiver start); median of %d runs, systems interleaved. "+
-			"commits/s is the senders' rate alone; tail is how long after the last commit the last receiver started (median).",
-			o.events, e2eSenders, e2eSenders, asynqConcurrency, signals.DefaultTaskCheckInterval, riverMaxWorkers, o.reps),
+			"commits/s is the senders' rate alone (N / first send → last sender done); tail is how long after the last sender was done "+
+			"(its commit; for plain asynq, its enqueue after the commit) the last receiver started (median).",
+			o.events, e2eSenders, e2eSenders, workerConcurrency, workerTaskCheckInterval, riverMaxWorkers, o.reps),
 		header: []string{"system", "events/s", "range", "× plain asynq", "× River", "× River 1000", "commits/s", "tail"},
 	}
 	for _, s := range systems {

@@ -7,11 +7,9 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +23,7 @@ import (
 	"github.com/riverqueue/river/rivermigrate"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/store"
 )
 
 // quiet logs warnings and errors only, so the tables stay readable.
@@ -94,7 +93,8 @@ type fixture struct {
 	queue       string // asynq queue (dj-signals and plain asynq) and River queue
 
 	insertOrder, insertNote string // SQL of the business transaction
-	insertOutbox            string // one outbox row with VALUES (diagnostic)
+	outbox                  outboxTables
+	report                  *report // receives cleanup warnings
 
 	registry *signals.Registry
 	one      *signals.Signal[order] // 1 receiver
@@ -106,9 +106,9 @@ type fixture struct {
 	traceEnqueue bool
 }
 
-func (e *env) newFixture(ctx context.Context, name string) (*fixture, error) {
+func (e *env) newFixture(ctx context.Context, name string, r *report) (*fixture, error) {
 	id := fmt.Sprintf("bench_%s_%d", name, os.Getpid())
-	f := &fixture{env: e, schema: id, riverSchema: id + "_river", queue: id}
+	f := &fixture{env: e, schema: id, riverSchema: id + "_river", queue: id, report: r}
 	f.track.Store(newTracker(0))
 	if err := f.setup(ctx); err != nil {
 		f.close()
@@ -121,10 +121,13 @@ func (f *fixture) setup(ctx context.Context) error {
 	if err := signals.MigrateSchema(ctx, f.env.admin, f.schema); err != nil {
 		return err
 	}
+	var err error
+	if f.outbox, err = newOutboxTables(f.schema); err != nil {
+		return err
+	}
 	s := pgx.Identifier{f.schema}.Sanitize()
 	f.insertOrder = `INSERT INTO ` + s + `.orders (customer, cents) VALUES ($1, $2) RETURNING id`
 	f.insertNote = `INSERT INTO ` + s + `.order_notes (order_id, note) VALUES ($1, $2)`
-	f.insertOutbox = `INSERT INTO ` + s + `.outbox (` + strings.Join(outboxColumns, ", ") + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`
 	if _, err := f.env.admin.Exec(ctx, `
 CREATE TABLE `+s+`.orders (id bigserial PRIMARY KEY, customer text NOT NULL, cents integer NOT NULL);
 CREATE TABLE `+s+`.order_notes (id bigserial PRIMARY KEY, order_id bigint NOT NULL, note text NOT NULL)`); err != nil {
@@ -164,17 +167,13 @@ CREATE TABLE `+s+`.order_notes (id bigserial PRIMARY KEY, order_id bigint NOT NU
 	return nil
 }
 
-// outboxColumns are the outbox columns SendReliable sets for an event sent
-// outside a receiver, with no delay; the others keep their defaults (NULL, 0).
-var outboxColumns = []string{"id", "event_id", "correlation_id", "depth", "signal", "receiver", "queue", "max_retry", "timeout_ms", "payload"}
-
-// outboxRow returns outboxColumns' values for o as sent with f.one: fresh
-// ULIDs and the library's receiver defaults.
-func (f *fixture) outboxRow(o order) []any {
+// sentRow returns the outbox row SendReliable writes for o through f.one:
+// fresh ULIDs, the JSON payload, and the receiver's default options.
+func (f *fixture) sentRow(o order) store.Row {
 	body, _ := json.Marshal(o)
-	event, task := ulid.Make(), ulid.Make()
-	return []any{[16]byte(task), [16]byte(event), [16]byte(event), 0, f.one.Name(), "noop", f.queue,
-		signals.DefaultMaxRetries, signals.DefaultTimeout.Milliseconds(), body}
+	event := ulid.Make()
+	return store.Row{ID: ulid.Make(), EventID: event, CorrelationID: event, Signal: f.one.Name(),
+		Receiver: "noop", Queue: f.queue, MaxRetry: receiverMaxRetries, TimeoutMS: receiverTimeout.Milliseconds(), Payload: body}
 }
 
 // reset empties the tables and the queue between runs and installs a new
@@ -183,55 +182,33 @@ func (f *fixture) reset(ctx context.Context, n int) (*tracker, error) {
 	t := newTracker(n)
 	f.track.Store(t)
 	s, r := pgx.Identifier{f.schema}.Sanitize(), pgx.Identifier{f.riverSchema}.Sanitize()
-	if _, err := f.env.admin.Exec(ctx, `TRUNCATE `+s+`.orders, `+s+`.order_notes, `+s+`.outbox, `+r+`.river_job`); err != nil {
+	if _, err := f.env.admin.Exec(ctx, `TRUNCATE `+s+`.orders, `+s+`.order_notes, `+r+`.river_job`); err != nil {
 		return nil, fmt.Errorf("truncate: %w", err)
+	}
+	if err := f.outbox.truncate(ctx, f.env.admin); err != nil {
+		return nil, err
 	}
 	// A checkpoint now rather than in the middle of the next run.
 	if _, err := f.env.admin.Exec(ctx, `CHECKPOINT`); err != nil {
 		return nil, err
 	}
-	return t, f.env.deleteQueue(ctx, f.queue)
+	return t, deleteQueue(ctx, f.env.rdb, f.queue)
 }
 
-// close drops the schemas and the queue. It uses its own context so that it
+// close drops the schemas and the queue; a failure is a warning in the
+// report, never the scenario's result. It uses its own context so that it
 // also cleans up after an interrupt.
 func (f *fixture) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, s := range []string{f.schema, f.riverSchema} {
 		if _, err := f.env.admin.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{s}.Sanitize()+` CASCADE`); err != nil {
-			quiet.Warn("bench: drop schema", "schema", s, "error", err)
+			f.report.warn("drop schema %s: %v", s, err)
 		}
 	}
-	if err := f.env.deleteQueue(ctx, f.queue); err != nil {
-		quiet.Warn("bench: delete queue", "queue", f.queue, "error", err)
+	if err := deleteQueue(ctx, f.env.rdb, f.queue); err != nil {
+		f.report.warn("delete asynq queue %s: %v", f.queue, err)
 	}
-}
-
-// deleteQueue removes every Redis key of an asynq queue: asynq's
-// DeleteQueue(force) for the queue and its pending tasks, then a sweep of
-// what it leaves (completed tasks kept for their retention, daily stats).
-func (e *env) deleteQueue(ctx context.Context, q string) error {
-	insp := asynq.NewInspectorFromRedisClient(e.rdb)
-	if err := insp.DeleteQueue(q, true); err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
-		return err
-	}
-	var cursor uint64
-	for {
-		keys, next, err := e.rdb.Scan(ctx, cursor, "asynq:{"+q+"}:*", 10000).Result()
-		if err != nil {
-			return err
-		}
-		if len(keys) > 0 {
-			if err := e.rdb.Unlink(ctx, keys...).Err(); err != nil {
-				return err
-			}
-		}
-		if cursor = next; cursor == 0 {
-			break
-		}
-	}
-	return e.rdb.SRem(ctx, "asynq:queues", q).Err()
 }
 
 // placeOrder is the business transaction: insert one order, run extra (the

@@ -29,7 +29,7 @@ type latencyRun struct {
 }
 
 func runLatency(ctx context.Context, e *env, o options, r *report) error {
-	f, err := e.newFixture(ctx, "latency")
+	f, err := e.newFixture(ctx, "latency", r)
 	if err != nil {
 		return err
 	}
@@ -104,8 +104,10 @@ func latencyKnobs(ctx context.Context, f *fixture, pool *pgxpool.Pool, o options
 		d    signals.DispatcherConfig
 		w    signals.WorkerConfig
 	}{
-		{"WorkerConfig.TaskCheckInterval 1 ms (default 5 ms)", signals.DispatcherConfig{}, signals.WorkerConfig{TaskCheckInterval: time.Millisecond}},
-		{"DispatcherConfig.PollInterval 5 ms (default 100 ms)", signals.DispatcherConfig{PollInterval: 5 * time.Millisecond}, signals.WorkerConfig{}},
+		{fmt.Sprintf("WorkerConfig.TaskCheckInterval 1ms (default %v)", workerTaskCheckInterval),
+			signals.DispatcherConfig{}, signals.WorkerConfig{TaskCheckInterval: time.Millisecond}},
+		{fmt.Sprintf("DispatcherConfig.PollInterval 5ms (default %v)", dispatcherPollInterval),
+			signals.DispatcherConfig{PollInterval: 5 * time.Millisecond}, signals.WorkerConfig{}},
 	}
 	for _, k := range knobs {
 		run, err := latencyOnce(ctx, f, pool, f.signalsSystem(k.name, k.d, k.w), rate, o.latencyDur)

@@ -20,11 +20,22 @@ import (
 	"github.com/dj-signals/signals"
 )
 
-// Delivery-side settings shared by the systems under comparison.
+// The library's defaults that the benchmark mirrors in its baselines and
+// states in its report, named once here.
 const (
-	asynqConcurrency = signals.DefaultWorkerConcurrency // plain asynq server = dj-signals Worker
-	riverMaxWorkers  = 100                              // as in River's package docs (doc.go)
+	receiverMaxRetries             = signals.DefaultReceiverMaxRetries
+	receiverTimeout                = signals.DefaultReceiverTimeout
+	dispatcherBatchSize            = signals.DefaultDispatcherBatchSize
+	dispatcherConcurrency          = signals.DefaultDispatcherConcurrency
+	dispatcherPollInterval         = signals.DefaultDispatcherPollInterval
+	dispatcherRetention            = signals.DefaultDispatcherRetention
+	workerConcurrency              = signals.DefaultWorkerConcurrency
+	workerTaskCheckInterval        = signals.DefaultWorkerTaskCheckInterval
+	workerDelayedTaskCheckInterval = signals.DefaultWorkerDelayedTaskCheckInterval
 )
+
+// riverMaxWorkers is River's queue size as in its package docs (doc.go).
+const riverMaxWorkers = 100
 
 // newRiver returns a River client on f's River schema, working f's queue
 // with maxWorkers no-op workers that report to the tracker once started.
@@ -78,8 +89,8 @@ func (f *fixture) systems() []system {
 // queue. The relay gets its own pool of pgxpool's default size.
 func (f *fixture) signalsSystem(name string, dcfg signals.DispatcherConfig, wcfg signals.WorkerConfig) system {
 	e := f.env
-	dcfg.Schema, dcfg.Logger = f.schema, quiet
-	wcfg.Registry, wcfg.Queues, wcfg.Logger = f.registry, map[string]int{f.queue: 1}, quiet
+	dcfg.Logger = quiet
+	wcfg.Queues, wcfg.Logger = map[string]int{f.queue: 1}, quiet
 	var relayRedis asynq.RedisConnOpt = e.redis
 	if f.traceEnqueue {
 		relayRedis = tracedRedis{e.redis, f}
@@ -91,12 +102,12 @@ func (f *fixture) signalsSystem(name string, dcfg signals.DispatcherConfig, wcfg
 			if err != nil {
 				return nil, err
 			}
-			d, err := signals.NewDispatcher(pool, relayRedis, dcfg)
+			d, err := signals.NewDispatcher(f.registry, pool, relayRedis, dcfg)
 			if err != nil {
 				pool.Close()
 				return nil, err
 			}
-			w, err := signals.NewWorker(e.redis, wcfg)
+			w, err := signals.NewWorker(f.registry, e.redis, wcfg)
 			if err != nil {
 				pool.Close()
 				return nil, err
@@ -165,10 +176,10 @@ func (f *fixture) asynqSystem() system {
 		name: sysAsynq,
 		start: func(ctx context.Context) (func(), error) {
 			srv := asynq.NewServer(e.redis, asynq.Config{
-				Concurrency:              asynqConcurrency,
+				Concurrency:              workerConcurrency,
 				Queues:                   map[string]int{f.queue: 1},
-				TaskCheckInterval:        signals.DefaultTaskCheckInterval,
-				DelayedTaskCheckInterval: signals.DefaultDelayedTaskCheckInterval,
+				TaskCheckInterval:        workerTaskCheckInterval,
+				DelayedTaskCheckInterval: workerDelayedTaskCheckInterval,
 				LogLevel:                 asynq.WarnLevel,
 			})
 			err := srv.Start(asynq.HandlerFunc(func(_ context.Context, t *asynq.Task) error {
