@@ -23,7 +23,6 @@ var defaults = map[string]any{
 	"DefaultRegistrySchema":                 signals.DefaultRegistrySchema,
 	"DefaultRegistryMaxPayloadBytes":        signals.DefaultRegistryMaxPayloadBytes,
 	"DefaultRegistryMaxDepth":               signals.DefaultRegistryMaxDepth,
-	"DefaultReceiverQueue":                  signals.DefaultReceiverQueue,
 	"DefaultReceiverMaxRetries":             signals.DefaultReceiverMaxRetries,
 	"DefaultReceiverTimeout":                signals.DefaultReceiverTimeout,
 	"DefaultReceiverBackoffMin":             signals.DefaultReceiverBackoffMin,
@@ -36,6 +35,8 @@ var defaults = map[string]any{
 	"DefaultDispatcherBackoffMax":           signals.DefaultDispatcherBackoffMax,
 	"DefaultDispatcherMaxEnqueueAttempts":   signals.DefaultDispatcherMaxEnqueueAttempts,
 	"DefaultDispatcherBatchTimeout":         signals.DefaultDispatcherBatchTimeout,
+	"DefaultDispatcherBatchBytes":           signals.DefaultDispatcherBatchBytes,
+	"DefaultDispatcherRepairAge":            signals.DefaultDispatcherRepairAge,
 	"DefaultWorkerConcurrency":              signals.DefaultWorkerConcurrency,
 	"DefaultWorkerTaskCheckInterval":        signals.DefaultWorkerTaskCheckInterval,
 	"DefaultWorkerDelayedTaskCheckInterval": signals.DefaultWorkerDelayedTaskCheckInterval,
@@ -111,7 +112,7 @@ func keys(m map[string]any) []string {
 }
 
 // readable formats a default as the README shows it: `name` for strings,
-// KiB for byte sizes, whole units for durations.
+// KiB or MiB for byte sizes, whole units for durations.
 func readable(v any) string {
 	switch v := v.(type) {
 	case string:
@@ -127,6 +128,9 @@ func readable(v any) string {
 		}
 		return v.String()
 	case int:
+		if v >= 1<<20 && v%(1<<20) == 0 {
+			return fmt.Sprintf("%d MiB", v>>20)
+		}
 		if v >= 1<<10 && v%(1<<10) == 0 {
 			return fmt.Sprintf("%d KiB", v>>10)
 		}

@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"runtime/debug"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/oklog/ulid/v2"
 
 	"github.com/dj-signals/signals/internal/backoff"
 	"github.com/dj-signals/signals/internal/envelope"
@@ -21,29 +21,70 @@ import (
 const TaskTypePrefix = "signals:"
 
 // ProcessTask runs the receiver a signal task is addressed to, so a
-// [Registry] is an asynq.Handler. A receiver error is returned for asynq to
-// retry. A task that retrying cannot help — a [Permanent] error, an unknown
-// signal or receiver, an undecodable task, a cascade beyond MaxDepth — is
-// returned wrapping asynq.SkipRetry, so asynq archives it (its dead letters)
-// at once with the error as its reason.
+// [Registry] is an asynq.Handler for teams that run their own asynq server.
+// A receiver error is returned for asynq to retry. A task that retrying
+// cannot help — a [Permanent] error, an undecodable task, a cascade beyond
+// MaxDepth — is returned wrapping asynq.SkipRetry, so asynq archives it at
+// once with the error as its reason. A task whose signal or receiver this
+// registry does not know is retried: during a rolling deploy, a newer
+// worker knows it.
+//
+// Mounted this way, nothing records outcomes in the outbox: rows stay until
+// the Dispatcher's repair finds their tasks completed or archived in Redis
+// (after [DispatcherConfig].RepairAge). A [Worker] records them at once.
 func (r *Registry) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	err := r.process(ctx, t)
-	if err == nil {
-		return nil
-	}
+	return r.run(ctx, t).err
+}
+
+// ran is what one run of a task came to, for the ledger.
+type ran struct {
+	rowID   ulid.ULID  // the outbox row; zero if the task's ID cannot be read
+	attempt int        // 1 on the first run
+	dead    DeadReason // set when the delivery failed for good
+	err     error      // as asynq must see it: nil, retry, or SkipRetry
+}
+
+// run runs t's receiver, logs a failure, and says what the run came to.
+func (r *Registry) run(ctx context.Context, t *asynq.Task) ran {
 	id, _ := asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	if isPermanent(err) {
-		r.log().ErrorContext(ctx, "signals: receiver failed for good; task dead-lettered", "task_type", t.Type(), "task_id", id, "attempt", retried+1, "error", err)
-		return deadLetter{err}
+	res := ran{attempt: retried + 1}
+	res.rowID, _ = envelope.RowID(id)
+	err := r.process(ctx, t, res.attempt)
+	if err == nil {
+		return res
 	}
-	level := slog.LevelWarn
-	if retried >= maxRetry {
-		level = slog.LevelError
+	res.dead = deadReason(err, retried >= maxRetry)
+	if res.dead != "" {
+		r.log().ErrorContext(ctx, "signals: receiver failed for good; delivery is dead", "task_type", t.Type(), "task_id", id, "attempt", res.attempt, "reason", res.dead, "error", err)
+		res.err = deadLetter{err}
+		return res
 	}
-	r.log().Log(ctx, level, "signals: receiver failed", "task_type", t.Type(), "task_id", id, "attempt", retried+1, "max_retry", maxRetry, "error", err)
-	return err
+	r.log().WarnContext(ctx, "signals: receiver failed; will retry", "task_type", t.Type(), "task_id", id, "attempt", res.attempt, "max_retry", maxRetry, "error", err)
+	res.err = err
+	return res
+}
+
+// deadReason says why a failed delivery is dead, or "" if it is to be
+// retried. A retry is bound to fail the same way for a permanent error, an
+// undecodable task and a too deep cascade (the depth travels with the
+// task); an unknown signal or receiver is retried, for a newer worker to
+// take, until the retries run out.
+func deadReason(err error, lastAttempt bool) DeadReason {
+	switch {
+	case errors.Is(err, ErrUndecodable):
+		return ReasonUndecodable
+	case errors.Is(err, ErrCascadeTooDeep):
+		return ReasonCascadeTooDeep
+	case errors.Is(err, ErrPermanent):
+		return ReasonPermanent
+	case !lastAttempt:
+		return ""
+	case errors.Is(err, ErrUnknownReceiver):
+		return ReasonUnknownReceiver
+	}
+	return ReasonRetriesExhausted
 }
 
 // delivery is one decoded task, ready for its receiver.
@@ -53,18 +94,17 @@ type delivery struct {
 	payload []byte
 }
 
-func (r *Registry) process(ctx context.Context, t *asynq.Task) error {
+func (r *Registry) process(ctx context.Context, t *asynq.Task, attempt int) error {
 	meta, err := envelope.Decode(t.Type(), t.Headers())
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUndecodable, err)
 	}
 	h := r.lookup(meta.Signal)
 	if h == nil {
-		return fmt.Errorf("%w: no signal %q is registered in this worker: register it and connect its receivers in every worker binary, then run the archived task again",
+		return fmt.Errorf("%w: no signal %q is registered in this worker: register it and connect its receivers in every worker binary",
 			ErrUnknownReceiver, meta.Signal)
 	}
-	retried, _ := asynq.GetRetryCount(ctx)
-	return h.deliver(ctx, delivery{meta: meta, attempt: retried + 1, payload: t.Payload()})
+	return h.deliver(ctx, delivery{meta: meta, attempt: attempt, payload: t.Payload()})
 }
 
 // deliver decodes d into the signal's Event and calls its receiver, bounded
@@ -74,7 +114,7 @@ func (s *Signal[T]) deliver(ctx context.Context, d delivery) error {
 	rc := s.receivers[d.meta.Receiver]
 	s.mu.RUnlock()
 	if rc == nil {
-		return fmt.Errorf("%w: signal %q has no receiver %q in this worker: connect it in every worker binary, then run the archived task again",
+		return fmt.Errorf("%w: signal %q has no receiver %q in this worker: connect it in every worker binary",
 			ErrUnknownReceiver, s.name, d.meta.Receiver)
 	}
 	var payload T
@@ -123,17 +163,6 @@ func causeFrom(ctx context.Context) (envelope.Meta, bool) {
 	return m, ok
 }
 
-// isPermanent reports whether a retry is bound to fail the same way. A too
-// deep cascade is: the depth travels with the task.
-func isPermanent(err error) bool {
-	for _, target := range []error{ErrPermanent, ErrUnknownReceiver, ErrUndecodable, ErrCascadeTooDeep} {
-		if errors.Is(err, target) {
-			return true
-		}
-	}
-	return false
-}
-
 // deadLetter tells asynq not to retry while keeping err's text as the
 // archived task's reason.
 type deadLetter struct{ err error }
@@ -145,7 +174,7 @@ func (d deadLetter) Unwrap() []error { return []error{d.err, asynq.SkipRetry} }
 // option. [Worker] uses it; set asynq.Config.RetryDelayFunc to it when the
 // registry runs in your own asynq server.
 func (r *Registry) RetryDelay(retried int, _ error, t *asynq.Task) time.Duration {
-	o := defaultReceiverOptions()
+	o := defaultReceiverOptions("")
 	if meta, err := envelope.Decode(t.Type(), t.Headers()); err == nil {
 		if h := r.lookup(meta.Signal); h != nil {
 			if ro, ok := h.receiverOptions(meta.Receiver); ok {

@@ -48,7 +48,7 @@ func TestCommittedEventRunsEveryReceiverRolledBackNone(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return runs.get("email-receipt/committed") == 1 && runs.get("analytics/committed") == 1
 	}, eventually, tick)
-	require.Equal(t, 0, f.pending(t))
+	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick, "acked, in a batch, within milliseconds")
 	// The committed event went through relay and queue after the rolled-back
 	// one would have; an empty outbox and empty queue mean nothing is left.
 	ins := f.inspector(t)
@@ -127,7 +127,7 @@ func TestTwoDispatchersEnqueueEachRowOnce(t *testing.T) {
 	f.runDispatcher(t, signals.DispatcherConfig{BatchSize: 7})
 	f.runDispatcher(t, signals.DispatcherConfig{BatchSize: 11})
 
-	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick)
+	require.Eventually(t, func() bool { return f.notEnqueued(t) == 0 }, eventually, tick)
 	info, err := f.inspector(t).GetQueueInfo(f.queue)
 	require.NoError(t, err)
 	require.Equal(t, events, info.Size, "each row became exactly one task")
@@ -139,7 +139,7 @@ func TestTwoDispatchersEnqueueEachRowOnce(t *testing.T) {
 	}
 }
 
-func TestDeadLettersAreArchivedWithTheirReason(t *testing.T) {
+func TestDeadLettersAreRecordedWithTheirReason(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	sig := register[orderPlaced](t, f.reg, "order.placed")
@@ -168,12 +168,13 @@ func TestDeadLettersAreArchivedWithTheirReason(t *testing.T) {
 
 	// Tasks this worker cannot run: a signal it has not registered, a
 	// receiver it has not connected, and a payload of the wrong shape. The
-	// sending binary knows them; the worker's registry does not.
+	// sending binary knows them; the worker's registry does not. The
+	// unknown ones are retried first, for a newer worker to take.
 	sender := signals.MustNewRegistry(signals.RegistryConfig{Schema: f.schema})
 	unknownSig := register[string](t, sender, "never.registered")
-	unknownSig.Connect("r", nop[string], signals.Queue(f.queue))
+	unknownSig.Connect("r", nop[string], signals.Queue(f.queue), signals.MaxRetries(1))
 	otherBinary := register[string](t, sender, "order.placed")
-	otherBinary.Connect("only-in-sender", nop[string], signals.Queue(f.queue))
+	otherBinary.Connect("only-in-sender", nop[string], signals.Queue(f.queue), signals.MaxRetries(1))
 	otherBinary.Connect("exhausted", nop[string], signals.Queue(f.queue), signals.MaxRetries(0))
 
 	f.runDispatcher(t, signals.DispatcherConfig{})
@@ -183,41 +184,58 @@ func TestDeadLettersAreArchivedWithTheirReason(t *testing.T) {
 	send(t, f.pool, loop, 0)
 	send(t, f.pool, otherBinary, "a string where an object belongs")
 
-	want := map[string]string{
-		"signals:order.placed:exhausted":      "webhook answered 503",
-		"signals:order.placed:permanent":      "customer has no email address",
-		"signals:order.placed:panics":         "receiver panicked: nil map write",
-		"signals:order.placed:slow":           "context deadline exceeded",
-		"signals:loop.again:loops":            "cascade too deep",
-		"signals:never.registered:r":          `no signal "never.registered" is registered in this worker`,
-		"signals:order.placed:only-in-sender": `has no receiver "only-in-sender"`,
+	type want struct {
+		reason   signals.DeadReason
+		error    string
+		attempts int
 	}
+	wants := map[string]want{
+		"order.placed:exhausted":      {signals.ReasonRetriesExhausted, "webhook answered 503", 2},
+		"order.placed:permanent":      {signals.ReasonPermanent, "customer has no email address", 1},
+		"order.placed:panics":         {signals.ReasonRetriesExhausted, "receiver panicked: nil map write", 1},
+		"order.placed:slow":           {signals.ReasonRetriesExhausted, "context deadline exceeded", 1},
+		"loop.again:loops":            {signals.ReasonCascadeTooDeep, "cascade too deep", 1},
+		"never.registered:r":          {signals.ReasonUnknownReceiver, `no signal "never.registered" is registered in this worker`, 2},
+		"order.placed:only-in-sender": {signals.ReasonUnknownReceiver, `has no receiver "only-in-sender"`, 2},
+	}
+	d := f.dispatcher(t, signals.DispatcherConfig{})
+	var dead []signals.DeadLetter
+	require.Eventually(t, func() bool {
+		var err error
+		dead, err = d.DeadLetters(t.Context(), signals.DeadFilter{})
+		return err == nil && len(dead) == len(wants)+1
+	}, eventually, tick)
+	undecodable := 0
+	for _, l := range dead {
+		if l.Reason == signals.ReasonUndecodable {
+			require.Equal(t, "order.placed:exhausted", l.Signal+":"+l.Receiver)
+			require.Contains(t, l.Error, "cannot be decoded")
+			require.JSONEq(t, `"a string where an object belongs"`, string(l.Payload))
+			undecodable++
+			continue
+		}
+		w, ok := wants[l.Signal+":"+l.Receiver]
+		require.True(t, ok, "unexpected dead letter %s:%s", l.Signal, l.Receiver)
+		require.Equal(t, w.reason, l.Reason, l.Receiver)
+		require.Contains(t, l.Error, w.error, l.Receiver)
+		require.Equal(t, w.attempts, l.Attempts, l.Receiver)
+		require.False(t, l.DeadAt.Before(l.SentAt), l.Receiver)
+		require.False(t, l.EnqueuedAt.IsZero(), l.Receiver)
+	}
+	require.Equal(t, 1, undecodable)
+
+	// asynq archives them too, whatever its archive later trims.
 	insp := f.inspector(t)
 	var archived []*asynq.TaskInfo
 	require.Eventually(t, func() bool {
 		var err error
 		archived, err = insp.ListArchivedTasks(f.queue)
-		return err == nil && len(archived) == len(want)+1
+		return err == nil && len(archived) == len(wants)+1
 	}, eventually, tick)
-
-	undecodable := 0
-	for _, task := range archived {
-		if task.Type == "signals:order.placed:exhausted" && string(task.Payload) == `"a string where an object belongs"` {
-			require.Contains(t, task.LastErr, "cannot be decoded")
-			undecodable++
-			continue
-		}
-		require.Contains(t, want, task.Type)
-		require.Contains(t, task.LastErr, want[task.Type], task.Type)
-		if task.Type == "signals:loop.again:loops" {
-			require.Zero(t, task.Retried, "a too deep cascade is dead-lettered without retries")
-		}
-	}
-	require.Equal(t, 1, undecodable)
-	require.Equal(t, 0, f.pending(t))
+	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick)
 }
 
-func TestRowsThatCannotBeEnqueuedAreSetAsideAndRequeued(t *testing.T) {
+func TestRowsThatCannotBeEnqueuedAreDeadAndRequeued(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	sig, runs := countedSignal(t, f)
@@ -237,29 +255,30 @@ func TestRowsThatCannotBeEnqueuedAreSetAsideAndRequeued(t *testing.T) {
 	f.runWorker(t)
 
 	require.Eventually(t, func() bool { return runs.get("fine") == 1 }, eventually, tick, "a bad row blocks no other row")
-	var failed []signals.FailedRow
+	var dead []signals.DeadLetter
 	require.Eventually(t, func() bool {
 		var err error
-		failed, err = d.Failed(t.Context(), 10)
-		return err == nil && len(failed) == 1
+		dead, err = d.DeadLetters(t.Context(), signals.DeadFilter{})
+		return err == nil && len(dead) == 1
 	}, eventually, tick)
-	require.Equal(t, 0, f.pending(t))
-	require.Equal(t, "has spaces", failed[0].Queue)
-	require.Equal(t, "r", failed[0].Receiver)
-	require.Contains(t, failed[0].Error, `queue "has spaces"`)
-	require.JSONEq(t, `{"order_id":"broken","cents":0}`, string(failed[0].Payload))
+	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick, "the good row is acked")
+	require.Equal(t, "has spaces", dead[0].Queue)
+	require.Equal(t, "r", dead[0].Receiver)
+	require.Equal(t, signals.ReasonUnenqueueable, dead[0].Reason)
+	require.Contains(t, dead[0].Error, `queue "has spaces"`)
+	require.JSONEq(t, `{"order_id":"broken","cents":0}`, string(dead[0].Payload))
 
 	// The operator fixes the cause, then requeues.
-	fixed, err := f.queries.RetargetFailed(t.Context(), f.pool, [][16]byte{failed[0].TaskID}, f.queue)
+	fixed, err := f.queries.RetargetDead(t.Context(), f.pool, [][16]byte{dead[0].TaskID}, f.queue)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), fixed)
-	n, err := d.Requeue(t.Context(), failed[0].TaskID)
+	n, err := d.RequeueDead(t.Context(), dead[0].TaskID)
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	require.Eventually(t, func() bool { return runs.get("broken") == 1 }, eventually, tick)
-	failed, err = d.Failed(t.Context(), 10)
+	dead, err = d.DeadLetters(t.Context(), signals.DeadFilter{})
 	require.NoError(t, err)
-	require.Empty(t, failed)
+	require.Empty(t, dead)
 }
 
 func TestDispatcherAndWorkerStopCleanlyOnCancel(t *testing.T) {
@@ -268,15 +287,15 @@ func TestDispatcherAndWorkerStopCleanlyOnCancel(t *testing.T) {
 	sig := nopSignal(t, f, "r")
 	sendOrders(t, f, sig, "o", 50)
 	stopDispatcher := start(t, f.dispatcher(t, signals.DispatcherConfig{BatchSize: 5}).Run)
-	require.Eventually(t, func() bool { return f.pending(t) < 50 }, eventually, tick)
+	require.Eventually(t, func() bool { return f.notEnqueued(t) < 50 }, eventually, tick)
 	stopDispatcher(10 * time.Second)
-	// Whatever was claimed was either committed (deleted and queued) or
+	// Whatever was claimed was either committed (recorded and queued) or
 	// rolled back (still pending): rows plus tasks account for every event.
 	info, err := f.inspector(t).GetQueueInfo(f.queue)
 	require.NoError(t, err)
-	require.Equal(t, 50, f.pending(t)+info.Size)
+	require.Equal(t, 50, f.notEnqueued(t)+info.Size)
 
-	w, err := signals.NewWorker(f.reg, f.redis, signals.WorkerConfig{Queues: map[string]int{f.queue: 1}, Logger: quietLogger()})
+	w, err := signals.NewWorker(f.reg, f.pool, f.redis, signals.WorkerConfig{Queues: map[string]int{f.queue: 1}, Logger: quietLogger()})
 	require.NoError(t, err)
 	start(t, w.Run)(15 * time.Second)
 }
@@ -284,7 +303,7 @@ func TestDispatcherAndWorkerStopCleanlyOnCancel(t *testing.T) {
 func TestWorkerWithoutReceiversSaysWhy(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	w, err := signals.NewWorker(f.reg, f.redis, signals.WorkerConfig{})
+	w, err := signals.NewWorker(f.reg, f.pool, f.redis, signals.WorkerConfig{})
 	require.NoError(t, err)
 	require.ErrorIs(t, w.Run(t.Context()), signals.ErrNoReceivers)
 }
@@ -302,13 +321,13 @@ func TestConstructorsRejectBadConfig(t *testing.T) {
 	}
 	_, err := signals.NewDispatcher(f.reg, nil, f.redis, signals.DispatcherConfig{})
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)
-	_, err = signals.NewWorker(f.reg, f.redis, signals.WorkerConfig{Queues: map[string]int{"q": 0}})
+	_, err = signals.NewWorker(f.reg, f.pool, f.redis, signals.WorkerConfig{Queues: map[string]int{"q": 0}})
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)
-	_, err = signals.NewWorker(f.reg, nil, signals.WorkerConfig{})
+	_, err = signals.NewWorker(f.reg, f.pool, nil, signals.WorkerConfig{})
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)
 	_, err = signals.NewDispatcher(nil, f.pool, f.redis, signals.DispatcherConfig{})
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)
-	_, err = signals.NewWorker(nil, f.redis, signals.WorkerConfig{})
+	_, err = signals.NewWorker(nil, f.pool, f.redis, signals.WorkerConfig{})
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)
 	_, err = signals.NewRegistry(signals.RegistryConfig{Schema: "No"})
 	require.ErrorIs(t, err, signals.ErrInvalidSchema)

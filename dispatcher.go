@@ -1,19 +1,16 @@
 package signals
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/jackc/pgx/v5"
-	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dj-signals/signals/internal/relay"
-	"github.com/dj-signals/signals/internal/store"
 )
 
 // Dispatcher defaults, for the [DispatcherConfig] fields of the same names.
@@ -39,10 +36,16 @@ const (
 	// DefaultDispatcherBackoffMax caps the wait between failed batches.
 	DefaultDispatcherBackoffMax = 30 * time.Second
 	// DefaultDispatcherMaxEnqueueAttempts is how many times a row may fail
-	// to enqueue while Redis is up before it is set aside.
+	// to enqueue while Redis is up before it is recorded as dead.
 	DefaultDispatcherMaxEnqueueAttempts = 10
 	// DefaultDispatcherBatchTimeout bounds one batch, from claim to commit.
 	DefaultDispatcherBatchTimeout = 30 * time.Second
+	// DefaultDispatcherBatchBytes caps the payload bytes one batch holds in
+	// memory: 16 MiB.
+	DefaultDispatcherBatchBytes = 16 << 20
+	// DefaultDispatcherRepairAge is how long a row may stay enqueued before
+	// the Dispatcher checks that Redis still holds its task.
+	DefaultDispatcherRepairAge = time.Minute
 )
 
 // DispatcherConfig configures a [Dispatcher]. The zero value is valid; every
@@ -62,22 +65,39 @@ type DispatcherConfig struct {
 	PollInterval time.Duration
 	// Retention is how long asynq keeps each finished task, which is how
 	// long a re-enqueue of the same row (after a Dispatcher crash between
-	// enqueue and delete) is recognized as a duplicate. Longer costs Redis
-	// memory; at least 1s. Defaults to DefaultDispatcherRetention.
+	// enqueue and recording it) is recognized as a duplicate, and how long
+	// repair can tell a task that completed from one Redis lost. Longer
+	// costs Redis memory; at least 1s, and longer than RepairAge. Defaults
+	// to DefaultDispatcherRetention.
 	Retention time.Duration
 	// BackoffMin and BackoffMax bound the capped exponential backoff, with
 	// jitter, after a failed batch. Default to DefaultDispatcherBackoffMin
 	// and DefaultDispatcherBackoffMax.
 	BackoffMin, BackoffMax time.Duration
 	// MaxEnqueueAttempts is how many failed enqueues (while Redis answers)
-	// a row gets before it is set aside; see [Dispatcher.Failed]. Rows that
-	// can never be enqueued, such as one with an invalid queue name, are set
-	// aside at once. Defaults to DefaultDispatcherMaxEnqueueAttempts.
+	// a row gets before it is recorded as dead (see [Dispatcher.DeadLetters]);
+	// after each failure the row alone waits, BackoffMin doubling up to
+	// BackoffMax, while the other rows flow. Rows that can never be
+	// enqueued, such as one with an invalid queue name, are dead at once.
+	// Defaults to DefaultDispatcherMaxEnqueueAttempts.
 	MaxEnqueueAttempts int
 	// BatchTimeout bounds one batch from claim to commit. A batch in flight
 	// when Run's ctx is canceled still finishes within it. Defaults to
 	// DefaultDispatcherBatchTimeout.
 	BatchTimeout time.Duration
+	// BatchBytes caps the payload bytes one batch claims: a batch holds
+	// BatchSize rows or BatchBytes of payload, whichever is less (at least
+	// one row), so large payloads cannot balloon the Dispatcher's memory.
+	// Defaults to DefaultDispatcherBatchBytes.
+	BatchBytes int
+	// RepairAge is how long a row may stay enqueued, its receiver not done,
+	// before the Dispatcher checks its task in Redis: a task still queued,
+	// running or retrying is left alone; one Redis completed is acked; one
+	// asynq archived is recorded as dead; one Redis no longer has is
+	// enqueued again under the same task ID. A Redis that lost all its data
+	// is noticed within a second, whatever RepairAge. Defaults to
+	// DefaultDispatcherRepairAge.
+	RepairAge time.Duration
 	// Logger receives batch failures and set-aside rows. Payloads are never
 	// logged. Defaults to slog.Default().
 	Logger *slog.Logger
@@ -85,33 +105,17 @@ type DispatcherConfig struct {
 
 // withDefaults returns c with every zero field set to its default.
 func (c DispatcherConfig) withDefaults() DispatcherConfig {
-	if c.BatchSize == 0 {
-		c.BatchSize = DefaultDispatcherBatchSize
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = DefaultDispatcherConcurrency
-	}
-	if c.PollInterval == 0 {
-		c.PollInterval = DefaultDispatcherPollInterval
-	}
-	if c.Retention == 0 {
-		c.Retention = DefaultDispatcherRetention
-	}
-	if c.BackoffMin == 0 {
-		c.BackoffMin = DefaultDispatcherBackoffMin
-	}
-	if c.BackoffMax == 0 {
-		c.BackoffMax = DefaultDispatcherBackoffMax
-	}
-	if c.MaxEnqueueAttempts == 0 {
-		c.MaxEnqueueAttempts = DefaultDispatcherMaxEnqueueAttempts
-	}
-	if c.BatchTimeout == 0 {
-		c.BatchTimeout = DefaultDispatcherBatchTimeout
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.BatchSize = cmp.Or(c.BatchSize, DefaultDispatcherBatchSize)
+	c.Concurrency = cmp.Or(c.Concurrency, DefaultDispatcherConcurrency)
+	c.PollInterval = cmp.Or(c.PollInterval, DefaultDispatcherPollInterval)
+	c.Retention = cmp.Or(c.Retention, DefaultDispatcherRetention)
+	c.BackoffMin = cmp.Or(c.BackoffMin, DefaultDispatcherBackoffMin)
+	c.BackoffMax = cmp.Or(c.BackoffMax, DefaultDispatcherBackoffMax)
+	c.MaxEnqueueAttempts = cmp.Or(c.MaxEnqueueAttempts, DefaultDispatcherMaxEnqueueAttempts)
+	c.BatchTimeout = cmp.Or(c.BatchTimeout, DefaultDispatcherBatchTimeout)
+	c.BatchBytes = cmp.Or(c.BatchBytes, DefaultDispatcherBatchBytes)
+	c.RepairAge = cmp.Or(c.RepairAge, DefaultDispatcherRepairAge)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	return c
 }
 
@@ -120,19 +124,25 @@ func (c DispatcherConfig) validate() error {
 	switch {
 	case c.BatchSize < 0, c.Concurrency < 0, c.MaxEnqueueAttempts < 0:
 		return fmt.Errorf("%w: BatchSize, Concurrency and MaxEnqueueAttempts must not be negative", ErrInvalidConfig)
-	case c.PollInterval < 0, c.BackoffMin < 0, c.BatchTimeout < 0:
-		return fmt.Errorf("%w: PollInterval, BackoffMin and BatchTimeout must not be negative", ErrInvalidConfig)
+	case c.BatchBytes < 0:
+		return fmt.Errorf("%w: BatchBytes must not be negative", ErrInvalidConfig)
+	case c.PollInterval < 0, c.BackoffMin < 0, c.BatchTimeout < 0, c.RepairAge < 0:
+		return fmt.Errorf("%w: PollInterval, BackoffMin, BatchTimeout and RepairAge must not be negative", ErrInvalidConfig)
 	case c.Retention < time.Second:
 		return fmt.Errorf("%w: Retention %v is below asynq's 1s resolution", ErrInvalidConfig, c.Retention)
+	case c.Retention <= c.RepairAge:
+		return fmt.Errorf("%w: Retention %v must exceed RepairAge %v, or repair cannot tell a completed task from a lost one", ErrInvalidConfig, c.Retention, c.RepairAge)
 	case c.BackoffMax < c.BackoffMin:
 		return fmt.Errorf("%w: BackoffMax %v is below BackoffMin %v", ErrInvalidConfig, c.BackoffMax, c.BackoffMin)
 	}
 	return nil
 }
 
-// Dispatcher is the relay: it moves committed outbox rows into asynq
-// queues. Any number of Dispatchers, in one process or many, may run on the
-// same outbox; each row is enqueued once, under its task ID.
+// Dispatcher is the relay: it moves committed outbox rows into asynq queues
+// and keeps them in the outbox, as the ledger, until their receivers
+// succeed; it sends again whatever Redis loses. Any number of Dispatchers,
+// in one process or many, may run on the same outbox; each row is enqueued
+// under its task ID, so Redis turns away a second copy.
 type Dispatcher struct {
 	reg   *Registry
 	db    TxBeginner
@@ -168,67 +178,4 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	defer rc.Close()
 	return relay.New(d.reg.queries, d.db, rc, relay.Config(d.cfg)).Run(ctx)
-}
-
-// FailedRow is an outbox row the Dispatcher set aside because it could not
-// be enqueued; [Dispatcher.Requeue] puts it back.
-type FailedRow struct {
-	// TaskID is the row's ID and its asynq task ID.
-	TaskID ulid.ULID
-	// EventID is the event the row belongs to.
-	EventID ulid.ULID
-	// Signal, Receiver and Queue address the task.
-	Signal, Receiver, Queue string
-	// Attempts is how many enqueues failed.
-	Attempts int
-	// Error is the last enqueue error.
-	Error string
-	// FailedAt is when the row was set aside.
-	FailedAt time.Time
-	// Payload is the event's JSON payload.
-	Payload json.RawMessage
-}
-
-// Failed lists up to limit rows set aside by the Dispatcher, oldest first,
-// so an operator can see what could not be enqueued and why.
-func (d *Dispatcher) Failed(ctx context.Context, limit int) ([]FailedRow, error) {
-	var rows []store.FailedRow
-	err := pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) (err error) {
-		rows, err = d.reg.queries.Failed(ctx, tx, limit)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("signals: list failed outbox rows: %w", err)
-	}
-	out := make([]FailedRow, len(rows))
-	for i, r := range rows {
-		out[i] = FailedRow{
-			TaskID: r.ID, EventID: r.EventID,
-			Signal: r.Signal, Receiver: r.Receiver, Queue: r.Queue,
-			Attempts: r.Attempts, FailedAt: r.FailedAt, Payload: r.Payload,
-		}
-		if r.LastError != nil {
-			out[i].Error = *r.LastError
-		}
-	}
-	return out, nil
-}
-
-// Requeue moves set-aside rows back into the outbox, with their attempt
-// counts reset, for the Dispatcher to try again once their cause is fixed.
-// It returns how many rows moved; unknown IDs are ignored.
-func (d *Dispatcher) Requeue(ctx context.Context, taskIDs ...ulid.ULID) (int, error) {
-	ids := make([][16]byte, len(taskIDs))
-	for i, id := range taskIDs {
-		ids[i] = id
-	}
-	var n int64
-	err := pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) (err error) {
-		n, err = d.reg.queries.Requeue(ctx, tx, ids)
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("signals: requeue outbox rows: %w", err)
-	}
-	return int(n), nil
 }

@@ -5,6 +5,9 @@
 //
 // # Guarantees
 //
+// PostgreSQL is the ledger and Redis the transport: an outbox row lives
+// until its receiver has succeeded or it is recorded as dead.
+//
 //   - The sending transaction, or a savepoint around [Signal.SendReliable],
 //     rolls back: no receiver ever runs.
 //   - The transaction commits: every receiver connected at send time runs at
@@ -13,13 +16,22 @@
 //     the next [Dispatcher] delivers them.
 //   - Redis is down: senders are unaffected, rows accumulate, the Dispatcher
 //     backs off and resumes by itself.
-//   - The Dispatcher dies between enqueue and delete: the re-enqueue is
-//     recognized as a duplicate by its asynq task ID.
+//   - Redis loses its data (flushed, restarted empty, failed over): the
+//     Dispatcher notices within a second and sends every unfinished event
+//     again; a task lost any other way is found after
+//     [DispatcherConfig].RepairAge.
+//   - The Dispatcher dies between enqueue and recording it: the re-enqueue
+//     is recognized as a duplicate by its asynq task ID.
+//   - One row cannot be enqueued: it alone waits, then is dead; the others
+//     flow.
 //   - A receiver fails: only that receiver is retried, with backoff.
-//   - A receiver fails for good, its payload cannot be decoded, or it is
-//     unknown: the task is dead-lettered (archived in asynq) with its reason.
-//   - A worker dies mid-receiver: asynq's lease expires and the receiver runs
-//     again, so receivers must be idempotent.
+//   - A receiver fails for good or its payload cannot be decoded: the
+//     delivery is recorded as dead in PostgreSQL with its reason
+//     ([Dispatcher.DeadLetters]), never trimmed.
+//   - A worker does not know the signal or receiver: the task is retried,
+//     for a newer worker to take, and dead only when its retries run out.
+//   - A worker dies mid-receiver: the receiver runs again, whatever its
+//     retry budget, so receivers must be idempotent.
 //   - Events are not ordered with respect to each other.
 //
 // # An event's trip
@@ -33,8 +45,10 @@
 //     transactional outbox pattern).
 //   - dispatcher.go: a [Dispatcher] claims committed rows with SELECT ...
 //     FOR UPDATE SKIP LOCKED, enqueues each as an asynq task whose ID is the
-//     row's ID, deletes them and commits.
-//   - worker.go: a [Worker], an asynq server, takes the task from Redis.
+//     row's ID and records it as enqueued; it sends again what Redis lost.
+//   - worker.go: a [Worker], an asynq server, takes the task from Redis,
+//     and afterwards deletes the row (the receiver succeeded) or moves it to
+//     the dead letters (dead.go).
 //   - delivery.go: [Registry.ProcessTask] decodes it, finds the receiver,
 //     calls it and classifies its error: retry with the receiver's backoff,
 //     or dead-letter.
@@ -42,6 +56,7 @@
 //     that make it idempotent; [Once] helps with that.
 //
 // registry.go holds who listens to what and the settings all of these share;
+// dead.go the dead letters an operator lists, requeues or discards;
 // migrations.go the tables; errors.go every sentinel error.
 //
 // # Wiring

@@ -58,20 +58,20 @@ var (
 	ErrCascadeTooDeep = errors.New("signals: cascade too deep")
 )
 
-// Dead-letter reasons: a delivery failing with one of these is not retried
-// (a retry is bound to fail the same way) and its task is dead-lettered at
-// once with the error as its reason. [ErrCascadeTooDeep] is one too, when a
-// cascade that was already too deep reaches a worker.
+// Delivery errors, recorded as a dead letter's error. A delivery failing
+// with ErrPermanent or ErrUndecodable (or [ErrCascadeTooDeep], from a
+// receiver's own send) is not retried: a retry is bound to fail the same
+// way. ErrUnknownReceiver is retried, for a newer worker to take, and dead
+// only when the retries run out.
 var (
 	// ErrPermanent marks a receiver error that retrying cannot fix; see
 	// [Permanent].
 	ErrPermanent = errors.New("signals: permanent failure")
-	// ErrUnknownReceiver is the reason a task is dead-lettered when no
-	// receiver of that name is connected to the signal in the worker's
-	// registry.
+	// ErrUnknownReceiver is the error of a delivery whose signal or
+	// receiver is not in the worker's registry.
 	ErrUnknownReceiver = errors.New("signals: unknown signal or receiver")
-	// ErrUndecodable is the reason a task is dead-lettered when its metadata
-	// or payload cannot be decoded into the signal's payload type.
+	// ErrUndecodable is the error of a task whose metadata or payload cannot
+	// be decoded into the signal's payload type.
 	ErrUndecodable = errors.New("signals: task cannot be decoded")
 )
 

@@ -60,7 +60,7 @@ func ExampleDelay() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	worker, err := signals.NewWorker(reg, redis, signals.WorkerConfig{Logger: quiet})
+	worker, err := signals.NewWorker(reg, pool, redis, signals.WorkerConfig{Logger: quiet})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -177,7 +177,7 @@ func (f *fixture) begin(t *testing.T) pgx.Tx {
 	return tx
 }
 
-// outbox returns the rows pending in the fixture's outbox, oldest first.
+// outbox returns the rows still in the fixture's outbox, oldest first.
 func (f *fixture) outbox(t *testing.T) []store.Row {
 	t.Helper()
 	rows, err := f.queries.Pending(context.Background(), f.pool)
@@ -185,12 +185,21 @@ func (f *fixture) outbox(t *testing.T) []store.Row {
 	return rows
 }
 
-// pending counts the rows pending in the fixture's outbox.
+// pending counts the rows still in the fixture's outbox: their receivers
+// have not succeeded yet, whether or not they are enqueued.
 func (f *fixture) pending(t *testing.T) int {
 	t.Helper()
-	n, _, err := f.queries.Count(context.Background(), f.pool)
+	c, err := f.queries.Count(context.Background(), f.pool)
 	require.NoError(t, err)
-	return int(n)
+	return int(c.Pending + c.Enqueued)
+}
+
+// notEnqueued counts the rows waiting for a Dispatcher to enqueue them.
+func (f *fixture) notEnqueued(t *testing.T) int {
+	t.Helper()
+	c, err := f.queries.Count(context.Background(), f.pool)
+	require.NoError(t, err)
+	return int(c.Pending)
 }
 
 // eager returns an Eager running the fixture's receivers at commit.
@@ -218,7 +227,7 @@ func (f *fixture) runDispatcher(t *testing.T, cfg signals.DispatcherConfig) {
 
 func (f *fixture) runWorker(t *testing.T) {
 	t.Helper()
-	w, err := signals.NewWorker(f.reg, f.redis, signals.WorkerConfig{
+	w, err := signals.NewWorker(f.reg, f.pool, f.redis, signals.WorkerConfig{
 		Queues:                   map[string]int{f.queue: 1},
 		DelayedTaskCheckInterval: 50 * time.Millisecond,
 		ShutdownTimeout:          2 * time.Second,

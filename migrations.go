@@ -73,3 +73,12 @@ func tablesMissing(err error) bool {
 func missingTables(schema string, err error) error {
 	return fmt.Errorf("the tables of schema %q are missing: run signals.MigrateSchema (or apply signals.Migrations) first: %w", schema, err)
 }
+
+// explain adds the fix to an error that says the registry's tables are
+// missing; other errors, and nil, pass unchanged.
+func (r *Registry) explain(err error) error {
+	if tablesMissing(err) {
+		return missingTables(r.Schema(), err)
+	}
+	return err
+}

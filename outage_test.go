@@ -216,7 +216,7 @@ func TestRelayProcessKilledMidStreamLosesNothing(t *testing.T) {
 	ins := f.inspector(t)
 	var atKill int
 	require.Eventually(t, func() bool {
-		atKill = f.pending(t)
+		atKill = f.notEnqueued(t)
 		if atKill == 0 || atKill == 2*events {
 			return false
 		}
@@ -233,22 +233,31 @@ func TestRelayProcessKilledMidStreamLosesNothing(t *testing.T) {
 		t.Logf("relay child output:\n%s", out.String())
 	}
 
-	// The child enqueued before deleting: every row is still in the outbox,
-	// or in the queue, or both (enqueued by a batch that never committed).
-	left, queued := outboxIDs(t, f), pendingTaskIDs(t, ins, f.queue)
-	require.NotEmpty(t, left, "killed mid-stream")
+	// The child enqueued before recording it: every row is still in the
+	// outbox (the ledger keeps it until its receiver succeeds), and every
+	// row recorded as enqueued has its task queued. A pending row may be
+	// queued too: enqueued by a batch that never committed.
+	left, queued := map[string]bool{}, pendingTaskIDs(t, ins, f.queue)
 	require.NotEmpty(t, queued, "killed mid-stream")
 	both := 0
-	for id := range rows {
-		require.True(t, left[id] || queued[id], "row %s was deleted without being enqueued", id)
-		if left[id] && queued[id] {
+	all := f.outbox(t)
+	require.Len(t, all, 2*events, "no row leaves the outbox before its receiver succeeds")
+	for _, row := range all {
+		id := ulid.ULID(row.ID).String()
+		if row.Enqueues > 0 {
+			require.True(t, queued[id], "row %s was recorded as enqueued without its task in Redis", id)
+			continue
+		}
+		left[id] = true
+		if queued[id] {
 			both++
 		}
 	}
+	require.NotEmpty(t, left, "killed mid-stream")
 	for id := range queued {
 		require.True(t, rows[id], "unknown task %s", id)
 	}
-	t.Logf("kill: %d rows pending at the last poll before it, %d after it; %d tasks queued; %d rows enqueued but not deleted",
+	t.Logf("kill: %d rows pending at the last poll before it, %d after it; %d tasks queued; %d pending rows queued by a batch that never committed",
 		atKill, len(left), len(queued), both)
 
 	// A new relay re-enqueues the rows the child enqueued but did not delete:
@@ -282,7 +291,7 @@ func (l *relayLog) WithGroup(string) slog.Handler            { return l }
 
 func (l *relayLog) Handle(_ context.Context, r slog.Record) error {
 	switch r.Message {
-	case "signals: relay batch failed; backing off":
+	case "signals: dispatcher batch failed; backing off":
 		l.failures.Add(1)
 		r.Attrs(func(a slog.Attr) bool {
 			switch a.Key {
@@ -297,7 +306,7 @@ func (l *relayLog) Handle(_ context.Context, r slog.Record) error {
 			}
 			return true
 		})
-	case "signals: relay recovered":
+	case "signals: dispatcher recovered":
 		l.recovered.Add(1)
 	}
 	return nil
@@ -368,9 +377,9 @@ func (o *outage) requireRelayKeepsFailing(t *testing.T, began time.Time, lasting
 
 func (o *outage) requireNoneSetAside(t *testing.T) {
 	t.Helper()
-	failed, err := o.d.Failed(t.Context(), 10)
+	dead, err := o.d.DeadLetters(t.Context(), signals.DeadFilter{})
 	require.NoError(t, err)
-	require.Empty(t, failed, "no row was set aside")
+	require.Empty(t, dead, "no row was recorded as dead")
 }
 
 // asynqAllQueues is the Redis set in which asynq lists the known queues.

@@ -71,10 +71,6 @@ type ReceiverFunc[T any] func(ctx context.Context, e Event[T]) error
 
 // Receiver defaults, for the options of the same names.
 const (
-	// DefaultReceiverQueue is the asynq queue receivers use unless [Queue]
-	// says otherwise. It is not asynq's "default" queue, so that a worker of
-	// ours never takes tasks meant for another handler.
-	DefaultReceiverQueue = "signals"
 	// DefaultReceiverMaxRetries is how many times a failing receiver is
 	// retried before its task is dead-lettered.
 	DefaultReceiverMaxRetries = 20
@@ -97,9 +93,11 @@ type receiverOptions struct {
 	backoffMax time.Duration
 }
 
-func defaultReceiverOptions() receiverOptions {
+// defaultReceiverOptions are the options of a receiver connected without
+// any, its tasks going to queue.
+func defaultReceiverOptions(queue string) receiverOptions {
 	return receiverOptions{
-		queue:      DefaultReceiverQueue,
+		queue:      queue,
 		maxRetries: DefaultReceiverMaxRetries,
 		timeout:    DefaultReceiverTimeout,
 		backoffMin: DefaultReceiverBackoffMin,
@@ -110,9 +108,10 @@ func defaultReceiverOptions() receiverOptions {
 // ReceiverOption tunes one receiver at [Signal.Connect].
 type ReceiverOption func(*receiverOptions) error
 
-// Queue sets the asynq queue the receiver's tasks go to. Defaults to
-// [DefaultReceiverQueue]. Workers serve the queues of every connected
-// receiver unless [WorkerConfig].Queues says otherwise.
+// Queue sets the asynq queue the receiver's tasks go to. Defaults to the
+// registry's queue ([RegistryConfig].Queue), one per application. Workers
+// serve the queues of every connected receiver unless [WorkerConfig].Queues
+// says otherwise.
 func Queue(name string) ReceiverOption {
 	return func(o *receiverOptions) error {
 		if err := envelope.ValidateQueue(name); err != nil {

@@ -1,12 +1,16 @@
 package signals
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"regexp"
+	"runtime/debug"
 	"sort"
 	"sync"
 
+	"github.com/dj-signals/signals/internal/envelope"
 	"github.com/dj-signals/signals/internal/store"
 )
 
@@ -39,6 +43,15 @@ type RegistryConfig struct {
 	// MaxDepth caps how many receivers deep a cascade of signals may go.
 	// Defaults to DefaultRegistryMaxDepth.
 	MaxDepth int
+	// Queue is the asynq queue of the receivers connected without the
+	// [Queue] option. Defaults to "signals." followed by the main module's
+	// path from the binary's build info, with characters a queue name cannot
+	// hold replaced by '-' (for github.com/acme/shop:
+	// "signals.github.com-acme-shop"), or to "signals" for a binary without
+	// build info. So every binary built from one module agrees, and two
+	// applications sharing one Redis never take each other's tasks. Set it
+	// when the binaries of one application are built from different modules.
+	Queue string
 	// Logger receives receiver failures when the registry runs as an asynq
 	// handler. Payloads are never logged. Defaults to slog.Default() at the
 	// time of logging, so that DefaultRegistry, built at package
@@ -49,21 +62,32 @@ type RegistryConfig struct {
 // withDefaults returns c with every zero field set to its default. Logger is
 // left nil: see RegistryConfig.Logger.
 func (c RegistryConfig) withDefaults() RegistryConfig {
-	if c.Schema == "" {
-		c.Schema = DefaultRegistrySchema
-	}
-	if c.MaxPayloadBytes == 0 {
-		c.MaxPayloadBytes = DefaultRegistryMaxPayloadBytes
-	}
-	if c.MaxDepth == 0 {
-		c.MaxDepth = DefaultRegistryMaxDepth
-	}
+	c.Schema = cmp.Or(c.Schema, DefaultRegistrySchema)
+	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, DefaultRegistryMaxPayloadBytes)
+	c.MaxDepth = cmp.Or(c.MaxDepth, DefaultRegistryMaxDepth)
+	c.Queue = cmp.Or(c.Queue, applicationQueue())
 	return c
 }
+
+// applicationQueue is the default queue: named after the main module, so
+// that it is the same in every binary of one application and differs
+// between applications.
+func applicationQueue() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok || info.Main.Path == "" {
+		return "signals"
+	}
+	return "signals." + notInQueueName.ReplaceAllString(info.Main.Path, "-")
+}
+
+var notInQueueName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 
 // validate checks a defaulted config.
 func (c RegistryConfig) validate() error {
 	if err := store.ValidateSchema(c.Schema); err != nil {
+		return err
+	}
+	if err := envelope.ValidateQueue(c.Queue); err != nil {
 		return err
 	}
 	if c.MaxPayloadBytes < 0 || c.MaxDepth < 0 {
@@ -148,6 +172,10 @@ func (r *Registry) Signals() []string {
 	sort.Strings(out)
 	return out
 }
+
+// Queue returns the queue of the receivers connected without the [Queue]
+// option; see [RegistryConfig].Queue.
+func (r *Registry) Queue() string { return r.cfg.Queue }
 
 // Queues returns the sorted asynq queues used by the connected receivers:
 // the queues a server running this registry must serve.

@@ -83,7 +83,7 @@ func (s *Signal[T]) ConnectSafely(name string, fn ReceiverFunc[T], opts ...Recei
 	if fn == nil {
 		return fmt.Errorf("%w: receiver %q of signal %q has a nil func", ErrInvalidConfig, name, s.name)
 	}
-	o := defaultReceiverOptions()
+	o := defaultReceiverOptions(s.reg.cfg.Queue)
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return fmt.Errorf("receiver %q of signal %q: %w", name, s.name, err)

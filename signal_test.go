@@ -44,7 +44,7 @@ func TestSendReliableCommitWritesOneRowPerReceiver(t *testing.T) {
 		seen[r.Receiver] = r
 	}
 	require.Len(t, taskIDs, 3, "every row has its own task ID")
-	require.Equal(t, "signals", seen["email-receipt"].Queue)
+	require.Equal(t, f.reg.Queue(), seen["email-receipt"].Queue)
 	require.Equal(t, signals.DefaultReceiverMaxRetries, seen["email-receipt"].MaxRetry)
 	require.Equal(t, signals.DefaultReceiverTimeout.Milliseconds(), seen["email-receipt"].TimeoutMS)
 	require.Equal(t, "low", seen["analytics"].Queue)

@@ -1,13 +1,21 @@
 package signals
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/dj-signals/signals/internal/acks"
+	"github.com/dj-signals/signals/internal/store"
 
 	"github.com/dj-signals/signals/internal/envelope"
 )
@@ -59,21 +67,11 @@ type WorkerConfig struct {
 
 // withDefaults returns c with every zero field set to its default.
 func (c WorkerConfig) withDefaults() WorkerConfig {
-	if c.Concurrency == 0 {
-		c.Concurrency = DefaultWorkerConcurrency
-	}
-	if c.TaskCheckInterval == 0 {
-		c.TaskCheckInterval = DefaultWorkerTaskCheckInterval
-	}
-	if c.DelayedTaskCheckInterval == 0 {
-		c.DelayedTaskCheckInterval = DefaultWorkerDelayedTaskCheckInterval
-	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = DefaultWorkerShutdownTimeout
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Concurrency = cmp.Or(c.Concurrency, DefaultWorkerConcurrency)
+	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, DefaultWorkerTaskCheckInterval)
+	c.DelayedTaskCheckInterval = cmp.Or(c.DelayedTaskCheckInterval, DefaultWorkerDelayedTaskCheckInterval)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultWorkerShutdownTimeout)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	return c
 }
 
@@ -95,34 +93,49 @@ func (c WorkerConfig) validate() error {
 
 // Worker is an asynq server running a registry's receivers: each delivery
 // decodes into [Event] and calls the receiver, retrying failures with the
-// receiver's backoff until its MaxRetries, then dead-lettering the task in
-// asynq's archive with its error.
+// receiver's backoff until its MaxRetries. It keeps the ledger: a success
+// removes the delivery's outbox row (in batches, within milliseconds); a
+// failure for good moves it to the dead letters with its reason (see
+// [Dispatcher.DeadLetters]).
 type Worker struct {
 	reg   *Registry
+	db    TxBeginner
 	redis asynq.RedisConnOpt
 	cfg   WorkerConfig
+
+	acks    *acks.Batcher
+	running sync.Map // row ID → struct{}: deliveries whose receiver is running here
 }
 
+// ackInterval is how long a success waits, at most, before its row is
+// removed together with the others of that interval.
+const ackInterval = 5 * time.Millisecond
+
 // NewWorker returns a Worker running reg's receivers on tasks from the
-// Redis that redisOpt describes. Pass [DefaultRegistry] for signals made
-// with [New]. Run opens the Redis connections and closes them when it
-// returns. It returns [ErrInvalidConfig] for a config it cannot use.
-func NewWorker(reg *Registry, redisOpt asynq.RedisConnOpt, cfg WorkerConfig) (*Worker, error) {
-	if reg == nil || redisOpt == nil {
-		return nil, fmt.Errorf("%w: NewWorker needs a registry (signals.DefaultRegistry for signals made with New) and a Redis connection option", ErrInvalidConfig)
+// Redis that redisOpt describes and recording their outcomes in reg's
+// outbox through db (a *pgxpool.Pool, never closed by the Worker). Pass
+// [DefaultRegistry] for signals made with [New]. Run opens the Redis
+// connections and closes them when it returns. It returns
+// [ErrInvalidConfig] for a config it cannot use.
+func NewWorker(reg *Registry, db TxBeginner, redisOpt asynq.RedisConnOpt, cfg WorkerConfig) (*Worker, error) {
+	if reg == nil || db == nil || redisOpt == nil {
+		return nil, fmt.Errorf("%w: NewWorker needs a registry (signals.DefaultRegistry for signals made with New), a database pool and a Redis connection option", ErrInvalidConfig)
 	}
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Worker{reg: reg, redis: redisOpt, cfg: cfg}, nil
+	return &Worker{
+		reg: reg, db: db, redis: redisOpt, cfg: cfg,
+		acks: acks.New(reg.queries, db, ackInterval, cfg.Logger),
+	}, nil
 }
 
 // Run serves tasks until ctx is canceled, then stops taking tasks, waits up
-// to ShutdownTimeout for running receivers, and returns nil, so it drops
-// into an errgroup. A Redis outage does not end it: asynq keeps retrying.
-// It returns an error if there is no queue to serve, which usually means
-// the receivers' package was not imported.
+// to ShutdownTimeout for running receivers, records their outcomes, and
+// returns nil, so it drops into an errgroup. A Redis outage does not end
+// it: asynq keeps retrying. It returns an error if there is no queue to
+// serve, which usually means the receivers' package was not imported.
 func (w *Worker) Run(ctx context.Context) error {
 	queues := w.cfg.Queues
 	if len(queues) == 0 {
@@ -145,12 +158,66 @@ func (w *Worker) Run(ctx context.Context) error {
 		Logger:                   asynqLogger{w.cfg.Logger},
 		LogLevel:                 asynq.WarnLevel,
 	})
-	if err := srv.Start(w.reg); err != nil {
+	ackCtx, stopAcks := context.WithCancel(context.WithoutCancel(ctx))
+	acksDone := make(chan struct{})
+	go func() {
+		defer close(acksDone)
+		w.acks.Run(ackCtx)
+	}()
+	defer func() {
+		stopAcks() // after the server stopped: its last successes flush too
+		<-acksDone
+	}()
+	if err := srv.Start(asynq.HandlerFunc(w.process)); err != nil {
 		return fmt.Errorf("signals: start worker: %w", err)
 	}
 	<-ctx.Done()
 	srv.Shutdown()
 	return nil
+}
+
+// errStillRunning refuses a run of a delivery whose earlier run has not
+// returned in this process: asynq gave up on it (its Timeout passed) but a
+// receiver that ignores its ctx goes on, and two runs side by side would
+// each apply the effect.
+var errStillRunning = errors.New("signals: an earlier run of this delivery is still executing in this worker (its receiver ignored ctx past Timeout); will retry")
+
+// process runs one task and records its outcome in the outbox.
+func (w *Worker) process(ctx context.Context, t *asynq.Task) error {
+	id, _ := asynq.GetTaskID(ctx)
+	if rowID, ok := envelope.RowID(id); ok {
+		if _, dup := w.running.LoadOrStore(rowID, struct{}{}); dup {
+			return errStillRunning
+		}
+		defer w.running.Delete(rowID)
+	}
+	res := w.reg.run(ctx, t)
+	switch {
+	case res.rowID == ulid.ULID{}:
+	case res.err == nil:
+		w.acks.Add(res.rowID)
+	case res.dead != "":
+		w.bury(ctx, res)
+	}
+	return res.err
+}
+
+// bury records a dead delivery in the outbox's dead letters. If that
+// fails, asynq still archives the task, and the Dispatcher's repair finds
+// it there and buries it then.
+func (w *Worker) bury(ctx context.Context, res ran) {
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	err := pgx.BeginFunc(bctx, w.db, func(tx pgx.Tx) error {
+		_, err := w.reg.queries.Bury(bctx, tx, []store.Burial{{
+			ID: res.rowID, Reason: string(res.dead), Error: res.err.Error(), Attempts: res.attempt,
+		}})
+		return err
+	})
+	if err != nil {
+		w.cfg.Logger.Warn("signals: record a dead delivery; the Dispatcher's repair will record it from asynq's archive",
+			"task_id", res.rowID.String(), "error", w.reg.explain(err))
+	}
 }
 
 // asynqLogger routes asynq's logs to slog.

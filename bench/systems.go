@@ -107,7 +107,7 @@ func (f *fixture) signalsSystem(name string, dcfg signals.DispatcherConfig, wcfg
 				pool.Close()
 				return nil, err
 			}
-			w, err := signals.NewWorker(f.registry, e.redis, wcfg)
+			w, err := signals.NewWorker(f.registry, pool, e.redis, wcfg)
 			if err != nil {
 				pool.Close()
 				return nil, err

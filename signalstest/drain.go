@@ -46,14 +46,15 @@ const (
 // outbox rows and tasks, with their queue, state, task ID, signal, receiver
 // and last error. Receivers that keep failing hold Drain until their
 // retries run out, so give them short Backoff and MaxRetries in tests.
-// Dead-lettered tasks stay in asynq's archive for the test to inspect.
+// Dead deliveries stay in the schema's dead letters for the test to
+// inspect (signals.Dispatcher.DeadLetters).
 //
 // What Drain runs is not isolated. Its Dispatcher, like any, moves every
 // row of reg's schema to Redis, other registries' and other tests' rows
 // included: an Eager on that schema committing meanwhile may find its rows
 // gone, which its Commit reports. Its Worker takes every task of reg's
 // queues, whatever its signal: a task of a signal reg does not know fails
-// there as unknown and is dead-lettered. So tests that Drain in parallel
+// there as unknown and is retried until it is dead. So tests that Drain in parallel
 // need a registry, schema and queues each. Tests that share a registry,
 // such as signals made with signals.New at package level, wait for each
 // other's work when they Drain, and run it: have those that run in
@@ -75,7 +76,7 @@ func drain(t testing.TB, db signals.TxBeginner, redisOpt asynq.RedisConnOpt, reg
 	if err != nil {
 		t.Fatalf("signalstest: %v", err)
 	}
-	w, err := signals.NewWorker(reg, redisOpt, signals.WorkerConfig{DelayedTaskCheckInterval: 50 * time.Millisecond, Logger: quiet})
+	w, err := signals.NewWorker(reg, db, redisOpt, signals.WorkerConfig{DelayedTaskCheckInterval: 50 * time.Millisecond, Logger: quiet})
 	if err != nil {
 		t.Fatalf("signalstest: %v", err)
 	}
@@ -283,9 +284,12 @@ func (l unfinished) report(schema string, timeout time.Duration, now time.Time) 
 	}
 	b.WriteString("; still waiting for:")
 	if l.rows > 0 {
-		fmt.Fprintf(&b, "\n  outbox of schema %q: %d row(s) not moved to Redis", schema, l.rows)
+		fmt.Fprintf(&b, "\n  outbox of schema %q: %d row(s) whose receivers have not succeeded", schema, l.rows)
 		for _, r := range l.someRows {
 			fmt.Fprintf(&b, "\n    task %s: signal %q, receiver %q, queue %q", ulid.ULID(r.ID), r.Signal, r.Receiver, r.Queue)
+			if r.Enqueues == 0 {
+				b.WriteString(", not enqueued yet")
+			}
 			if r.Attempts > 0 && r.LastError != nil {
 				fmt.Fprintf(&b, ", %d failed enqueue(s), last error: %s", r.Attempts, oneLine(*r.LastError))
 			}

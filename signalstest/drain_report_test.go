@@ -51,9 +51,9 @@ func TestUnfinishedReport(t *testing.T) {
 			left: unfinished{rows: 9, someRows: []store.Row{failing, row(5)}},
 			want: []string{
 				"; still waiting for:",
-				`  outbox of schema "s": 9 row(s) not moved to Redis`,
-				`    task ` + ulid.ULID(id(1)).String() + `: signal "user.signed_up", receiver "welcome", queue "default", 3 failed enqueue(s), last error: enqueue: connection refused`,
-				`    task ` + ulid.ULID(id(5)).String() + `: signal "user.signed_up", receiver "welcome", queue "default"`,
+				`  outbox of schema "s": 9 row(s) whose receivers have not succeeded`,
+				`    task ` + ulid.ULID(id(1)).String() + `: signal "user.signed_up", receiver "welcome", queue "default", not enqueued yet, 3 failed enqueue(s), last error: enqueue: connection refused`,
+				`    task ` + ulid.ULID(id(5)).String() + `: signal "user.signed_up", receiver "welcome", queue "default", not enqueued yet`,
 				"    and 7 more",
 			},
 			notWant: []string{"task(s) in Redis"},

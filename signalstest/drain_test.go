@@ -195,8 +195,8 @@ func TestDrainTimeoutSaysWhatItWaitsFor(t *testing.T) {
 	})
 
 	require.Contains(t, msg, fmt.Sprintf("the registry's work (schema %q) not done within 2s", w.schema))
-	require.Contains(t, msg, "1 row(s) not moved to Redis")
-	require.Contains(t, msg, fmt.Sprintf(`task %s: signal "account.purged", receiver "erase", queue %q`, held[0], queue))
+	require.Contains(t, msg, "2 row(s) whose receivers have not succeeded")
+	require.Contains(t, msg, fmt.Sprintf(`task %s: signal "account.purged", receiver "erase", queue %q, not enqueued yet`, held[0], queue))
 	var taskID ulid.ULID
 	select {
 	case taskID = <-failed:

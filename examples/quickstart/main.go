@@ -62,7 +62,7 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	worker, err := signals.NewWorker(signals.DefaultRegistry, redis, signals.WorkerConfig{})
+	worker, err := signals.NewWorker(signals.DefaultRegistry, pool, redis, signals.WorkerConfig{})
 	if err != nil {
 		return err
 	}

@@ -100,7 +100,7 @@ func run(ctx context.Context, addr string, demo bool, out io.Writer, log *slog.L
 	if err != nil {
 		return err
 	}
-	worker, err := signals.NewWorker(signals.DefaultRegistry, redis, signals.WorkerConfig{Logger: log})
+	worker, err := signals.NewWorker(signals.DefaultRegistry, pool, redis, signals.WorkerConfig{Logger: log})
 	if err != nil {
 		return err
 	}

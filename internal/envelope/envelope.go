@@ -96,3 +96,22 @@ func Decode(taskType string, headers map[string]string) (Meta, error) {
 	m.Timeout = time.Duration(ms) * time.Millisecond
 	return m, nil
 }
+
+// TaskID returns the asynq task ID of an outbox row: the row's ID, with the
+// row's generation appended once a requeue from dead gave it a fresh one
+// (asynq refuses an ID its archive still holds).
+func TaskID(rowID ulid.ULID, generation int) string {
+	if generation == 0 {
+		return rowID.String()
+	}
+	return rowID.String() + "-" + strconv.Itoa(generation)
+}
+
+// RowID reads the outbox row's ID back from an asynq task ID made by TaskID.
+func RowID(taskID string) (ulid.ULID, bool) {
+	if len(taskID) < ulid.EncodedSize {
+		return ulid.ULID{}, false
+	}
+	id, err := ulid.ParseStrict(taskID[:ulid.EncodedSize])
+	return id, err == nil
+}

@@ -3,10 +3,9 @@ package relay
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -115,6 +114,7 @@ func TestTaskRejectsRowsNoRetryCanEnqueue(t *testing.T) {
 	}{
 		{"zero timeout", func(r *store.Row) { r.TimeoutMS = 0 }},
 		{"negative timeout", func(r *store.Row) { r.TimeoutMS = -1 }},
+		{"timeout beyond time.Duration", func(r *store.Row) { r.TimeoutMS = math.MaxInt64 / 1000 }},
 		{"negative max retry", func(r *store.Row) { r.MaxRetry = -1 }},
 		{"negative depth", func(r *store.Row) { r.Depth = -1 }},
 		{"bad signal", func(r *store.Row) { r.Signal = "Order.Placed" }},
@@ -128,40 +128,6 @@ func TestTaskRejectsRowsNoRetryCanEnqueue(t *testing.T) {
 		require.ErrorIs(t, err, errInvalidRow, c.name)
 		require.Nil(t, task, c.name)
 		require.Nil(t, opts, c.name)
-	}
-}
-
-// serverError is a Redis error reply, as go-redis returns it.
-type serverError string
-
-func (e serverError) Error() string { return string(e) }
-func (serverError) RedisError()     {}
-
-func TestIsOutage(t *testing.T) {
-	t.Parallel()
-	refused := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
-	for _, c := range []struct {
-		name   string
-		err    error
-		outage bool
-	}{
-		{"connection refused", refused, true},
-		{"wrapped network error", fmt.Errorf("redis command error: SADD failed: %w", refused), true},
-		{"out of memory", serverError("OOM command not allowed when used memory > 'maxmemory'"), true},
-		{"loading", serverError("LOADING Redis is loading the dataset in memory"), true},
-		{"read-only replica", fmt.Errorf("enqueue: %w", serverError("READONLY You can't write against a read only replica")), true},
-		{"connection dropped", io.EOF, true},
-		{"connection cut mid-reply", io.ErrUnexpectedEOF, true},
-		{"client closed", redis.ErrClosed, true},
-		{"batch timeout", context.DeadlineExceeded, true},
-		{"nil", nil, false},
-		{"invalid row", errInvalidRow, false},
-		{"canceled", context.Canceled, false},
-		// asynq flattens its enqueue script's error into text: Batch pings to
-		// tell an outage from a row's failure.
-		{"flattened script error", errors.New("redis eval error: dial tcp 127.0.0.1:6379: connect: connection refused"), false},
-	} {
-		require.Equal(t, c.outage, isOutage(c.err), c.name)
 	}
 }
 
@@ -238,6 +204,8 @@ func setup(t *testing.T, redisAddr string, maxAttempts int, hooks ...redis.Hook)
 		Retention:          time.Minute,
 		MaxEnqueueAttempts: maxAttempts,
 		BatchTimeout:       10 * time.Second,
+		BatchBytes:         1 << 20,
+		RepairAge:          time.Second,
 		Logger:             slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	return r, &testBundle{queries: queries, db: pool, redis: rc, queue: testenv.Queue(t)}
@@ -260,21 +228,31 @@ func (b *testBundle) insert(t *testing.T, queue string, receivers ...string) []s
 	return ids
 }
 
-// pending returns the attempt count of each pending row by task ID.
+// pending returns the attempt count of each row not yet enqueued, by task
+// ID.
 func (b *testBundle) pending(t *testing.T) map[string]int {
 	t.Helper()
 	rows, err := b.queries.Pending(t.Context(), b.db)
 	require.NoError(t, err)
 	out := map[string]int{}
 	for _, r := range rows {
-		out[ulid.ULID(r.ID).String()] = r.Attempts
+		if r.Enqueues == 0 {
+			out[ulid.ULID(r.ID).String()] = r.Attempts
+		}
 	}
 	return out
 }
 
-func (b *testBundle) failed(t *testing.T) []store.FailedRow {
+func (b *testBundle) counts(t *testing.T) store.Counts {
 	t.Helper()
-	rows, err := b.queries.Failed(t.Context(), b.db, 100)
+	c, err := b.queries.Count(t.Context(), b.db)
+	require.NoError(t, err)
+	return c
+}
+
+func (b *testBundle) dead(t *testing.T) []store.Dead {
+	t.Helper()
+	rows, err := b.queries.ListDead(t.Context(), b.db, store.DeadFilter{Limit: 100})
 	require.NoError(t, err)
 	return rows
 }
@@ -291,7 +269,7 @@ func (b *testBundle) requireQueued(t *testing.T, ids ...string) {
 	}
 }
 
-func TestBatchDeletesWhatItEnqueued(t *testing.T) {
+func TestBatchRecordsWhatItEnqueued(t *testing.T) {
 	t.Parallel()
 	r, b := setup(t, testenv.RedisAddr(), 3)
 	n, err := r.Batch(t.Context())
@@ -302,80 +280,90 @@ func TestBatchDeletesWhatItEnqueued(t *testing.T) {
 	n, err = r.Batch(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
-	require.Empty(t, b.pending(t))
+	require.Equal(t, store.Counts{Enqueued: 2}, b.counts(t), "rows stay, as the ledger, until their receivers succeed")
 	b.requireQueued(t, ids...)
+	n, err = r.Batch(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, n, "enqueued rows are not claimed again")
 
-	// A row enqueued by a relay that died before deleting it: its task ID
+	// A row enqueued by a relay that died before recording it: its task ID
 	// is taken, so it counts as enqueued.
 	again := b.insert(t, b.queue, "audit")
 	rows, err := b.queries.Pending(t.Context(), b.db)
 	require.NoError(t, err)
-	task, opts, err := Task(rows[0], time.Minute)
+	task, opts, err := Task(rows[len(rows)-1], time.Minute)
 	require.NoError(t, err)
 	_, err = asynq.NewClientFromRedisClient(b.redis).EnqueueContext(t.Context(), task, opts...)
 	require.NoError(t, err)
 	n, err = r.Batch(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
-	require.Empty(t, b.pending(t))
+	require.Equal(t, store.Counts{Enqueued: 3}, b.counts(t))
 	b.requireQueued(t, again...)
 }
 
-func TestBatchSetsAsideAnInvalidRowAtOnce(t *testing.T) {
+func TestBatchBuriesAnInvalidRowAtOnce(t *testing.T) {
 	t.Parallel()
 	r, b := setup(t, testenv.RedisAddr(), 3)
 	bad := b.insert(t, "has spaces", "r")
 	good := b.insert(t, b.queue, "r")
 
 	n, err := r.Batch(t.Context())
-	require.NoError(t, err, "a row set aside is not a failed batch")
+	require.NoError(t, err, "a dead row is not a failed batch")
 	require.Equal(t, 2, n)
-	require.Empty(t, b.pending(t))
+	require.Equal(t, store.Counts{Enqueued: 1, Dead: 1}, b.counts(t))
 	b.requireQueued(t, good...)
-	failed := b.failed(t)
-	require.Len(t, failed, 1)
-	require.Equal(t, bad[0], ulid.ULID(failed[0].ID).String())
-	require.Equal(t, 1, failed[0].Attempts)
-	require.Contains(t, *failed[0].LastError, `queue "has spaces"`)
+	dead := b.dead(t)
+	require.Len(t, dead, 1)
+	require.Equal(t, bad[0], ulid.ULID(dead[0].ID).String())
+	require.Equal(t, store.ReasonUnenqueueable, dead[0].Reason)
+	require.Equal(t, 1, dead[0].Attempts)
+	require.Contains(t, *dead[0].LastError, `queue "has spaces"`)
 }
 
-func TestBatchCountsARowsFailuresThenSetsItAside(t *testing.T) {
+func TestBatchHoldsBackAFailingRowAloneThenBuriesIt(t *testing.T) {
 	t.Parallel()
 	hook := &faults{tasks: map[string]bool{}}
 	r, b := setup(t, testenv.RedisAddr(), 3, hook)
+	r.cfg.BackoffMin, r.cfg.BackoffMax = time.Hour, time.Hour
 	failing := b.insert(t, b.queue, "r")[0]
 	hook.tasks[failing] = true
 
-	// Alone in its batch: Redis answers a Ping, so the failure is the row's.
+	// Redis answers a Ping, so the failure is the row's: not the batch's.
 	n, err := r.Batch(t.Context())
-	require.ErrorContains(t, err, errInjected.Error(), "asynq keeps only the text")
+	require.NoError(t, err, "a row's failure does not back the relay off")
 	require.Equal(t, 1, n)
 	require.Equal(t, map[string]int{failing: 1}, b.pending(t))
 
-	// Beside a row that goes through.
+	// The failing row waits out its own backoff; the others flow.
 	good := b.insert(t, b.queue, "r")
 	n, err = r.Batch(t.Context())
-	require.ErrorContains(t, err, errInjected.Error(), "asynq keeps only the text")
-	require.Equal(t, 2, n)
-	require.Equal(t, map[string]int{failing: 2}, b.pending(t))
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "only the row that is due")
 	b.requireQueued(t, good...)
 
-	// The last attempt sets it aside.
-	n, err = r.Batch(t.Context())
+	// Made due at once from now on, its third attempt buries it.
+	id, err := ulid.ParseStrict(failing)
 	require.NoError(t, err)
-	require.Equal(t, 1, n)
+	require.NoError(t, b.queries.Reset(t.Context(), b.db, [][16]byte{id}))
+	r.cfg.BackoffMin, r.cfg.BackoffMax = time.Nanosecond, time.Nanosecond
+	for range 2 {
+		n, err = r.Batch(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+	}
 	require.Empty(t, b.pending(t))
-	failed := b.failed(t)
-	require.Len(t, failed, 1)
-	require.Equal(t, failing, ulid.ULID(failed[0].ID).String())
-	require.Equal(t, 3, failed[0].Attempts)
-	require.Contains(t, *failed[0].LastError, errInjected.Error())
+	dead := b.dead(t)
+	require.Len(t, dead, 1)
+	require.Equal(t, failing, ulid.ULID(dead[0].ID).String())
+	require.Equal(t, 3, dead[0].Attempts)
+	require.Contains(t, *dead[0].LastError, errInjected.Error())
 }
 
 func TestBatchLeavesRowsUntouchedDuringAnOutage(t *testing.T) {
 	t.Parallel()
 	// requireOutage requires that a batch fails and leaves every row as it
-	// was: no attempt counted, nothing set aside.
+	// was: no attempt counted, nothing buried.
 	requireOutage := func(t *testing.T, r *Relay, b *testBundle) {
 		t.Helper()
 		want := b.pending(t)
@@ -383,7 +371,7 @@ func TestBatchLeavesRowsUntouchedDuringAnOutage(t *testing.T) {
 		_, err := r.Batch(t.Context())
 		require.Error(t, err)
 		require.Equal(t, want, b.pending(t))
-		require.Empty(t, b.failed(t))
+		require.Empty(t, b.dead(t))
 	}
 
 	t.Run("redis stopped", func(t *testing.T) {
@@ -397,9 +385,10 @@ func TestBatchLeavesRowsUntouchedDuringAnOutage(t *testing.T) {
 	t.Run("redis stopped after the client enqueued", func(t *testing.T) {
 		t.Parallel()
 		// The client registered the queue already, so the enqueue's error
-		// is asynq's text, not a network error: the Ping tells.
+		// is asynq's text, not a network error: the Ping tells. With one
+		// attempt allowed, a row blamed for it would be buried at once.
 		server := testenv.StartRedis(t)
-		r, b := setup(t, server.Addr, 3)
+		r, b := setup(t, server.Addr, 1)
 		b.insert(t, b.queue, "a")
 		_, err := r.Batch(t.Context())
 		require.NoError(t, err)

@@ -43,16 +43,13 @@ type Queries struct {
 	insertPrefix string
 	inserts      sync.Map // receiver count → INSERT text
 	claim        string
+	claimed      string
 	delete       string
-	fail         string
-	setAside     string
-	failed       string
-	requeue      string
-	count        string
 	once         string
 	sent         string
 	pending      string
-	retarget     string
+	ledger       ledgerStatements
+	dead         deadStatements
 }
 
 // New returns the statements for schema, which must pass ValidateSchema.
@@ -66,16 +63,13 @@ func New(schema string) (*Queries, error) {
 		schema:       schema,
 		insertPrefix: r.Replace(insertColumns),
 		claim:        r.Replace(claimSQL),
+		claimed:      r.Replace(claimedSQL),
 		delete:       r.Replace(deleteSQL),
-		fail:         r.Replace(failSQL),
-		setAside:     r.Replace(setAsideSQL),
-		failed:       r.Replace(failedSQL),
-		requeue:      r.Replace(requeueSQL),
-		count:        r.Replace(countSQL),
 		once:         r.Replace(onceSQL),
 		sent:         r.Replace(sentSQL),
 		pending:      r.Replace(pendingSQL),
-		retarget:     r.Replace(retargetSQL),
+		ledger:       newLedgerStatements(r),
+		dead:         newDeadStatements(r),
 	}, nil
 }
 
@@ -167,26 +161,56 @@ type Row struct {
 	TimeoutMS     int64
 	ProcessAt     *time.Time
 	Payload       []byte
-	Attempts      int
-	LastError     *string
+	Attempts      int     // failed enqueue attempts
+	LastError     *string // the last enqueue error
+	Enqueues      int     // successful enqueues so far
+	Generation    int     // requeues from dead so far
 }
 
 const rowColumns = `id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
-    max_retry, timeout_ms, process_at, payload, attempts, last_error`
+    max_retry, timeout_ms, process_at, payload, attempts, last_error, enqueues, generation`
 
 // SKIP LOCKED over every pending row, never an "id > last seen" cursor: a row
-// with a lower ID can commit after one with a higher ID.
-const claimSQL = `SELECT ` + rowColumns + `
+// with a lower ID can commit after one with a higher ID. Rows already
+// enqueued are the repair's, and rows waiting out an enqueue failure's
+// backoff are skipped until due.
+const claimSQL = `SELECT id, octet_length(payload)
 FROM {{schema}}.outbox
+WHERE enqueued_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= now())
 ORDER BY id
 LIMIT $1
 FOR UPDATE SKIP LOCKED`
 
-// Claim locks up to limit pending rows in tx, oldest first, skipping rows
-// another relay holds.
-func (q *Queries) Claim(ctx context.Context, tx pgx.Tx, limit int) ([]Row, error) {
+const claimedSQL = `SELECT ` + rowColumns + `
+FROM {{schema}}.outbox
+WHERE id = ANY($1::uuid[])
+ORDER BY id`
+
+// Claim locks up to limit pending rows that are due in tx, oldest first,
+// skipping rows another relay holds, and returns the first of them whose
+// payloads add up to at most maxBytes (always at least one), so that a
+// batch of large payloads stays small in memory. The rows past maxBytes
+// stay locked, untouched, until tx ends.
+func (q *Queries) Claim(ctx context.Context, tx pgx.Tx, limit, maxBytes int) ([]Row, error) {
 	rows, err := tx.Query(ctx, q.claim, limit)
 	if err != nil {
+		return nil, err
+	}
+	var ids [][16]byte
+	var total int
+	var id [16]byte
+	var size int
+	_, err = pgx.ForEachRow(rows, []any{&id, &size}, func() error {
+		if len(ids) == 0 || total+size <= maxBytes {
+			ids = append(ids, id)
+			total += size
+		}
+		return nil
+	})
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	if rows, err = tx.Query(ctx, q.claimed, ids); err != nil {
 		return nil, err
 	}
 	return collectRows(rows)
@@ -197,7 +221,7 @@ func collectRows(rows pgx.Rows) ([]Row, error) {
 		var row Row
 		err := r.Scan(&row.ID, &row.EventID, &row.CorrelationID, &row.CausationID, &row.Depth,
 			&row.Signal, &row.Receiver, &row.Queue, &row.MaxRetry, &row.TimeoutMS,
-			&row.ProcessAt, &row.Payload, &row.Attempts, &row.LastError)
+			&row.ProcessAt, &row.Payload, &row.Attempts, &row.LastError, &row.Enqueues, &row.Generation)
 		return row, err
 	})
 }
@@ -208,105 +232,6 @@ const deleteSQL = `DELETE FROM {{schema}}.outbox WHERE id = ANY($1::uuid[])`
 func (q *Queries) Delete(ctx context.Context, db Executor, ids [][16]byte) error {
 	_, err := db.Exec(ctx, q.delete, ids)
 	return err
-}
-
-const failSQL = `UPDATE {{schema}}.outbox AS o
-SET attempts = o.attempts + 1, last_error = f.err
-FROM unnest($1::uuid[], $2::text[]) AS f(id, err)
-WHERE o.id = f.id`
-
-// RecordFailures counts one failed enqueue attempt on each row, with its error.
-func (q *Queries) RecordFailures(ctx context.Context, db Executor, ids [][16]byte, errs []string) error {
-	_, err := db.Exec(ctx, q.fail, ids, errs)
-	return err
-}
-
-const setAsideSQL = `WITH moved AS (
-    DELETE FROM {{schema}}.outbox AS o
-    USING unnest($1::uuid[], $2::text[]) AS f(id, err)
-    WHERE o.id = f.id
-    RETURNING o.*, f.err
-)
-INSERT INTO {{schema}}.outbox_failed (` + rowColumns + `)
-SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
-    max_retry, timeout_ms, process_at, payload, attempts + 1, err
-FROM moved`
-
-// SetAside moves rows that can never be enqueued to the failed table, each
-// with its error.
-func (q *Queries) SetAside(ctx context.Context, db Executor, ids [][16]byte, errs []string) error {
-	_, err := db.Exec(ctx, q.setAside, ids, errs)
-	return err
-}
-
-const failedSQL = `SELECT ` + rowColumns + `, failed_at
-FROM {{schema}}.outbox_failed
-ORDER BY id
-LIMIT $1`
-
-// FailedRow is a row set aside by the relay.
-type FailedRow struct {
-	Row
-	FailedAt time.Time
-}
-
-// Failed lists up to limit set-aside rows, oldest first.
-func (q *Queries) Failed(ctx context.Context, db Executor, limit int) ([]FailedRow, error) {
-	rows, err := db.Query(ctx, q.failed, limit)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (FailedRow, error) {
-		var f FailedRow
-		err := r.Scan(&f.ID, &f.EventID, &f.CorrelationID, &f.CausationID, &f.Depth,
-			&f.Signal, &f.Receiver, &f.Queue, &f.MaxRetry, &f.TimeoutMS,
-			&f.ProcessAt, &f.Payload, &f.Attempts, &f.LastError, &f.FailedAt)
-		return f, err
-	})
-}
-
-const retargetSQL = `UPDATE {{schema}}.outbox_failed SET queue = $2 WHERE id = ANY($1::uuid[])`
-
-// RetargetFailed points set-aside rows at another queue, as an operator
-// does to fix rows set aside for their queue name before requeueing them,
-// and reports how many rows changed.
-func (q *Queries) RetargetFailed(ctx context.Context, db Executor, ids [][16]byte, queue string) (int64, error) {
-	tag, err := db.Exec(ctx, q.retarget, ids, queue)
-	return tag.RowsAffected(), err
-}
-
-const requeueSQL = `WITH moved AS (
-    DELETE FROM {{schema}}.outbox_failed WHERE id = ANY($1::uuid[])
-    RETURNING ` + rowColumns + `
-)
-INSERT INTO {{schema}}.outbox (` + rowColumns + `)
-SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
-    max_retry, timeout_ms, process_at, payload, 0, last_error
-FROM moved`
-
-// Requeue moves set-aside rows back to the outbox with their attempt count
-// reset, and reports how many moved.
-func (q *Queries) Requeue(ctx context.Context, db Executor, ids [][16]byte) (int64, error) {
-	tag, err := db.Exec(ctx, q.requeue, ids)
-	return tag.RowsAffected(), err
-}
-
-const countSQL = `SELECT (SELECT count(*) FROM {{schema}}.outbox), (SELECT count(*) FROM {{schema}}.outbox_failed)`
-
-// Count returns the number of pending and set-aside rows.
-func (q *Queries) Count(ctx context.Context, db Executor) (pending, failed int64, err error) {
-	rows, err := db.Query(ctx, q.count)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer rows.Close()
-	if rows.Next() {
-		err = rows.Scan(&pending, &failed)
-	}
-	if err == nil {
-		err = rows.Err()
-	}
-	return pending, failed, err
 }
 
 const onceSQL = `INSERT INTO {{schema}}.inbox (task_id, event_id, signal, receiver)
@@ -326,7 +251,7 @@ FROM {{schema}}.outbox
 WHERE signal = $1
 ORDER BY id`
 
-// Sent lists the pending rows of one signal, oldest first.
+// Sent lists the rows of one signal still in the outbox, oldest first.
 func (q *Queries) Sent(ctx context.Context, db Executor, signal string) ([]Row, error) {
 	rows, err := db.Query(ctx, q.sent, signal)
 	if err != nil {
@@ -339,7 +264,7 @@ const pendingSQL = `SELECT ` + rowColumns + `
 FROM {{schema}}.outbox
 ORDER BY id`
 
-// Pending lists every pending row, oldest first, without locking any: it is
+// Pending lists every row still in the outbox, oldest first, without locking any: it is
 // for tests and tools that look at the outbox, not for a relay, which
 // claims.
 func (q *Queries) Pending(ctx context.Context, db Executor) ([]Row, error) {

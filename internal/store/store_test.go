@@ -228,11 +228,40 @@ func (b *testBundle) pending(t *testing.T, q *Queries) []Row {
 	return rows
 }
 
-func (b *testBundle) count(t *testing.T, q *Queries) (pending, failed int64) {
+func (b *testBundle) count(t *testing.T, q *Queries) Counts {
 	t.Helper()
-	pending, failed, err := q.Count(t.Context(), b.pool)
+	c, err := q.Count(t.Context(), b.pool)
 	require.NoError(t, err)
-	return pending, failed
+	return c
+}
+
+// claim claims in a transaction of its own, rolled back at once.
+func (b *testBundle) claim(t *testing.T, q *Queries, limit, maxBytes int) []Row {
+	t.Helper()
+	tx, err := b.pool.Begin(t.Context())
+	require.NoError(t, err)
+	defer tx.Rollback(context.Background()) //nolint:errcheck // read only
+	rows, err := q.Claim(t.Context(), tx, limit, maxBytes)
+	require.NoError(t, err)
+	return rows
+}
+
+// stale claims stale rows in a transaction of its own, rolled back at once.
+func (b *testBundle) stale(t *testing.T, q *Queries, age time.Duration) []Stale {
+	t.Helper()
+	tx, err := b.pool.Begin(t.Context())
+	require.NoError(t, err)
+	defer tx.Rollback(context.Background()) //nolint:errcheck // read only
+	rows, err := q.ClaimStale(t.Context(), tx, age, 10)
+	require.NoError(t, err)
+	return rows
+}
+
+func (b *testBundle) dead(t *testing.T, q *Queries, f DeadFilter) []Dead {
+	t.Helper()
+	list, err := q.ListDead(t.Context(), b.pool, f)
+	require.NoError(t, err)
+	return list
 }
 
 func ids(rows ...Row) [][16]byte {
@@ -245,9 +274,9 @@ func ids(rows ...Row) [][16]byte {
 
 // requireRowsEqual compares rows field by field, with ProcessAt compared as
 // an instant: PostgreSQL hands it back in the local time zone.
-func requireRowsEqual(t *testing.T, want, got []Row) {
+func requireRowsEqual(t *testing.T, want, got []Row, msgAndArgs ...any) {
 	t.Helper()
-	require.Len(t, got, len(want))
+	require.Len(t, got, len(want), msgAndArgs...)
 	for i := range want {
 		w, g := want[i], got[i]
 		require.Equal(t, w.ProcessAt == nil, g.ProcessAt == nil, "row %d: process_at", i)
@@ -276,10 +305,8 @@ func TestMigrate(t *testing.T) {
 
 	tables, err := Tables(t.Context(), b.pool, b.schema)
 	require.NoError(t, err)
-	require.Equal(t, []string{"inbox", "outbox", "outbox_failed", "schema_migrations"}, tables)
-	pending, failed := b.count(t, q)
-	require.Zero(t, pending)
-	require.Zero(t, failed)
+	require.Equal(t, []string{"dead", "inbox", "ledger", "outbox", "schema_migrations"}, tables)
+	require.Zero(t, b.count(t, q))
 
 	bare := testenv.Schema(t)
 	tables, err = Tables(t.Context(), b.pool, bare)
@@ -313,9 +340,7 @@ func TestInsertWritesOneRowPerTarget(t *testing.T) {
 	require.NoError(t, err)
 	requireRowsEqual(t, want, sent)
 	requireRowsEqual(t, append(want, other...), b.pending(t, q))
-	pending, failed := b.count(t, q)
-	require.Equal(t, int64(4), pending)
-	require.Zero(t, failed)
+	require.Equal(t, Counts{Pending: 4}, b.count(t, q))
 
 	sent, err = q.Sent(t.Context(), b.pool, "never.sent")
 	require.NoError(t, err)
@@ -329,7 +354,7 @@ func TestClaimSkipsRowsAnotherTransactionHolds(t *testing.T) {
 
 	claim := func(tx pgx.Tx, limit int) []Row {
 		t.Helper()
-		claimed, err := q.Claim(t.Context(), tx, limit)
+		claimed, err := q.Claim(t.Context(), tx, limit, 1<<20)
 		require.NoError(t, err)
 		return claimed
 	}
@@ -362,60 +387,114 @@ func TestDelete(t *testing.T) {
 	require.Len(t, b.pending(t, q), 1)
 }
 
-func TestRecordFailuresCountsAttempts(t *testing.T) {
+func TestRetryLaterCountsAttemptsAndHoldsTheRowBack(t *testing.T) {
 	t.Parallel()
 	q, b := setup(t)
 	rows := b.insert(t, q, "order.placed", "a", "b", "c")
 
-	require.NoError(t, q.RecordFailures(t.Context(), b.pool, ids(rows[0], rows[1]), []string{"first a", "first b"}))
-	require.NoError(t, q.RecordFailures(t.Context(), b.pool, ids(rows[0]), []string{"second a"}))
+	require.NoError(t, q.RetryLater(t.Context(), b.pool, []Failure{{ID: rows[0].ID, Error: "first a", Delay: time.Hour}, {ID: rows[1].ID, Error: "first b"}}))
+	require.NoError(t, q.RetryLater(t.Context(), b.pool, []Failure{{ID: rows[0].ID, Error: "second a", Delay: time.Hour}}))
 
 	second, firstB := "second a", "first b"
 	rows[0].Attempts, rows[0].LastError = 2, &second
 	rows[1].Attempts, rows[1].LastError = 1, &firstB
 	requireRowsEqual(t, rows, b.pending(t, q))
+	requireRowsEqual(t, rows[1:], b.claim(t, q, 10, 1<<20), "a row waits out its own delay; a zero delay is due at once")
 }
 
-func TestSetAsideFailedRetargetAndRequeue(t *testing.T) {
+func TestClaimStopsAtTheByteBudget(t *testing.T) {
 	t.Parallel()
 	q, b := setup(t)
 	rows := b.insert(t, q, "order.placed", "a", "b", "c")
-	require.NoError(t, q.RecordFailures(t.Context(), b.pool, ids(rows[0]), []string{"timeout"}))
+	size := len(rows[0].Payload)
+	requireRowsEqual(t, rows[:2], b.claim(t, q, 10, 2*size))
+	requireRowsEqual(t, rows[:1], b.claim(t, q, 10, 1), "at least one row, however large")
+	requireRowsEqual(t, rows, b.claim(t, q, 10, 3*size))
+}
 
-	before := time.Now()
-	require.NoError(t, q.SetAside(t.Context(), b.pool, ids(rows[0], rows[1]), []string{"bad queue a", "bad queue b"}))
-	requireRowsEqual(t, rows[2:], b.pending(t, q))
-	pending, failed := b.count(t, q)
-	require.Equal(t, int64(1), pending)
-	require.Equal(t, int64(2), failed)
+func TestLedgerLifecycle(t *testing.T) {
+	t.Parallel()
+	q, b := setup(t)
+	rows := b.insert(t, q, "order.placed", "a", "b", "c")
 
-	list, err := q.Failed(t.Context(), b.pool, 10)
+	require.NoError(t, q.MarkEnqueued(t.Context(), b.pool, ids(rows[0], rows[1])))
+	require.Equal(t, Counts{Pending: 1, Enqueued: 2}, b.count(t, q))
+	requireRowsEqual(t, rows[2:], b.claim(t, q, 10, 1<<20), "enqueued rows are not claimed again")
+
+	stale := b.stale(t, q, 0)
+	require.Len(t, stale, 2)
+	require.Empty(t, b.stale(t, q, time.Hour), "rows enqueued a moment ago are not stale")
+
+	require.NoError(t, q.Touch(t.Context(), b.pool, ids(rows[0])))
+	require.Len(t, b.stale(t, q, time.Hour), 0)
+	require.NoError(t, q.Reset(t.Context(), b.pool, ids(rows[1])))
+	require.Equal(t, Counts{Pending: 2, Enqueued: 1}, b.count(t, q))
+
+	require.NoError(t, q.Reissue(t.Context(), b.pool, ids(rows[0])))
+	claimed := b.claim(t, q, 10, 1<<20)
+	require.Len(t, claimed, 3)
+	require.Equal(t, 1, claimed[0].Generation, "a reissued row gets a fresh asynq task ID")
+
+	require.NoError(t, q.MarkEnqueued(t.Context(), b.pool, ids(rows...)))
+	n, err := q.ResetEnqueued(t.Context(), b.pool, 2)
 	require.NoError(t, err)
-	require.Len(t, list, 2)
-	errA, errB := "bad queue a", "bad queue b"
-	rows[0].Attempts, rows[0].LastError = 2, &errA // the attempt that set it aside counts
-	rows[1].Attempts, rows[1].LastError = 1, &errB
-	requireRowsEqual(t, rows[:2], []Row{list[0].Row, list[1].Row})
-	for _, f := range list {
-		require.WithinDuration(t, before, f.FailedAt, time.Minute)
-	}
-	list, err = q.Failed(t.Context(), b.pool, 1)
-	require.NoError(t, err)
-	require.Len(t, list, 1, "limit")
-	require.Equal(t, rows[0].ID, list[0].ID, "oldest first")
-
-	n, err := q.RetargetFailed(t.Context(), b.pool, append(ids(rows[0]), ulid.Make()), "fixed")
+	require.Equal(t, int64(2), n, "bounded by its limit")
+	n, err = q.ResetEnqueued(t.Context(), b.pool, 2)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), n)
+	require.Equal(t, Counts{Pending: 3}, b.count(t, q))
 
-	n, err = q.Requeue(t.Context(), b.pool, append(ids(rows[0]), ulid.Make()))
+	id, err := q.LedgerID(t.Context(), b.pool)
+	require.NoError(t, err)
+	require.NotZero(t, id)
+}
+
+func TestBuryListRetargetRequeueAndDiscardDead(t *testing.T) {
+	t.Parallel()
+	q, b := setup(t)
+	rows := b.insert(t, q, "order.placed", "a", "b", "c")
+
+	before := time.Now()
+	n, err := q.Bury(t.Context(), b.pool, []Burial{
+		{ID: rows[0].ID, Reason: ReasonUnenqueueable, Error: "bad queue a", Attempts: 2},
+		{ID: rows[1].ID, Reason: ReasonPermanent, Error: "Card Declined", Attempts: 1},
+		{ID: ulid.Make(), Reason: ReasonPermanent, Error: "no such row"},
+	})
+	require.NoError(t, err)
+	require.Equal(t, int64(2), n, "a row not in the outbox is not buried")
+	requireRowsEqual(t, rows[2:], b.pending(t, q))
+	require.Equal(t, Counts{Pending: 1, Dead: 2}, b.count(t, q))
+
+	list := b.dead(t, q, DeadFilter{Limit: 10})
+	require.Len(t, list, 2)
+	errA, errB := "bad queue a", "Card Declined"
+	rows[0].Attempts, rows[0].LastError = 2, &errA
+	rows[1].Attempts, rows[1].LastError = 1, &errB
+	requireRowsEqual(t, rows[:2], []Row{list[0].Row, list[1].Row})
+	require.Equal(t, []string{ReasonUnenqueueable, ReasonPermanent}, []string{list[0].Reason, list[1].Reason})
+	for _, d := range list {
+		require.WithinDuration(t, before, d.DeadAt, time.Minute)
+	}
+	require.Len(t, b.dead(t, q, DeadFilter{Limit: 1}), 1, "limit")
+	require.Len(t, b.dead(t, q, DeadFilter{ErrorLike: "card declined", Limit: 10}), 1, "error text, any case")
+	require.Len(t, b.dead(t, q, DeadFilter{Receiver: "a", Limit: 10}), 1)
+	require.Len(t, b.dead(t, q, DeadFilter{Signal: "other", Limit: 10}), 0)
+	require.Len(t, b.dead(t, q, DeadFilter{DeadUntil: before.Add(-time.Minute), Limit: 10}), 0)
+	require.Len(t, b.dead(t, q, DeadFilter{DeadSince: before.Add(-time.Minute), Limit: 10}), 2)
+
+	n, err = q.RetargetDead(t.Context(), b.pool, append(ids(rows[0]), ulid.Make()), "fixed")
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n)
+	n, err = q.RequeueDead(t.Context(), b.pool, append(ids(rows[0]), ulid.Make()))
 	require.NoError(t, err)
 	require.Equal(t, int64(1), n, "unknown IDs are ignored")
-	rows[0].Attempts, rows[0].Queue = 0, "fixed" // the last error stays, for the record
+	rows[0].Attempts, rows[0].Queue, rows[0].Generation = 0, "fixed", 1 // the last error stays, for the record
 	requireRowsEqual(t, []Row{rows[0], rows[2]}, b.pending(t, q))
-	list, err = q.Failed(t.Context(), b.pool, 10)
+
+	n, err = q.DiscardDead(t.Context(), b.pool, ids(rows[1]))
 	require.NoError(t, err)
-	requireRowsEqual(t, rows[1:2], []Row{list[0].Row})
+	require.Equal(t, int64(1), n)
+	require.Equal(t, Counts{Pending: 2}, b.count(t, q))
 }
 
 func TestOnceRecordsATaskOnce(t *testing.T) {
@@ -437,4 +516,36 @@ func TestOnceRecordsATaskOnce(t *testing.T) {
 	require.True(t, once(b.pool, task), "the rolled-back record is gone")
 	require.False(t, once(b.pool, task))
 	require.True(t, once(b.pool, ulid.Make()), "another task of the same event")
+}
+
+func TestLedgerMigrationKeepsSetAsideRowsAsDead(t *testing.T) {
+	t.Parallel()
+	_, b := setup(t)
+	bare := testenv.Schema(t)
+	ms, err := Migrations(bare)
+	require.NoError(t, err)
+	quoted := pgx.Identifier{bare}.Sanitize()
+	// The schema as version 2 left it, with a row set aside.
+	for _, m := range ms[:2] {
+		_, err := b.pool.Exec(t.Context(), m.SQL)
+		require.NoError(t, err)
+	}
+	_, err = b.pool.Exec(t.Context(), `CREATE TABLE `+quoted+`.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO `+quoted+`.schema_migrations (version, name) VALUES (1, 'outbox'), (2, 'inbox')`)
+	require.NoError(t, err)
+	id := ulid.Make()
+	_, err = b.pool.Exec(t.Context(), `INSERT INTO `+quoted+`.outbox_failed
+    (id, event_id, correlation_id, depth, signal, receiver, queue, max_retry, timeout_ms, payload, attempts, last_error)
+VALUES ($1, $1, $1, 0, 'order.placed', 'r', 'has spaces', 20, 60000, '{}', 10, 'bad queue')`, id)
+	require.NoError(t, err)
+
+	require.NoError(t, Migrate(t.Context(), b.pool, bare))
+	old, err := New(bare)
+	require.NoError(t, err)
+	dead := b.dead(t, old, DeadFilter{Limit: 10})
+	require.Len(t, dead, 1)
+	require.Equal(t, [16]byte(id), dead[0].ID)
+	require.Equal(t, ReasonUnenqueueable, dead[0].Reason)
+	require.Equal(t, 10, dead[0].Attempts)
+	require.Equal(t, "bad queue", *dead[0].LastError)
 }

@@ -12,9 +12,8 @@ import (
 	"github.com/dj-signals/signals"
 )
 
-// Queue is the asynq queue of the shop's receivers. A service sharing a
-// Redis with others uses queue names of its own, so that no other worker
-// takes (and dead-letters) its tasks.
+// Queue is the asynq queue of the shop's receivers: a name that says whose
+// they are when asynqmon lists the queues of a Redis shared with others.
 const Queue = "shop"
 
 // Receivers holds what the receivers depend on.

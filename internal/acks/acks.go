@@ -1,0 +1,95 @@
+// Package acks removes the outbox rows whose receivers succeeded, many per
+// statement: a worker hands each success to a Batcher, which deletes them
+// together within a few milliseconds. A crash before a flush loses no
+// event: the rows stay enqueued until repair finds their tasks completed.
+package acks
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dj-signals/signals/internal/store"
+)
+
+// MaxBatch is the most row IDs one statement removes.
+const MaxBatch = 1000
+
+// Batcher collects acks and flushes them every Interval, or sooner once
+// MaxBatch are waiting. It is safe for concurrent use.
+type Batcher struct {
+	queries  *store.Queries
+	db       store.Beginner
+	interval time.Duration
+	logger   *slog.Logger
+
+	mu      sync.Mutex
+	pending [][16]byte
+	full    chan struct{} // signaled when pending reaches MaxBatch
+}
+
+// New returns a Batcher removing rows through db every interval.
+func New(queries *store.Queries, db store.Beginner, interval time.Duration, logger *slog.Logger) *Batcher {
+	return &Batcher{queries: queries, db: db, interval: interval, logger: logger, full: make(chan struct{}, 1)}
+}
+
+// Add queues the ack of one row.
+func (b *Batcher) Add(id [16]byte) {
+	b.mu.Lock()
+	b.pending = append(b.pending, id)
+	n := len(b.pending)
+	b.mu.Unlock()
+	if n >= MaxBatch {
+		select {
+		case b.full <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Run flushes until ctx is done, then flushes what is left once more,
+// bounded by a few seconds, and returns.
+func (b *Batcher) Run(ctx context.Context) {
+	t := time.NewTicker(b.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			b.flush(fctx)
+			return
+		case <-t.C:
+		case <-b.full:
+		}
+		b.flush(ctx)
+	}
+}
+
+// flush removes every acked row, MaxBatch per statement. On failure the
+// rows not removed wait for the next flush.
+func (b *Batcher) flush(ctx context.Context) {
+	for {
+		b.mu.Lock()
+		n := min(len(b.pending), MaxBatch)
+		ids := b.pending[:n:n]
+		b.pending = b.pending[n:]
+		b.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		err := pgx.BeginFunc(ctx, b.db, func(tx pgx.Tx) error {
+			return b.queries.Delete(ctx, tx, ids)
+		})
+		if err != nil {
+			b.mu.Lock()
+			b.pending = append(ids, b.pending...)
+			b.mu.Unlock()
+			b.logger.Warn("signals: remove acked outbox rows; will retry", "rows", n, "error", err)
+			return
+		}
+	}
+}

@@ -1,0 +1,114 @@
+package store
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The dead letters' statements: an operator lists, requeues and discards.
+type deadStatements struct {
+	list     string
+	requeue  string
+	discard  string
+	retarget string
+}
+
+func newDeadStatements(r *strings.Replacer) deadStatements {
+	return deadStatements{
+		list:     r.Replace(listDeadSQL),
+		requeue:  r.Replace(requeueDeadSQL),
+		discard:  r.Replace(discardDeadSQL),
+		retarget: r.Replace(retargetDeadSQL),
+	}
+}
+
+// Dead is a dead letter: the row as it was, and why it died.
+type Dead struct {
+	Row
+	Reason     string
+	EnqueuedAt *time.Time // its last enqueue, if it ever was
+	DeadAt     time.Time
+}
+
+// DeadFilter selects dead letters; a zero field matches all.
+type DeadFilter struct {
+	Signal    string
+	Receiver  string
+	DeadSince time.Time // dead at or after
+	DeadUntil time.Time // dead before
+	ErrorLike string    // substring of the error, case-insensitive
+	Limit     int
+}
+
+const listDeadSQL = `SELECT ` + rowColumns + `, reason, enqueued_at, dead_at
+FROM {{schema}}.dead
+WHERE ($1 = '' OR signal = $1)
+  AND ($2 = '' OR receiver = $2)
+  AND ($3::timestamptz IS NULL OR dead_at >= $3)
+  AND ($4::timestamptz IS NULL OR dead_at < $4)
+  AND ($5 = '' OR strpos(lower(coalesce(last_error, '')), lower($5)) > 0)
+ORDER BY dead_at, id
+LIMIT $6`
+
+// ListDead returns the dead letters f selects, oldest death first.
+func (q *Queries) ListDead(ctx context.Context, db Executor, f DeadFilter) ([]Dead, error) {
+	rows, err := db.Query(ctx, q.dead.list, f.Signal, f.Receiver, timeOrNil(f.DeadSince), timeOrNil(f.DeadUntil), f.ErrorLike, f.Limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Dead, error) {
+		var d Dead
+		err := r.Scan(&d.ID, &d.EventID, &d.CorrelationID, &d.CausationID, &d.Depth,
+			&d.Signal, &d.Receiver, &d.Queue, &d.MaxRetry, &d.TimeoutMS,
+			&d.ProcessAt, &d.Payload, &d.Attempts, &d.LastError, &d.Enqueues, &d.Generation,
+			&d.Reason, &d.EnqueuedAt, &d.DeadAt)
+		return d, err
+	})
+}
+
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// A requeued row goes back to the outbox as pending, with its attempts
+// reset and its generation bumped: the archived asynq task may still hold
+// the old task ID, so the new one must differ.
+const requeueDeadSQL = `WITH moved AS (
+    DELETE FROM {{schema}}.dead WHERE id = ANY($1::uuid[])
+    RETURNING ` + rowColumns + `
+)
+INSERT INTO {{schema}}.outbox (` + rowColumns + `)
+SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
+    max_retry, timeout_ms, process_at, payload, 0, last_error, enqueues, generation + 1
+FROM moved`
+
+// RequeueDead moves dead letters back to the outbox and reports how many
+// moved; unknown IDs are ignored.
+func (q *Queries) RequeueDead(ctx context.Context, db Executor, ids [][16]byte) (int64, error) {
+	tag, err := db.Exec(ctx, q.dead.requeue, ids)
+	return tag.RowsAffected(), err
+}
+
+const discardDeadSQL = `DELETE FROM {{schema}}.dead WHERE id = ANY($1::uuid[])`
+
+// DiscardDead deletes dead letters for good and reports how many.
+func (q *Queries) DiscardDead(ctx context.Context, db Executor, ids [][16]byte) (int64, error) {
+	tag, err := db.Exec(ctx, q.dead.discard, ids)
+	return tag.RowsAffected(), err
+}
+
+const retargetDeadSQL = `UPDATE {{schema}}.dead SET queue = $2 WHERE id = ANY($1::uuid[])`
+
+// RetargetDead points dead letters at another queue, as an operator does to
+// fix rows that died for their queue name before requeueing them, and
+// reports how many changed.
+func (q *Queries) RetargetDead(ctx context.Context, db Executor, ids [][16]byte, queue string) (int64, error) {
+	tag, err := db.Exec(ctx, q.dead.retarget, ids, queue)
+	return tag.RowsAffected(), err
+}
