@@ -2,7 +2,8 @@ package main
 
 // Scenario 4, backlog drain: a large committed backlog in the outbox and no
 // relay, then one Dispatcher, run as a child process so that its memory can
-// be read alone, until the outbox is empty. No Worker runs: the tasks pile
+// be read alone, until every row is enqueued (the rows stay in the outbox,
+// as the ledger, until a worker acks them). No Worker runs: the tasks pile
 // up in a throwaway Redis, stopped afterwards.
 
 import (
@@ -86,7 +87,7 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 	t := &table{
 		title: "4. Backlog drain: one Dispatcher, default config, separate process",
 		note: fmt.Sprintf("%s outbox rows (one receiver each, with the values SendReliable writes) loaded with COPY in %v, then VACUUM ANALYZE and a CHECKPOINT; no relay meanwhile. "+
-			"Then ONE Dispatcher (default config: BatchSize %d, Concurrency %d) runs in a child process (this binary re-executed) until the outbox is empty. "+
+			"Then ONE Dispatcher (default config: BatchSize %d, Concurrency %d) runs in a child process (this binary re-executed) until every row is recorded as enqueued (rows stay in the outbox until a worker acks them). "+
 			"%s No Worker runs: the tasks stay in the queue. "+
 			"Time runs from the child's start. RSS is the child's: VmRSS sampled from /proc when 25/50/75/100%% of the rows are in the queue, and VmHWM (peak) at the end. "+
 			"Baseline: the relay's own asynq tasks (type, headers, payload and options as the relay builds them) for %s rows like the backlog's, "+
@@ -238,8 +239,8 @@ type drainResult struct {
 	samples  []rssSample
 }
 
-// drainOnce starts the relay child and waits until the outbox is empty (or
-// timeout), sampling the child's RSS along the way.
+// drainOnce starts the relay child and waits until every row is enqueued
+// (or timeout), sampling the child's RSS along the way.
 func drainOnce(ctx context.Context, e *env, f *fixture, target *drainRedis, n int, timeout time.Duration) (drainResult, error) {
 	exe, err := os.Executable()
 	if err != nil {
