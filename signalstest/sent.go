@@ -5,19 +5,15 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dj-signals/signals"
 	"github.com/dj-signals/signals/internal/store"
 )
 
-// DB is what the assertions read the outbox through: a pgx.Tx sees what that
-// transaction sent, a *pgxpool.Pool sees what was committed.
-type DB interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
+// DB is what the assertions read the outbox through, with pgx's Exec and
+// Query methods: a pgx.Tx sees what that transaction sent, a
+// *pgxpool.Pool sees what was committed.
+type DB = store.Executor
 
 // RequireSent fails the test unless db's outbox holds at least one event of
 // sig whose payload satisfies match (nil matches any), and returns the
