@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"testing"
 
-
 	"github.com/dj-signals/signals"
 	"github.com/dj-signals/signals/internal/store"
 )
