@@ -16,7 +16,7 @@ func requireTables(t *testing.T, db store.Executor, schema string) {
 	t.Helper()
 	tables, err := store.Tables(t.Context(), db, schema)
 	require.NoError(t, err)
-	require.Subset(t, tables, []string{"outbox", "dead", "inbox", "ledger"})
+	require.Subset(t, tables, []string{"outbox", "inflight", "dead", "inbox", "ledger"})
 }
 
 func TestMigrateSchemaIsIdempotentAndSafeConcurrently(t *testing.T) {

@@ -342,16 +342,14 @@ func TestBatchHoldsBackAFailingRowAloneThenBuriesIt(t *testing.T) {
 	require.Equal(t, 1, n, "only the row that is due")
 	b.requireQueued(t, good...)
 
-	// Made due at once from now on, its third attempt buries it.
+	// A second failure with no delay, as a batch records it with a backoff
+	// of zero, makes it due at once: its third attempt buries it.
 	id, err := ulid.ParseStrict(failing)
 	require.NoError(t, err)
-	require.NoError(t, b.queries.Reset(t.Context(), b.db, [][16]byte{id}))
-	r.cfg.BackoffMin, r.cfg.BackoffMax = time.Nanosecond, time.Nanosecond
-	for range 2 {
-		n, err = r.Batch(t.Context())
-		require.NoError(t, err)
-		require.Equal(t, 1, n)
-	}
+	require.NoError(t, b.queries.RetryLater(t.Context(), b.db, []store.Failure{{ID: id, Error: errInjected.Error()}}))
+	n, err = r.Batch(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
 	require.Empty(t, b.pending(t))
 	dead := b.dead(t)
 	require.Len(t, dead, 1)

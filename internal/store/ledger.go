@@ -11,38 +11,52 @@ import (
 // The ledger's statements: what happens to a row after the relay claimed
 // it, until it is removed (its receiver succeeded) or buried (dead).
 type ledgerStatements struct {
-	markEnqueued  string
-	retryLater    string
-	bury          string
-	claimStale    string
-	touch         string
-	reset         string
-	reissue       string
-	resetEnqueued string
-	ledgerID      string
-	counts        string
+	markEnqueued   string
+	retryLater     string
+	buryPending    string
+	buryInflight   string
+	deleteInflight string
+	claimStale     string
+	touch          string
+	reset          string
+	reissue        string
+	resetEnqueued  string
+	ledgerID       string
+	counts         string
 }
 
 func newLedgerStatements(r *strings.Replacer) ledgerStatements {
 	return ledgerStatements{
-		markEnqueued:  r.Replace(markEnqueuedSQL),
-		retryLater:    r.Replace(retryLaterSQL),
-		bury:          r.Replace(burySQL),
-		claimStale:    r.Replace(claimStaleSQL),
-		touch:         r.Replace(touchSQL),
-		reset:         r.Replace(resetSQL),
-		reissue:       r.Replace(reissueSQL),
-		resetEnqueued: r.Replace(resetEnqueuedSQL),
-		ledgerID:      r.Replace(ledgerIDSQL),
-		counts:        r.Replace(countsSQL),
+		markEnqueued:   r.Replace(markEnqueuedSQL),
+		retryLater:     r.Replace(retryLaterSQL),
+		buryPending:    r.Replace(strings.NewReplacer("{{from}}", "outbox", "{{enqueued_at}}", "NULL::timestamptz").Replace(burySQL)),
+		buryInflight:   r.Replace(strings.NewReplacer("{{from}}", "inflight", "{{enqueued_at}}", "enqueued_at").Replace(burySQL)),
+		deleteInflight: r.Replace(deleteInflightSQL),
+		claimStale:     r.Replace(claimStaleSQL),
+		touch:          r.Replace(touchSQL),
+		reset:          r.Replace(resetSQL),
+		reissue:        r.Replace(reissueSQL),
+		resetEnqueued:  r.Replace(resetEnqueuedSQL),
+		ledgerID:       r.Replace(ledgerIDSQL),
+		counts:         r.Replace(countsSQL),
 	}
 }
 
-const markEnqueuedSQL = `UPDATE {{schema}}.outbox
-SET enqueued_at = now(), enqueues = enqueues + 1, checked_at = NULL, next_attempt_at = NULL
-WHERE id = ANY($1::uuid[])`
+// inflightColumns are the columns a row carries from outbox to inflight and
+// back: all but next_attempt_at, which only a pending row has.
+const inflightColumns = rowColumns
 
-// MarkEnqueued records that the rows' tasks are in Redis now.
+const markEnqueuedSQL = `WITH moved AS (
+    DELETE FROM {{schema}}.outbox WHERE id = ANY($1::uuid[])
+    RETURNING ` + inflightColumns + `
+)
+INSERT INTO {{schema}}.inflight (` + inflightColumns + `, enqueued_at)
+SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
+    max_retry, timeout_ms, process_at, payload, attempts, last_error, enqueues + 1, generation, now()
+FROM moved`
+
+// MarkEnqueued records that the rows' tasks are in Redis now: they move
+// from outbox to inflight.
 func (q *Queries) MarkEnqueued(ctx context.Context, db Executor, ids [][16]byte) error {
 	_, err := db.Exec(ctx, q.ledger.markEnqueued, ids)
 	return err
@@ -94,8 +108,10 @@ type Burial struct {
 	Attempts int // failed attempts: enqueues for ReasonUnenqueueable, receiver runs otherwise
 }
 
+// burySQL moves rows from {{from}}, outbox or inflight, to dead, with
+// {{enqueued_at}}: NULL for a pending row, which has no enqueue to record.
 const burySQL = `WITH moved AS (
-    DELETE FROM {{schema}}.outbox AS o
+    DELETE FROM {{schema}}.{{from}} AS o
     USING unnest($1::uuid[], $2::text[], $3::text[], $4::int[]) AS f(id, reason, err, attempts)
     WHERE o.id = f.id
     RETURNING o.*, f.reason AS dead_reason, f.err AS dead_error, f.attempts AS dead_attempts
@@ -103,12 +119,13 @@ const burySQL = `WITH moved AS (
 INSERT INTO {{schema}}.dead (` + rowColumns + `, enqueued_at, reason)
 SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
     max_retry, timeout_ms, process_at, payload, dead_attempts, dead_error, enqueues, generation,
-    enqueued_at, dead_reason
+    {{enqueued_at}}, dead_reason
 FROM moved`
 
-// Bury moves rows from the outbox to the dead letters, each with why, and
-// reports how many moved: a row already removed or buried is not there to
-// move.
+// Bury moves rows, pending or in flight, to the dead letters, each with
+// why, and reports how many moved: a row already removed or buried is not
+// there to move. As for Delete, its two statements must not share a
+// snapshot: run it in a transaction or on a pool.
 func (q *Queries) Bury(ctx context.Context, db Executor, burials []Burial) (int64, error) {
 	ids := make([][16]byte, len(burials))
 	reasons := make([]string, len(burials))
@@ -117,9 +134,18 @@ func (q *Queries) Bury(ctx context.Context, db Executor, burials []Burial) (int6
 	for i, b := range burials {
 		ids[i], reasons[i], errs[i], attempts[i] = b.ID, b.Reason, b.Error, int32(b.Attempts)
 	}
-	tag, err := db.Exec(ctx, q.ledger.bury, ids, reasons, errs, attempts)
-	return tag.RowsAffected(), err
+	var n int64
+	for _, stmt := range []string{q.ledger.buryPending, q.ledger.buryInflight} {
+		tag, err := db.Exec(ctx, stmt, ids, reasons, errs, attempts)
+		if err != nil {
+			return n, err
+		}
+		n += tag.RowsAffected()
+	}
+	return n, nil
 }
+
+const deleteInflightSQL = `DELETE FROM {{schema}}.inflight WHERE id = ANY($1::uuid[])`
 
 // Stale is an enqueued row whose task repair checks in Redis.
 type Stale struct {
@@ -130,9 +156,8 @@ type Stale struct {
 }
 
 const claimStaleSQL = `SELECT id, queue, generation, attempts
-FROM {{schema}}.outbox
-WHERE enqueued_at IS NOT NULL
-  AND coalesce(checked_at, enqueued_at) < now() - $1::bigint * interval '1 millisecond'
+FROM {{schema}}.inflight
+WHERE coalesce(checked_at, enqueued_at) < now() - $1::bigint * interval '1 millisecond'
 ORDER BY coalesce(checked_at, enqueued_at)
 LIMIT $2
 FOR UPDATE SKIP LOCKED`
@@ -152,7 +177,7 @@ func (q *Queries) ClaimStale(ctx context.Context, tx pgx.Tx, age time.Duration, 
 	})
 }
 
-const touchSQL = `UPDATE {{schema}}.outbox SET checked_at = now() WHERE id = ANY($1::uuid[])`
+const touchSQL = `UPDATE {{schema}}.inflight SET checked_at = now() WHERE id = ANY($1::uuid[])`
 
 // Touch records that the rows' tasks were found alive in Redis.
 func (q *Queries) Touch(ctx context.Context, db Executor, ids [][16]byte) error {
@@ -160,9 +185,18 @@ func (q *Queries) Touch(ctx context.Context, db Executor, ids [][16]byte) error 
 	return err
 }
 
-const resetSQL = `UPDATE {{schema}}.outbox
-SET enqueued_at = NULL, checked_at = NULL, next_attempt_at = NULL
-WHERE id = ANY($1::uuid[])`
+// pendingAgainSQL moves rows from inflight back to outbox, pending, with
+// {{generation}} as their new generation.
+const pendingAgainSQL = `WITH moved AS (
+    DELETE FROM {{schema}}.inflight WHERE {{which}}
+    RETURNING ` + inflightColumns + `
+)
+INSERT INTO {{schema}}.outbox (` + inflightColumns + `)
+SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
+    max_retry, timeout_ms, process_at, payload, attempts, last_error, enqueues, {{generation}}
+FROM moved`
+
+var resetSQL = strings.NewReplacer("{{which}}", "id = ANY($1::uuid[])", "{{generation}}", "generation").Replace(pendingAgainSQL)
 
 // Reset makes the rows pending again, for the relay to enqueue anew under
 // the same task IDs: Redis no longer has their tasks.
@@ -171,9 +205,7 @@ func (q *Queries) Reset(ctx context.Context, db Executor, ids [][16]byte) error 
 	return err
 }
 
-const reissueSQL = `UPDATE {{schema}}.outbox
-SET enqueued_at = NULL, checked_at = NULL, next_attempt_at = NULL, generation = generation + 1
-WHERE id = ANY($1::uuid[])`
+var reissueSQL = strings.NewReplacer("{{which}}", "id = ANY($1::uuid[])", "{{generation}}", "generation + 1").Replace(pendingAgainSQL)
 
 // Reissue makes the rows pending again under a fresh asynq task ID: their
 // old tasks sit in asynq's archive, which would turn the same ID away.
@@ -182,14 +214,10 @@ func (q *Queries) Reissue(ctx context.Context, db Executor, ids [][16]byte) erro
 	return err
 }
 
-const resetEnqueuedSQL = `UPDATE {{schema}}.outbox
-SET enqueued_at = NULL, checked_at = NULL, next_attempt_at = NULL
-WHERE id IN (
-    SELECT id FROM {{schema}}.outbox
-    WHERE enqueued_at IS NOT NULL
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-)`
+var resetEnqueuedSQL = strings.NewReplacer(
+	"{{which}}", "id IN (SELECT id FROM {{schema}}.inflight LIMIT $1 FOR UPDATE SKIP LOCKED)",
+	"{{generation}}", "generation",
+).Replace(pendingAgainSQL)
 
 // ResetEnqueued makes up to limit enqueued rows pending again and reports
 // how many: after Redis lost its data, every enqueued row may have lost its
@@ -214,8 +242,8 @@ func (q *Queries) LedgerID(ctx context.Context, db Executor) ([16]byte, error) {
 }
 
 const countsSQL = `SELECT
-    (SELECT count(*) FROM {{schema}}.outbox WHERE enqueued_at IS NULL),
-    (SELECT count(*) FROM {{schema}}.outbox WHERE enqueued_at IS NOT NULL),
+    (SELECT count(*) FROM {{schema}}.outbox),
+    (SELECT count(*) FROM {{schema}}.inflight),
     (SELECT count(*) FROM {{schema}}.dead)`
 
 // Counts is how many rows are in each state.

@@ -171,12 +171,12 @@ const rowColumns = `id, event_id, correlation_id, causation_id, depth, signal, r
     max_retry, timeout_ms, process_at, payload, attempts, last_error, enqueues, generation`
 
 // SKIP LOCKED over every pending row, never an "id > last seen" cursor: a row
-// with a lower ID can commit after one with a higher ID. Rows already
-// enqueued are the repair's, and rows waiting out an enqueue failure's
-// backoff are skipped until due.
+// with a lower ID can commit after one with a higher ID. Rows waiting out an
+// enqueue failure's backoff are skipped until due; enqueued rows are in
+// inflight, not here.
 const claimSQL = `SELECT id, octet_length(payload)
 FROM {{schema}}.outbox
-WHERE enqueued_at IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+WHERE next_attempt_at IS NULL OR next_attempt_at <= now()
 ORDER BY id
 LIMIT $1
 FOR UPDATE SKIP LOCKED`
@@ -226,11 +226,20 @@ func collectRows(rows pgx.Rows) ([]Row, error) {
 	})
 }
 
+// An ack looks in outbox first: a row whose task a worker ran before the
+// relay's batch committed is still there, locked, and the DELETE waits for
+// the batch. The second statement's fresh snapshot then sees the row in
+// inflight, where the batch moved it.
 const deleteSQL = `DELETE FROM {{schema}}.outbox WHERE id = ANY($1::uuid[])`
 
-// Delete removes the rows with the given IDs.
+// Delete removes the rows with the given IDs, pending or in flight: the
+// worker's acks. Run it in a transaction, or on a pool: it sends two
+// statements, which must not share a snapshot.
 func (q *Queries) Delete(ctx context.Context, db Executor, ids [][16]byte) error {
-	_, err := db.Exec(ctx, q.delete, ids)
+	if _, err := db.Exec(ctx, q.delete, ids); err != nil {
+		return err
+	}
+	_, err := db.Exec(ctx, q.ledger.deleteInflight, ids)
 	return err
 }
 
@@ -246,12 +255,13 @@ func (q *Queries) Once(ctx context.Context, db Executor, taskID, eventID [16]byt
 	return tag.RowsAffected() == 1, err
 }
 
-const sentSQL = `SELECT ` + rowColumns + `
-FROM {{schema}}.outbox
-WHERE signal = $1
+const sentSQL = `SELECT ` + rowColumns + ` FROM {{schema}}.outbox WHERE signal = $1
+UNION ALL
+SELECT ` + rowColumns + ` FROM {{schema}}.inflight WHERE signal = $1
 ORDER BY id`
 
-// Sent lists the rows of one signal still in the outbox, oldest first.
+// Sent lists the rows of one signal whose receivers have not succeeded,
+// pending or in flight, oldest first.
 func (q *Queries) Sent(ctx context.Context, db Executor, signal string) ([]Row, error) {
 	rows, err := db.Query(ctx, q.sent, signal)
 	if err != nil {
@@ -260,13 +270,14 @@ func (q *Queries) Sent(ctx context.Context, db Executor, signal string) ([]Row, 
 	return collectRows(rows)
 }
 
-const pendingSQL = `SELECT ` + rowColumns + `
-FROM {{schema}}.outbox
+const pendingSQL = `SELECT ` + rowColumns + ` FROM {{schema}}.outbox
+UNION ALL
+SELECT ` + rowColumns + ` FROM {{schema}}.inflight
 ORDER BY id`
 
-// Pending lists every row still in the outbox, oldest first, without locking any: it is
-// for tests and tools that look at the outbox, not for a relay, which
-// claims.
+// Pending lists every row whose receiver has not succeeded, pending or in
+// flight, oldest first, without locking any: it is for tests and tools that
+// look at the outbox, not for a relay, which claims.
 func (q *Queries) Pending(ctx context.Context, db Executor) ([]Row, error) {
 	rows, err := db.Query(ctx, q.pending)
 	if err != nil {

@@ -305,7 +305,7 @@ func TestMigrate(t *testing.T) {
 
 	tables, err := Tables(t.Context(), b.pool, b.schema)
 	require.NoError(t, err)
-	require.Equal(t, []string{"dead", "inbox", "ledger", "outbox", "schema_migrations"}, tables)
+	require.Equal(t, []string{"dead", "inbox", "inflight", "ledger", "outbox", "schema_migrations"}, tables)
 	require.Zero(t, b.count(t, q))
 
 	bare := testenv.Schema(t)
@@ -548,4 +548,40 @@ VALUES ($1, $1, $1, 0, 'order.placed', 'r', 'has spaces', 20, 60000, '{}', 10, '
 	require.Equal(t, ReasonUnenqueueable, dead[0].Reason)
 	require.Equal(t, 10, dead[0].Attempts)
 	require.Equal(t, "bad queue", *dead[0].LastError)
+}
+
+// TestAckWaitsForTheBatchThatMovesTheRow acks a row whose task a worker ran
+// before the relay's batch committed: the ack must find it in inflight once
+// the batch moves it there.
+func TestAckWaitsForTheBatchThatMovesTheRow(t *testing.T) {
+	t.Parallel()
+	q, b := setup(t)
+	rows := b.insert(t, q, "order.placed", "a")
+
+	batch, err := b.pool.Begin(t.Context())
+	require.NoError(t, err)
+	defer batch.Rollback(context.Background()) //nolint:errcheck // committed below
+	claimed, err := q.Claim(t.Context(), batch, 10, 1<<20)
+	require.NoError(t, err)
+	require.Len(t, claimed, 1)
+	require.NoError(t, q.MarkEnqueued(t.Context(), batch, ids(rows...)))
+
+	acked := make(chan error, 1)
+	go func() { acked <- q.Delete(context.Background(), b.pool, ids(rows...)) }()
+	// The ack's first DELETE waits for the batch's row lock.
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		var waiting int
+		err := b.pool.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity
+WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM ' || $1 || '.outbox%'`, pgx.Identifier{b.schema}.Sanitize()).Scan(&waiting)
+		require.NoError(t, err)
+		return waiting == 1
+	}, "the ack waits for the batch")
+	select {
+	case err := <-acked:
+		t.Fatalf("the ack returned (%v) before the batch committed", err)
+	default:
+	}
+	require.NoError(t, batch.Commit(t.Context()))
+	require.NoError(t, <-acked)
+	require.Zero(t, b.count(t, q), "the ack removed the row from inflight")
 }

@@ -58,19 +58,19 @@ func (k *KitQueries) TakeEvents(ctx context.Context, db Executor, events [][16]b
 
 // Task IDs are ULIDs, so "id >= since" keeps the rows written from since's
 // millisecond on: uuid comparison is bytewise and a ULID starts with its
-// time, big-endian.
-const kitPendingWhere = `
-FROM {{schema}}.outbox
-WHERE signal = ANY($1::text[]) AND id >= $2`
+// time, big-endian. Rows are pending (outbox) or in flight (inflight).
+const kitPendingRows = `SELECT ` + rowColumns + ` FROM {{schema}}.outbox WHERE signal = ANY($1::text[]) AND id >= $2
+UNION ALL
+SELECT ` + rowColumns + ` FROM {{schema}}.inflight WHERE signal = ANY($1::text[]) AND id >= $2`
 
-const kitCountPendingSQL = `SELECT count(*)` + kitPendingWhere
+const kitCountPendingSQL = `SELECT count(*) FROM (` + kitPendingRows + `) AS rows`
 
-const kitListPendingSQL = `SELECT ` + rowColumns + kitPendingWhere + `
+const kitListPendingSQL = kitPendingRows + `
 ORDER BY id
 LIMIT $3`
 
-// CountPending counts the pending rows of the given signals whose ID is at
-// least since. Rows other transactions hold locked are counted too.
+// CountPending counts the rows of the given signals whose ID is at least
+// since and whose receivers have not succeeded, pending or in flight. Rows other transactions hold locked are counted too.
 func (k *KitQueries) CountPending(ctx context.Context, db Executor, signals []string, since [16]byte) (int64, error) {
 	rows, err := db.Query(ctx, k.countPending, signals, since)
 	if err != nil {
