@@ -44,25 +44,52 @@ type ran struct {
 	err     error      // as asynq must see it: nil, retry, or SkipRetry
 }
 
-// run runs t's receiver, logs a failure, and says what the run came to.
+// run runs t's receiver inside the registry's middleware, logs a failure,
+// and says what the run came to.
 func (r *Registry) run(ctx context.Context, t *asynq.Task) ran {
 	id, _ := asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	res := ran{attempt: retried + 1}
 	res.rowID, _ = envelope.RowID(id)
-	err := r.process(ctx, t, res.attempt)
-	if err == nil {
+	meta, decodeErr := envelope.Decode(t.Type(), t.Headers())
+	step := func(ctx context.Context) error {
+		err := decodeErr
+		if err != nil {
+			err = fmt.Errorf("%w: %w", ErrUndecodable, err)
+		} else {
+			err = r.process(ctx, meta, t.Payload(), res.attempt)
+		}
+		if err == nil {
+			return nil
+		}
+		if res.dead = deadReason(err, retried >= maxRetry); res.dead != "" {
+			r.log().ErrorContext(ctx, "signals: receiver failed for good; delivery is dead", "task_type", t.Type(), "task_id", id, "attempt", res.attempt, "reason", res.dead, "error", err)
+			res.err = deadLetter{err}
+		} else {
+			r.log().WarnContext(ctx, "signals: receiver failed; will retry", "task_type", t.Type(), "task_id", id, "attempt", res.attempt, "max_retry", maxRetry, "error", err)
+			res.err = err
+		}
+		return err
+	}
+	mws := r.cfg.Middleware
+	if len(mws) == 0 {
+		_ = step(ctx) // the outcome is in res
 		return res
 	}
-	res.dead = deadReason(err, retried >= maxRetry)
-	if res.dead != "" {
-		r.log().ErrorContext(ctx, "signals: receiver failed for good; delivery is dead", "task_type", t.Type(), "task_id", id, "attempt", res.attempt, "reason", res.dead, "error", err)
-		res.err = deadLetter{err}
-		return res
+	queue, _ := asynq.GetQueueName(ctx)
+	info := &ReceiveInfo{
+		Signal: meta.Signal, Receiver: meta.Receiver, Queue: queue,
+		TaskID: meta.TaskID, EventID: meta.EventID,
+		Attempt: res.attempt, MaxRetry: maxRetry,
+		SentAt:  time.UnixMilli(int64(meta.EventID.Time())),
+		Headers: meta.Headers,
 	}
-	r.log().WarnContext(ctx, "signals: receiver failed; will retry", "task_type", t.Type(), "task_id", id, "attempt", res.attempt, "max_retry", maxRetry, "error", err)
-	res.err = err
+	_ = wrap(ctx, mws, Middleware.Receive, info, func(ctx context.Context) error {
+		err := step(ctx)
+		info.Dead = res.dead
+		return err
+	})
 	return res
 }
 
@@ -94,17 +121,14 @@ type delivery struct {
 	payload []byte
 }
 
-func (r *Registry) process(ctx context.Context, t *asynq.Task, attempt int) error {
-	meta, err := envelope.Decode(t.Type(), t.Headers())
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrUndecodable, err)
-	}
+// process hands a decoded task to its signal.
+func (r *Registry) process(ctx context.Context, meta envelope.Meta, payload []byte, attempt int) error {
 	h := r.lookup(meta.Signal)
 	if h == nil {
 		return fmt.Errorf("%w: no signal %q is registered in this worker: register it and connect its receivers in every worker binary",
 			ErrUnknownReceiver, meta.Signal)
 	}
-	return h.deliver(ctx, delivery{meta: meta, attempt: attempt, payload: t.Payload()})
+	return h.deliver(ctx, delivery{meta: meta, attempt: attempt, payload: payload})
 }
 
 // deliver decodes d into the signal's Event and calls its receiver, bounded

@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dj-signals/signals/internal/relay"
+	"github.com/dj-signals/signals/internal/store"
 )
 
 // Dispatcher defaults, for the [DispatcherConfig] fields of the same names.
@@ -177,5 +179,25 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: %T does not make a go-redis client", ErrInvalidConfig, d.redis)
 	}
 	defer rc.Close()
-	return relay.New(d.reg.queries, d.db, rc, relay.Config(d.cfg)).Run(ctx)
+	return relay.New(d.reg.queries, d.db, rc, relay.Config(d.cfg), d.enqueueHook()).Run(ctx)
+}
+
+// enqueueHook runs each enqueue inside the registry's middleware.
+func (d *Dispatcher) enqueueHook() relay.EnqueueHook {
+	mws := d.reg.cfg.Middleware
+	if len(mws) == 0 {
+		return nil
+	}
+	return func(ctx context.Context, row store.Row, enqueue func(context.Context) (bool, error)) error {
+		info := &EnqueueInfo{
+			Signal: row.Signal, Receiver: row.Receiver, Queue: row.Queue,
+			TaskID: row.ID, EventID: row.EventID,
+			SentAt:  time.UnixMilli(int64(ulid.ULID(row.EventID).Time())),
+			Headers: row.Headers,
+		}
+		return wrap(ctx, mws, Middleware.Enqueue, info, func(ctx context.Context) (err error) {
+			info.Duplicate, err = enqueue(ctx)
+			return err
+		})
+	}
 }

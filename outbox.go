@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/dj-signals/signals/internal/envelope"
 	"github.com/dj-signals/signals/internal/sendhook"
 	"github.com/dj-signals/signals/internal/store"
 	"github.com/dj-signals/signals/internal/wake"
@@ -94,7 +96,28 @@ func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts
 		targets[i].TaskID = ulid.Make()
 	}
 
-	if err := s.reg.queries.Insert(ctx, tx, event, targets); err != nil {
+	write := func(ctx context.Context) error { return s.reg.queries.Insert(ctx, tx, event, targets) }
+	if mws := s.reg.cfg.Middleware; len(mws) > 0 {
+		info := &SendInfo{Signal: s.name, EventID: event.ID, CorrelationID: event.CorrelationID, Depth: event.Depth}
+		if event.CausationID != nil {
+			info.CausationID = *event.CausationID
+		}
+		for _, t := range targets {
+			info.Receivers = append(info.Receivers, t.Receiver)
+		}
+		err = wrap(ctx, mws, Middleware.Send, info, func(ctx context.Context) error {
+			for k := range info.Headers {
+				if strings.HasPrefix(k, envelope.ReservedPrefix) {
+					return fmt.Errorf("%w: a middleware set header %q, whose prefix %q the library keeps for itself", ErrInvalidConfig, k, envelope.ReservedPrefix)
+				}
+			}
+			event.Headers = info.Headers
+			return write(ctx)
+		})
+	} else {
+		err = write(ctx)
+	}
+	if err != nil {
 		return ulid.ULID{}, s.sendError(err)
 	}
 	if r, ok := tx.(sendhook.Recorder); ok {

@@ -52,6 +52,10 @@ type RegistryConfig struct {
 	// applications sharing one Redis never take each other's tasks. Set it
 	// when the binaries of one application are built from different modules.
 	Queue string
+	// Middleware wraps every send, enqueue and receive of the registry's
+	// signals, the first outermost: tracing and metrics adapters go here.
+	// Defaults to none.
+	Middleware []Middleware
 	// Logger receives receiver failures when the registry runs as an asynq
 	// handler. Payloads are never logged. Defaults to slog.Default() at the
 	// time of logging, so that DefaultRegistry, built at package

@@ -16,6 +16,10 @@ import (
 // TypePrefix starts the asynq task type of every signal task.
 const TypePrefix = "signals:"
 
+// ReservedPrefix starts the headers the library writes; an event's own
+// headers (a middleware's trace context) must not use it.
+const ReservedPrefix = "signals-"
+
 const (
 	headerTaskID        = "signals-task-id"
 	headerEventID       = "signals-event-id"
@@ -35,6 +39,7 @@ type Meta struct {
 	CausationID   ulid.ULID // zero for a root event
 	Depth         int
 	Timeout       time.Duration
+	Headers       map[string]string // the event's own, set by middleware at send
 }
 
 // TaskType returns the asynq task type for a signal's receiver.
@@ -42,7 +47,8 @@ func TaskType(signal, receiver string) string {
 	return TypePrefix + signal + ":" + receiver
 }
 
-// Headers encodes m's event metadata as asynq task headers.
+// Headers encodes m's event metadata, and the event's own headers beside
+// it, as asynq task headers.
 func Headers(m Meta) map[string]string {
 	h := map[string]string{
 		headerTaskID:        m.TaskID.String(),
@@ -53,6 +59,11 @@ func Headers(m Meta) map[string]string {
 	}
 	if m.CausationID != (ulid.ULID{}) {
 		h[headerCausationID] = m.CausationID.String()
+	}
+	for k, v := range m.Headers {
+		if !strings.HasPrefix(k, ReservedPrefix) {
+			h[k] = v
+		}
 	}
 	return h
 }
@@ -94,6 +105,14 @@ func Decode(taskType string, headers map[string]string) (Meta, error) {
 		return m, fmt.Errorf("%w: header %s: %q", ErrMalformed, headerTimeout, headers[headerTimeout])
 	}
 	m.Timeout = time.Duration(ms) * time.Millisecond
+	for k, v := range headers {
+		if !strings.HasPrefix(k, ReservedPrefix) {
+			if m.Headers == nil {
+				m.Headers = map[string]string{}
+			}
+			m.Headers[k] = v
+		}
+	}
 	return m, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/hibiken/asynq"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/dj-signals/signals/internal/backoff"
@@ -165,8 +166,22 @@ func (r *Relay) enqueueAll(ctx context.Context, rows []store.Row) []result {
 
 func (r *Relay) enqueue(ctx context.Context, row store.Row) result {
 	task, opts, err := Task(row, r.cfg.Retention)
-	if err == nil {
-		_, err = r.client.EnqueueContext(ctx, task, opts...)
+	if err != nil {
+		return result{kind: classify(err), err: err}
+	}
+	enqueue := func(ctx context.Context) (bool, error) {
+		_, err := r.client.EnqueueContext(ctx, task, opts...)
+		if errors.Is(err, asynq.ErrTaskIDConflict) {
+			// An earlier relay enqueued this row and died before recording
+			// it: the task is in Redis already.
+			return true, nil
+		}
+		return false, err
+	}
+	if r.hook == nil {
+		_, err = enqueue(ctx)
+	} else {
+		err = r.hook(ctx, row, enqueue)
 	}
 	return result{kind: classify(err), err: err}
 }

@@ -44,14 +44,21 @@ type Relay struct {
 	db      store.Beginner
 	redis   redis.UniversalClient
 	cfg     Config
+	hook    EnqueueHook // nil: none
 	client  *asynq.Client
 	marker  *marker // nil until the ledger's ID is read
 }
 
+// EnqueueHook wraps one row's enqueue, for the Dispatcher's middleware. It
+// must call enqueue once and return its error; enqueue reports whether
+// Redis turned the task away as one it already had.
+type EnqueueHook func(ctx context.Context, row store.Row, enqueue func(context.Context) (duplicate bool, err error)) error
+
 // New returns a relay moving the rows of queries' outbox, read through db,
-// into the Redis behind rc, which the caller owns.
-func New(queries *store.Queries, db store.Beginner, rc redis.UniversalClient, cfg Config) *Relay {
-	return &Relay{queries: queries, db: db, redis: rc, cfg: cfg, client: newClient(rc)}
+// into the Redis behind rc, which the caller owns, each enqueue wrapped in
+// hook unless it is nil.
+func New(queries *store.Queries, db store.Beginner, rc redis.UniversalClient, cfg Config, hook EnqueueHook) *Relay {
+	return &Relay{queries: queries, db: db, redis: rc, cfg: cfg, hook: hook, client: newClient(rc)}
 }
 
 // newClient shares rc; closing the client leaves rc open.

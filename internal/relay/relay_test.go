@@ -207,7 +207,7 @@ func setup(t *testing.T, redisAddr string, maxAttempts int, hooks ...redis.Hook)
 		BatchBytes:         1 << 20,
 		RepairAge:          time.Second,
 		Logger:             slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}, nil)
 	return r, &testBundle{queries: queries, db: pool, redis: rc, queue: testenv.Queue(t)}
 }
 

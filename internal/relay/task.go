@@ -43,6 +43,7 @@ func Task(row store.Row, retention time.Duration) (*asynq.Task, []asynq.Option, 
 		CorrelationID: row.CorrelationID,
 		Depth:         row.Depth,
 		Timeout:       time.Duration(row.TimeoutMS) * time.Millisecond,
+		Headers:       row.Headers,
 	}
 	if row.CausationID != nil {
 		meta.CausationID = *row.CausationID

@@ -63,7 +63,7 @@ func (q *Queries) ListDead(ctx context.Context, db Executor, f DeadFilter) ([]De
 		var d Dead
 		err := r.Scan(&d.ID, &d.EventID, &d.CorrelationID, &d.CausationID, &d.Depth,
 			&d.Signal, &d.Receiver, &d.Queue, &d.MaxRetry, &d.TimeoutMS,
-			&d.ProcessAt, &d.Payload, &d.Attempts, &d.LastError, &d.Enqueues, &d.Generation,
+			&d.ProcessAt, &d.Payload, &d.Attempts, &d.LastError, &d.Enqueues, &d.Generation, &d.Headers,
 			&d.Reason, &d.EnqueuedAt, &d.DeadAt)
 		return d, err
 	})
@@ -85,7 +85,7 @@ const requeueDeadSQL = `WITH moved AS (
 )
 INSERT INTO {{schema}}.outbox (` + rowColumns + `)
 SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
-    max_retry, timeout_ms, process_at, payload, 0, last_error, enqueues, generation + 1
+    max_retry, timeout_ms, process_at, payload, 0, last_error, enqueues, generation + 1, headers
 FROM moved`
 
 // RequeueDead moves dead letters back to the outbox and reports how many

@@ -50,6 +50,7 @@ type Queries struct {
 	pending      string
 	ledger       ledgerStatements
 	dead         deadStatements
+	stats        statsStatements
 }
 
 // New returns the statements for schema, which must pass ValidateSchema.
@@ -70,6 +71,7 @@ func New(schema string) (*Queries, error) {
 		pending:      r.Replace(pendingSQL),
 		ledger:       newLedgerStatements(r),
 		dead:         newDeadStatements(r),
+		stats:        newStatsStatements(r),
 	}, nil
 }
 
@@ -91,6 +93,7 @@ type Event struct {
 	Signal        string
 	ProcessAt     *time.Time
 	Payload       []byte
+	Headers       map[string]string // carried to the receivers; none is stored as NULL
 }
 
 // Target is one receiver's row of an event.
@@ -104,13 +107,13 @@ type Target struct {
 
 const insertColumns = `INSERT INTO {{schema}}.outbox
     (id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
-     max_retry, timeout_ms, process_at, payload)
+     max_retry, timeout_ms, process_at, payload, headers)
 VALUES `
 
-// sharedParams are the event's values, bound once as $1..$7 and referenced
+// sharedParams are the event's values, bound once as $1..$8 and referenced
 // by every row; each row adds rowParams of its own.
 const (
-	sharedParams = 7
+	sharedParams = 8
 	rowParams    = 5
 )
 
@@ -129,7 +132,7 @@ func (q *Queries) insertStatement(n int) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "($%d, $1, $2, $3, $4, $5, $%d, $%d, $%d, $%d, $6, $7)", p+1, p+2, p+3, p+4, p+5)
+		fmt.Fprintf(&b, "($%d, $1, $2, $3, $4, $5, $%d, $%d, $%d, $%d, $6, $7, $8)", p+1, p+2, p+3, p+4, p+5)
 	}
 	sql, _ := q.inserts.LoadOrStore(n, b.String())
 	return sql.(string)
@@ -139,7 +142,7 @@ func (q *Queries) insertStatement(n int) string {
 // number of targets.
 func (q *Queries) Insert(ctx context.Context, db Executor, e Event, targets []Target) error {
 	args := make([]any, 0, sharedParams+rowParams*len(targets))
-	args = append(args, e.ID, e.CorrelationID, e.CausationID, e.Depth, e.Signal, e.ProcessAt, e.Payload)
+	args = append(args, e.ID, e.CorrelationID, e.CausationID, e.Depth, e.Signal, e.ProcessAt, e.Payload, headersOrNil(e.Headers))
 	for _, t := range targets {
 		args = append(args, t.TaskID, t.Receiver, t.Queue, t.MaxRetry, t.TimeoutMS)
 	}
@@ -165,10 +168,19 @@ type Row struct {
 	LastError     *string // the last enqueue error
 	Enqueues      int     // successful enqueues so far
 	Generation    int     // requeues from dead so far
+	Headers       map[string]string
 }
 
 const rowColumns = `id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
-    max_retry, timeout_ms, process_at, payload, attempts, last_error, enqueues, generation`
+    max_retry, timeout_ms, process_at, payload, attempts, last_error, enqueues, generation, headers`
+
+// headersOrNil stores no headers as NULL rather than an empty object.
+func headersOrNil(h map[string]string) map[string]string {
+	if len(h) == 0 {
+		return nil
+	}
+	return h
+}
 
 // SKIP LOCKED over every pending row, never an "id > last seen" cursor: a row
 // with a lower ID can commit after one with a higher ID. Rows waiting out an
@@ -221,7 +233,7 @@ func collectRows(rows pgx.Rows) ([]Row, error) {
 		var row Row
 		err := r.Scan(&row.ID, &row.EventID, &row.CorrelationID, &row.CausationID, &row.Depth,
 			&row.Signal, &row.Receiver, &row.Queue, &row.MaxRetry, &row.TimeoutMS,
-			&row.ProcessAt, &row.Payload, &row.Attempts, &row.LastError, &row.Enqueues, &row.Generation)
+			&row.ProcessAt, &row.Payload, &row.Attempts, &row.LastError, &row.Enqueues, &row.Generation, &row.Headers)
 		return row, err
 	})
 }

@@ -89,12 +89,12 @@ func TestInsertStatement(t *testing.T) {
 	q, err := New("s")
 	require.NoError(t, err)
 
-	// The event's values are $1..$7, shared by every row; each row's own
+	// The event's values are $1..$8, shared by every row; each row's own
 	// values (task ID, receiver, queue, max_retry, timeout_ms) follow.
-	require.Equal(t, q.insertPrefix+"($8, $1, $2, $3, $4, $5, $9, $10, $11, $12, $6, $7)", q.insertStatement(1))
+	require.Equal(t, q.insertPrefix+"($9, $1, $2, $3, $4, $5, $10, $11, $12, $13, $6, $7, $8)", q.insertStatement(1))
 	require.Equal(t, q.insertPrefix+
-		"($8, $1, $2, $3, $4, $5, $9, $10, $11, $12, $6, $7), "+
-		"($13, $1, $2, $3, $4, $5, $14, $15, $16, $17, $6, $7)", q.insertStatement(2))
+		"($9, $1, $2, $3, $4, $5, $10, $11, $12, $13, $6, $7, $8), "+
+		"($14, $1, $2, $3, $4, $5, $15, $16, $17, $18, $6, $7, $8)", q.insertStatement(2))
 
 	columns := strings.Count(insertColumns[strings.Index(insertColumns, "("):strings.Index(insertColumns, ")")], ",") + 1
 	for _, n := range []int{1, 3, 16, 100} {

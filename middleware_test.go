@@ -1,0 +1,138 @@
+package signals_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dj-signals/signals"
+)
+
+// recorder is a middleware that stamps a header at send, passes a ctx
+// value to the receiver, and records what each step saw.
+type recorder struct {
+	signals.MiddlewareDefaults
+	name string
+
+	mu       sync.Mutex
+	sends    []signals.SendInfo
+	enqueues []signals.EnqueueInfo
+	receives []signals.ReceiveInfo
+	order    *[]string // shared by the recorders of one test: who ran when
+}
+
+type traceKey struct{}
+
+func (r *recorder) Send(ctx context.Context, s *signals.SendInfo, next func(context.Context) error) error {
+	r.log("send " + r.name)
+	if s.Headers == nil {
+		s.Headers = map[string]string{}
+	}
+	s.Headers["trace-"+r.name] = "from-" + s.Signal
+	err := next(ctx)
+	r.mu.Lock()
+	r.sends = append(r.sends, *s)
+	r.mu.Unlock()
+	return err
+}
+
+func (r *recorder) Enqueue(ctx context.Context, e *signals.EnqueueInfo, next func(context.Context) error) error {
+	err := next(ctx)
+	r.mu.Lock()
+	r.enqueues = append(r.enqueues, *e)
+	r.mu.Unlock()
+	return err
+}
+
+func (r *recorder) Receive(ctx context.Context, rc *signals.ReceiveInfo, next func(context.Context) error) error {
+	err := next(context.WithValue(ctx, traceKey{}, rc.Headers["trace-"+r.name]))
+	r.mu.Lock()
+	r.receives = append(r.receives, *rc)
+	r.mu.Unlock()
+	return err
+}
+
+func (r *recorder) log(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	*r.order = append(*r.order, s)
+}
+
+func (r *recorder) snapshot() ([]signals.SendInfo, []signals.EnqueueInfo, []signals.ReceiveInfo) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]signals.SendInfo(nil), r.sends...), append([]signals.EnqueueInfo(nil), r.enqueues...), append([]signals.ReceiveInfo(nil), r.receives...)
+}
+
+func TestMiddlewareSeesEachStepAndHeadersTravel(t *testing.T) {
+	t.Parallel()
+	var order []string
+	outer, inner := &recorder{name: "outer", order: &order}, &recorder{name: "inner", order: &order}
+	f := setupRegistry(t, signals.RegistryConfig{Middleware: []signals.Middleware{outer, inner}})
+	sig := register[orderPlaced](t, f.reg, "order.placed")
+	var mu sync.Mutex
+	seen := map[string]any{}
+	sig.Connect("ok", func(ctx context.Context, e signals.Event[orderPlaced]) error {
+		mu.Lock()
+		seen["ok"] = ctx.Value(traceKey{})
+		mu.Unlock()
+		return nil
+	}, signals.Queue(f.queue))
+	sig.Connect("refuse", func(context.Context, signals.Event[orderPlaced]) error {
+		return signals.Permanent(errors.New("no"))
+	}, signals.Queue(f.queue))
+	f.runDispatcher(t, signals.DispatcherConfig{})
+	f.runWorker(t)
+	eventID := send(t, f.pool, sig, orderPlaced{OrderID: "o-1"})
+
+	require.Eventually(t, func() bool {
+		_, _, r := inner.snapshot()
+		return len(r) == 2 && f.pending(t) == 0
+	}, eventually, tick)
+	require.Equal(t, []string{"send outer", "send inner"}, order, "the first middleware is the outermost")
+
+	sends, enqueues, receives := inner.snapshot()
+	require.Len(t, sends, 1)
+	require.Equal(t, eventID, sends[0].EventID)
+	require.Equal(t, "order.placed", sends[0].Signal)
+	require.ElementsMatch(t, []string{"ok", "refuse"}, sends[0].Receivers)
+	want := map[string]string{"trace-outer": "from-order.placed", "trace-inner": "from-order.placed"}
+	require.Len(t, enqueues, 2)
+	for _, e := range enqueues {
+		require.Equal(t, want, e.Headers, "the headers are stored with the row")
+		require.Equal(t, eventID, e.EventID)
+		require.False(t, e.Duplicate)
+		require.Equal(t, f.queue, e.Queue)
+	}
+	byReceiver := map[string]signals.ReceiveInfo{}
+	for _, r := range receives {
+		require.Equal(t, want, r.Headers, "and carried to the worker")
+		require.Equal(t, 1, r.Attempt)
+		byReceiver[r.Receiver] = r
+	}
+	require.Empty(t, byReceiver["ok"].Dead)
+	require.Equal(t, signals.ReasonPermanent, byReceiver["refuse"].Dead)
+	mu.Lock()
+	require.Equal(t, "from-order.placed", seen["ok"], "the ctx a middleware passes on is the receiver's")
+	mu.Unlock()
+}
+
+func TestMiddlewareMayNotUseTheReservedHeaderPrefix(t *testing.T) {
+	t.Parallel()
+	f := setupRegistry(t, signals.RegistryConfig{Middleware: []signals.Middleware{badHeader{}}})
+	sig := nopSignal(t, f, "r")
+	_, err := commit(t.Context(), f.pool, sig, orderPlaced{OrderID: "o-1"})
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+	require.Zero(t, f.pending(t), "nothing written")
+}
+
+type badHeader struct{ signals.MiddlewareDefaults }
+
+func (badHeader) Send(ctx context.Context, s *signals.SendInfo, next func(context.Context) error) error {
+	s.Headers = map[string]string{"signals-task-id": ulid.Make().String()}
+	return next(ctx)
+}
