@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -63,11 +64,16 @@ func (r *Registry) run(ctx context.Context, t *asynq.Task) ran {
 		if err == nil {
 			return nil
 		}
+		attrs := []any{"signal", meta.Signal, "receiver", meta.Receiver, "event_id", idOrNil(meta.EventID), "task_id", idOrNil(res.rowID), "attempt", res.attempt, "error", err}
+		var p *panicError
+		if errors.As(err, &p) {
+			attrs = append(attrs, "stack", p.stack)
+		}
 		if res.dead = deadReason(err, retried >= maxRetry); res.dead != "" {
-			r.log().ErrorContext(ctx, "signals: receiver failed for good; delivery is dead", "task_type", t.Type(), "task_id", id, "attempt", res.attempt, "reason", res.dead, "error", err)
+			r.log().ErrorContext(ctx, "signals: receiver failed for good; delivery is dead", append(attrs, "reason", res.dead)...)
 			res.err = deadLetter{err}
 		} else {
-			r.log().WarnContext(ctx, "signals: receiver failed; will retry", "task_type", t.Type(), "task_id", id, "attempt", res.attempt, "max_retry", maxRetry, "error", err)
+			r.log().WarnContext(ctx, "signals: receiver failed; will retry", append(attrs, "max_retry", maxRetry)...)
 			res.err = err
 		}
 		return err
@@ -91,6 +97,15 @@ func (r *Registry) run(ctx context.Context, t *asynq.Task) ran {
 		return err
 	})
 	return res
+}
+
+// idOrNil logs a missing ID (an undecodable task's) as nothing rather than
+// as a string of zeros.
+func idOrNil(id ulid.ULID) any {
+	if id == (ulid.ULID{}) {
+		return nil
+	}
+	return id.String()
 }
 
 // deadReason says why a failed delivery is dead, or "" if it is to be
@@ -168,10 +183,39 @@ func (s *Signal[T]) deliver(ctx context.Context, d delivery) error {
 func call[T any](ctx context.Context, fn ReceiverFunc[T], e Event[T]) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("%w: %v\n%s", ErrReceiverPanic, p, debug.Stack())
+			err = &panicError{value: p, stack: boundedStack(debug.Stack())}
 		}
 	}()
 	return fn(ctx, e)
+}
+
+// panicError is a receiver's recovered panic. Its message is short, for
+// asynq's record and the dead letter; the stack goes to the log, once.
+type panicError struct {
+	value any
+	stack string
+}
+
+func (p *panicError) Error() string { return fmt.Sprintf("%v: %v", ErrReceiverPanic, p.value) }
+func (p *panicError) Unwrap() error { return ErrReceiverPanic }
+
+// maxStack bounds the stack a panic logs: the receiver's frames are near
+// the top, below the runtime's and call's own.
+const maxStack = 4 << 10
+
+// boundedStack drops the frames of the recovery itself (everything up to
+// the runtime's panic) and cuts the rest at maxStack bytes.
+func boundedStack(stack []byte) string {
+	s := string(stack)
+	if i := strings.Index(s, "\npanic("); i >= 0 {
+		if j := strings.Index(s[i+1:], "\n"); j >= 0 {
+			s = s[i+1+j+1:]
+		}
+	}
+	if len(s) > maxStack {
+		s = s[:maxStack] + "\n..."
+	}
+	return s
 }
 
 type causeKey struct{}

@@ -2,10 +2,7 @@ package signals
 
 import (
 	"context"
-	"errors"
 	"fmt"
-
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/dj-signals/signals/internal/store"
 )
@@ -62,14 +59,7 @@ func Migrations(schema string) ([]Migration, error) {
 	return out, nil
 }
 
-// tablesMissing reports whether err says a table or schema of ours does not
-// exist, which means the migrations were not applied.
-func tablesMissing(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") // undefined_table, invalid_schema_name
-}
-
-// missingTables explains a tablesMissing error with its fix.
+// missingTables explains a store.TablesMissing error with its fix.
 func missingTables(schema string, err error) error {
 	return fmt.Errorf("the tables of schema %q are missing: run signals.MigrateSchema (or apply signals.Migrations) first: %w", schema, err)
 }
@@ -77,7 +67,7 @@ func missingTables(schema string, err error) error {
 // explain adds the fix to an error that says the registry's tables are
 // missing; other errors, and nil, pass unchanged.
 func (r *Registry) explain(err error) error {
-	if tablesMissing(err) {
+	if store.TablesMissing(err) {
 		return missingTables(r.Schema(), err)
 	}
 	return err

@@ -6,6 +6,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/oklog/ulid/v2"
+
+	"github.com/dj-signals/signals/internal/store"
 )
 
 // Once makes a receiver's database effects happen once per event and
@@ -42,7 +44,7 @@ func Once[T any](ctx context.Context, tx pgx.Tx, e Event[T]) (bool, error) {
 		reg = DefaultRegistry
 	}
 	first, err := reg.queries.Once(ctx, tx, e.TaskID, e.ID, e.Signal, e.Receiver)
-	if tablesMissing(err) {
+	if store.TablesMissing(err) {
 		return false, fmt.Errorf("signals: record task %s in the inbox: %w", e.TaskID, missingTables(reg.Schema(), err))
 	}
 	if err != nil {

@@ -135,7 +135,7 @@ func (s *Signal[T]) sendError(err error) error {
 	if errors.As(err, &pgErr) && pgErr.Code == "25P02" { // in_failed_sql_transaction
 		return fmt.Errorf("%w: send %q: %w", ErrTxAborted, s.name, err)
 	}
-	if tablesMissing(err) {
+	if store.TablesMissing(err) {
 		return fmt.Errorf("signals: send %q: %w", s.name, missingTables(s.reg.Schema(), err))
 	}
 	return fmt.Errorf("signals: send %q: write outbox rows: %w", s.name, err)

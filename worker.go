@@ -16,6 +16,7 @@ import (
 
 	"github.com/dj-signals/signals/internal/acks"
 	"github.com/dj-signals/signals/internal/store"
+	"github.com/dj-signals/signals/internal/throttle"
 
 	"github.com/dj-signals/signals/internal/envelope"
 )
@@ -155,7 +156,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
 		ShutdownTimeout:          w.cfg.ShutdownTimeout,
 		RetryDelayFunc:           w.reg.RetryDelay,
-		Logger:                   asynqLogger{w.cfg.Logger},
+		Logger:                   asynqLogger{throttle.New(w.cfg.Logger, asynqLogWindow)},
 		LogLevel:                 asynq.WarnLevel,
 	})
 	ackCtx, stopAcks := context.WithCancel(context.WithoutCancel(ctx))
@@ -220,16 +221,21 @@ func (w *Worker) bury(ctx context.Context, res ran) {
 	}
 }
 
-// asynqLogger routes asynq's logs to slog.
-type asynqLogger struct{ l *slog.Logger }
+// asynqLogWindow is how often asynq's warnings and errors may reach the
+// log: while Redis is down asynq repeats them many times a second.
+const asynqLogWindow = 30 * time.Second
 
-func (a asynqLogger) Debug(args ...any) { a.l.Debug("asynq: " + fmt.Sprint(args...)) }
-func (a asynqLogger) Info(args ...any)  { a.l.Info("asynq: " + fmt.Sprint(args...)) }
-func (a asynqLogger) Warn(args ...any)  { a.l.Warn("asynq: " + fmt.Sprint(args...)) }
-func (a asynqLogger) Error(args ...any) { a.l.Error("asynq: " + fmt.Sprint(args...)) }
+// asynqLogger routes asynq's logs to slog, throttling its warnings and
+// errors to one per asynqLogWindow.
+type asynqLogger struct{ l *throttle.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Log(slog.LevelDebug, "asynq: "+fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Log(slog.LevelInfo, "asynq: "+fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Log(slog.LevelWarn, "asynq: "+fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Log(slog.LevelError, "asynq: "+fmt.Sprint(args...)) }
 
 // Fatal logs and exits, as asynq's Logger contract requires.
 func (a asynqLogger) Fatal(args ...any) {
-	a.l.Error("asynq: " + fmt.Sprint(args...))
+	a.l.Log(slog.LevelError, "asynq: "+fmt.Sprint(args...))
 	os.Exit(1)
 }

@@ -122,13 +122,17 @@ func (r *Relay) Batch(ctx context.Context) (int, error) {
 	if err := tx.Commit(bctx); err != nil {
 		return 0, fmt.Errorf("commit batch: %w", err)
 	}
+	byID := make(map[[16]byte]store.Row, len(later)+len(dead))
+	for _, row := range rows {
+		byID[row.ID] = row
+	}
 	for _, f := range later {
 		r.cfg.Logger.Warn("signals: outbox row failed to enqueue; it alone waits before the next try",
-			"task_id", ulid.ULID(f.ID).String(), "retry_in", f.Delay, "error", f.Error)
+			append(rowAttrs(byID[f.ID]), "retry_in", f.Delay, "error", f.Error)...)
 	}
 	for _, b := range dead {
 		r.cfg.Logger.Error("signals: outbox row cannot be enqueued; recorded as dead: requeue it once the cause is fixed",
-			"task_id", ulid.ULID(b.ID).String(), "attempts", b.Attempts, "error", b.Error)
+			append(rowAttrs(byID[b.ID]), "attempts", b.Attempts, "error", b.Error)...)
 	}
 	if outageErr != nil {
 		return len(rows), fmt.Errorf("enqueue to redis: %w", outageErr)
@@ -184,4 +188,11 @@ func (r *Relay) enqueue(ctx context.Context, row store.Row) result {
 		err = r.hook(ctx, row, enqueue)
 	}
 	return result{kind: classify(err), err: err}
+}
+
+// rowAttrs are the log attributes naming a row, as the worker names a
+// delivery: signal, receiver, event_id, task_id. Never the payload.
+func rowAttrs(row store.Row) []any {
+	return []any{"signal", row.Signal, "receiver", row.Receiver,
+		"event_id", ulid.ULID(row.EventID).String(), "task_id", ulid.ULID(row.ID).String()}
 }

@@ -82,7 +82,7 @@ func (r *Relay) Run(ctx context.Context) error {
 
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	var failures int
+	outage := outageLog{logger: r.cfg.Logger, schema: r.queries.Schema()}
 	var lastMarker, lastRepair time.Time
 	chase := time.Duration(0) // >0 while following up a hint
 	for {
@@ -96,7 +96,7 @@ func (r *Relay) Run(ctx context.Context) error {
 
 		var n int
 		err := r.prepare(ctx)
-		if err == nil && failures > 0 {
+		if err == nil && outage.failures > 0 {
 			// Check Redis before claiming: during an outage, claiming and
 			// trying rows only holds their locks longer.
 			if err = r.redis.Ping(ctx).Err(); err == nil {
@@ -124,15 +124,11 @@ func (r *Relay) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
-			failures++
-			wait = backoff.Delay(failures, r.cfg.BackoffMin, r.cfg.BackoffMax)
-			r.cfg.Logger.Warn("signals: dispatcher batch failed; backing off", "error", err, "failures", failures, "retry_in", wait)
+			wait = backoff.Delay(outage.failures+1, r.cfg.BackoffMin, r.cfg.BackoffMax)
+			outage.failed(err, wait)
 			chase = 0
 		case n > 0:
-			if failures > 0 {
-				r.cfg.Logger.Info("signals: dispatcher recovered", "failures", failures)
-			}
-			failures = 0
+			outage.recovered()
 			chase = firstChase // more may be committing right behind these
 		case chase > 0 && chase < r.cfg.PollInterval:
 			wait, chase = chase, chase*2

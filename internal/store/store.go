@@ -410,3 +410,10 @@ func Migrate(ctx context.Context, db Beginner, schema string) error {
 		return nil
 	})
 }
+
+// TablesMissing reports whether err says a table or the schema of the
+// library does not exist: the migrations were not applied.
+func TablesMissing(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") // undefined_table, invalid_schema_name
+}

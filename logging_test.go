@@ -1,0 +1,108 @@
+package signals_test
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/testenv"
+)
+
+// logRecords is a slog.Handler keeping every record, for tests of what the
+// library logs.
+type logRecords struct {
+	mu sync.Mutex
+	rs []slog.Record
+}
+
+func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecords) WithGroup(string) slog.Handler            { return l }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rs = append(l.rs, r)
+	return nil
+}
+
+// find returns the records with message msg, each as its attributes.
+func (l *logRecords) find(msg string) []map[string]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]string
+	for _, r := range l.rs {
+		if r.Message != msg {
+			continue
+		}
+		attrs := map[string]string{"level": r.Level.String()}
+		r.Attrs(func(a slog.Attr) bool {
+			attrs[a.Key] = a.Value.String()
+			return true
+		})
+		out = append(out, attrs)
+	}
+	return out
+}
+
+func TestAPanicIsLoggedOncePerAttemptWithABoundedStack(t *testing.T) {
+	t.Parallel()
+	logs := &logRecords{}
+	f := setup(t)
+	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: f.schema, Logger: slog.New(logs)})
+	require.NoError(t, err)
+	f.reg = reg
+	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig.Connect("boom", panickingReceiver, signals.Queue(f.queue), signals.MaxRetries(1), fastRetry)
+	f.runDispatcher(t, signals.DispatcherConfig{})
+	f.runWorker(t)
+	send(t, f.pool, sig, orderPlaced{OrderID: "secret-payload-value"})
+
+	require.Eventually(t, func() bool {
+		return len(logs.find("signals: receiver failed for good; delivery is dead")) == 1
+	}, eventually, tick)
+	lines := append(logs.find("signals: receiver failed; will retry"), logs.find("signals: receiver failed for good; delivery is dead")...)
+	require.Len(t, lines, 2, "one line per attempt")
+	for _, l := range lines {
+		require.Equal(t, "order.placed", l["signal"])
+		require.Equal(t, "boom", l["receiver"])
+		require.NotEmpty(t, l["event_id"])
+		require.NotEmpty(t, l["task_id"])
+		require.Equal(t, "signals: receiver panicked: card reader on fire", l["error"], "the error stays one short line")
+		require.Contains(t, l["stack"], "panickingReceiver", "the stack shows the receiver")
+		require.NotContains(t, l["stack"], "runtime/debug.Stack", "not the recovery's own frames")
+		require.LessOrEqual(t, len(l["stack"]), 4<<10+4)
+		for _, v := range l {
+			require.NotContains(t, v, "secret-payload-value", "payloads are never logged")
+		}
+	}
+}
+
+func panickingReceiver(context.Context, signals.Event[orderPlaced]) error {
+	panic("card reader on fire")
+}
+
+func TestDispatcherOnAnUnmigratedSchemaSaysHowToFixItOnce(t *testing.T) {
+	t.Parallel()
+	logs := &logRecords{}
+	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: testenv.Schema(t)}) // never migrated
+	d, err := signals.NewDispatcher(reg, testenv.Pool(t), setup(t).redis, signals.DispatcherConfig{
+		BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond, Logger: slog.New(logs),
+	})
+	require.NoError(t, err)
+	run(t, d.Run)
+	require.Eventually(t, func() bool {
+		return len(logs.find("signals: dispatcher batch failed; backing off")) >= 5
+	}, eventually, tick, "it keeps trying")
+	hints := logs.find("signals: the outbox tables are missing: run signals.MigrateSchema (or apply signals.Migrations) for this schema; the Dispatcher waits until they exist")
+	require.Len(t, hints, 1, "said once, with the fix")
+	require.Equal(t, "ERROR", hints[0]["level"])
+	require.Equal(t, reg.Schema(), hints[0]["schema"])
+	for _, l := range logs.find("signals: dispatcher batch failed; backing off") {
+		require.Equal(t, "DEBUG", l["level"], "each retry only at debug")
+	}
+}
