@@ -194,6 +194,7 @@ func (d *Dispatcher) enqueueHook() relay.EnqueueHook {
 			TaskID: row.ID, EventID: row.EventID,
 			SentAt:  time.UnixMilli(int64(ulid.ULID(row.EventID).Time())),
 			Headers: row.Headers,
+			Resent:  row.Enqueues > 0,
 		}
 		return wrap(ctx, mws, Middleware.Enqueue, info, func(ctx context.Context) (err error) {
 			info.Duplicate, err = enqueue(ctx)

@@ -77,6 +77,9 @@ type EnqueueInfo struct {
 	SentAt time.Time
 	// Headers are the event's, as Send's middleware set them. Read only.
 	Headers map[string]string
+	// Resent reports a row enqueued before: repair is sending it again
+	// because Redis lost its task or the worker running it died.
+	Resent bool
 	// Duplicate is set by next when Redis already held this task: an
 	// earlier enqueue of the row, turned away by its task ID.
 	Duplicate bool

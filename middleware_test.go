@@ -6,10 +6,13 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/hibiken/asynq"
 	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/testenv"
 )
 
 // recorder is a middleware that stamps a header at send, passes a ctx
@@ -106,6 +109,7 @@ func TestMiddlewareSeesEachStepAndHeadersTravel(t *testing.T) {
 		require.Equal(t, want, e.Headers, "the headers are stored with the row")
 		require.Equal(t, eventID, e.EventID)
 		require.False(t, e.Duplicate)
+		require.False(t, e.Resent, "a first enqueue")
 		require.Equal(t, f.queue, e.Queue)
 	}
 	byReceiver := map[string]signals.ReceiveInfo{}
@@ -135,4 +139,26 @@ type badHeader struct{ signals.MiddlewareDefaults }
 func (badHeader) Send(ctx context.Context, s *signals.SendInfo, next func(context.Context) error) error {
 	s.Headers = map[string]string{"signals-task-id": ulid.Make().String()}
 	return next(ctx)
+}
+
+func TestMiddlewareSeesWhatRepairSendsAgain(t *testing.T) {
+	t.Parallel()
+	var order []string
+	rec := &recorder{name: "r", order: &order}
+	srv := testenv.StartRedis(t)
+	f := setupRegistry(t, signals.RegistryConfig{Middleware: []signals.Middleware{rec}})
+	f.redis = asynq.RedisClientOpt{Addr: srv.Addr}
+	sig := nopSignal(t, f, "r")
+	f.runDispatcher(t, signals.DispatcherConfig{})
+	send(t, f.pool, sig, orderPlaced{OrderID: "o-1"})
+	require.Eventually(t, func() bool { _, e, _ := rec.snapshot(); return len(e) == 1 }, eventually, tick)
+
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	require.NoError(t, rc.FlushAll(t.Context()).Err())
+	require.Eventually(t, func() bool { _, e, _ := rec.snapshot(); return len(e) == 2 }, eventually, tick, "sent again after the flush")
+	_, enqueues, _ := rec.snapshot()
+	require.False(t, enqueues[0].Resent)
+	require.True(t, enqueues[1].Resent, "the second enqueue is a repair's")
+	require.Equal(t, enqueues[0].TaskID, enqueues[1].TaskID)
 }
