@@ -35,9 +35,19 @@ func newStatsStatements(r *strings.Replacer) statsStatements {
 // One GROUP BY per table: outbox and inflight hold only what is not done
 // yet, so the passes are as long as the backlog, not the history.
 const (
-	// PostgreSQL 15 has no min(uuid); a uuid's text sorts as its bytes.
-	statsPendingSQL = `SELECT signal, receiver, count(*), min(id::text)::uuid, max(process_at)
-FROM {{schema}}.outbox GROUP BY signal, receiver`
+	// The oldest pending row of each receiver comes from the primary key,
+	// in ID (so send) order: PostgreSQL 15 has no min(uuid), and min over
+	// the ID as text costs more than the count itself.
+	statsPendingSQL = `SELECT g.signal, g.receiver, g.n, o.id, g.latest
+FROM (
+    SELECT signal, receiver, count(*) AS n, max(process_at) AS latest
+    FROM {{schema}}.outbox GROUP BY signal, receiver
+) AS g
+CROSS JOIN LATERAL (
+    SELECT id FROM {{schema}}.outbox AS r
+    WHERE r.signal = g.signal AND r.receiver = g.receiver
+    ORDER BY id LIMIT 1
+) AS o`
 	statsInflightSQL = `SELECT signal, receiver, count(*), min(enqueued_at), max(process_at)
 FROM {{schema}}.inflight GROUP BY signal, receiver`
 	statsDeadSQL   = `SELECT signal, receiver, count(*) FROM {{schema}}.dead GROUP BY signal, receiver`
