@@ -59,6 +59,11 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 		return err
 	}
 	progress("drain: %d rows loaded in %v", n, loadTime.Round(time.Millisecond))
+	statsPending, err := timeStats(ctx, e, f, target, n, func(r signals.ReceiverStats) int { return r.Pending })
+	if err != nil {
+		return err
+	}
+	progress("drain: Dispatcher.Stats with %d rows pending took %v", n, statsPending.Round(time.Millisecond))
 
 	// Baseline: the relay's own tasks for rows like the backlog's, enqueued
 	// straight from memory to the same Redis, as many in flight as the
@@ -76,6 +81,12 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 	}
 	rate := float64(d.drained) / d.elapsed.Seconds()
 	progress("drain: %d rows in %v = %.0f rows/s, relay VmHWM %.1f MB", d.drained, d.elapsed.Round(time.Millisecond), rate, mb(d.hwm))
+	inFlight := int(d.drained - d.setAside)
+	statsInFlight, err := timeStats(ctx, e, f, target, inFlight, func(r signals.ReceiverStats) int { return r.InFlight })
+	if err != nil {
+		return err
+	}
+	progress("drain: Dispatcher.Stats with %d rows in flight took %v", inFlight, statsInFlight.Round(time.Millisecond))
 
 	status := ""
 	switch {
@@ -91,7 +102,9 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 			"%s No Worker runs: the tasks stay in the queue. "+
 			"Time runs from the child's start. RSS is the child's: VmRSS sampled from /proc when 25/50/75/100%% of the rows are in the queue, and VmHWM (peak) at the end. "+
 			"Baseline: the relay's own asynq tasks (type, headers, payload and options as the relay builds them) for %s rows like the backlog's, "+
-			"enqueued with asynq Client.Enqueue to the same Redis, %d in flight, no PostgreSQL: the relay's ceiling on this machine. One run.",
+			"enqueued with asynq Client.Enqueue to the same Redis, %d in flight, no PostgreSQL: the relay's ceiling on this machine. "+
+			"Dispatcher.Stats (what signals status reads) is timed once, from this process, after the load (every row pending) and once after the drain (every row in flight, "+
+			"its task queued in the same Redis). One run.",
 			fmtCount(n), loadTime.Round(time.Millisecond), dispatcherBatchSize, dispatcherConcurrency,
 			target.describe(), fmtCount(ceilN), dispatcherConcurrency),
 		header: []string{"measure", "value", "× enqueue ceiling"},
@@ -101,6 +114,8 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 		[]string{"drain time", fmtDur(d.elapsed), ""},
 		[]string{"asynq enqueue ceiling tasks/s (baseline)", fmtRate(ceil), "1.00×"},
 		[]string{"relay peak RSS (VmHWM)", fmt.Sprintf("%.1f MB", mb(d.hwm)), ""},
+		[]string{fmt.Sprintf("Dispatcher.Stats, %s rows pending", fmtCount(n)), fmtDur(statsPending), ""},
+		[]string{fmt.Sprintf("Dispatcher.Stats, %s rows in flight", fmtCount(inFlight)), fmtDur(statsInFlight), ""},
 	)
 	for _, s := range d.samples {
 		t.rows = append(t.rows, []string{fmt.Sprintf("relay VmRSS at %d%% drained", s.pct), fmt.Sprintf("%.1f MB", mb(s.rss)), ""})
@@ -112,6 +127,30 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 	flat, desc := rssFlat(d.samples)
 	r.target("drain: relay RSS flat (25→100% samples within 10 MB)", desc, flat)
 	return nil
+}
+
+// timeStats times one Dispatcher.Stats on f's outbox, reading the queues
+// from target, and warns unless the snapshot counts want rows: a drain cut
+// short is still measured.
+func timeStats(ctx context.Context, e *env, f *fixture, target *drainRedis, want int, count func(signals.ReceiverStats) int) (time.Duration, error) {
+	d, err := signals.NewDispatcher(f.registry, e.admin, asynq.RedisClientOpt{Addr: target.addr}, signals.DispatcherConfig{Logger: quiet})
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	st, err := d.Stats(ctx)
+	took := time.Since(start)
+	if err != nil {
+		return 0, fmt.Errorf("dispatcher stats: %w", err)
+	}
+	got := 0
+	for _, r := range st.Receivers {
+		got += count(r)
+	}
+	if got != want {
+		f.report.warn("Dispatcher.Stats counted %d rows, want %d", got, want)
+	}
+	return took, nil
 }
 
 // drainRedis is where the drain's tasks go: a throwaway redis-server when

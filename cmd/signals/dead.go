@@ -1,0 +1,394 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/dj-signals/signals"
+)
+
+// Without --limit, list shows a screenful; requeue and discard take a
+// larger batch per run, and say when more may match.
+const (
+	deadListLimit = 100
+	deadActLimit  = 1000
+)
+
+func deadCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usagef("name a subcommand: list, show, requeue or discard")
+	}
+	switch args[0] {
+	case "list":
+		return deadList(ctx, args[1:], stdout, stderr)
+	case "show":
+		return deadShow(ctx, args[1:], stdout, stderr)
+	case "requeue", "discard":
+		return deadAct(ctx, args[0], args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, "Usage:\n\n\tsignals dead list [FILTERS] [--limit N] [--json]\n\tsignals dead show [--json] ID\n\tsignals dead requeue|discard ID...\n\tsignals dead requeue|discard FILTERS|--all [--limit N] [--yes]\n\nRun 'signals dead SUBCOMMAND -h' for its flags.\n")
+		return nil
+	}
+	return usagef("unknown subcommand %q: use list, show, requeue or discard", args[0])
+}
+
+// deadFilters are the flags that select dead letters.
+type deadFilters struct {
+	signal, receiver, errorText string
+	olderThan                   time.Duration
+	since                       string
+	limit                       int
+}
+
+func (f *deadFilters) addFlags(fs *flag.FlagSet, defaultLimit int) {
+	fs.StringVar(&f.signal, "signal", "", "only dead letters of the signal `NAME`")
+	fs.StringVar(&f.receiver, "receiver", "", "only dead letters of the receiver `NAME`")
+	fs.DurationVar(&f.olderThan, "older-than", 0, "only letters dead for at least this long (30m, 24h)")
+	fs.StringVar(&f.since, "since", "", "only letters dead at or after `WHEN`: an RFC 3339 time, or a duration ago (2h)")
+	fs.StringVar(&f.errorText, "error", "", "only letters whose error contains `TEXT`, ignoring case")
+	fs.IntVar(&f.limit, "limit", defaultLimit, "at most this many letters, the longest dead first")
+}
+
+// any reports whether a filter narrows the selection.
+func (f *deadFilters) any() bool {
+	return f.signal != "" || f.receiver != "" || f.errorText != "" || f.olderThan != 0 || f.since != ""
+}
+
+// filter turns the flags into a DeadFilter as of now.
+func (f *deadFilters) filter(now time.Time) (signals.DeadFilter, error) {
+	if f.limit <= 0 {
+		return signals.DeadFilter{}, usagef("--limit must be positive")
+	}
+	if f.olderThan < 0 {
+		return signals.DeadFilter{}, usagef("--older-than must not be negative")
+	}
+	df := signals.DeadFilter{Signal: f.signal, Receiver: f.receiver, ErrorContains: f.errorText, Limit: f.limit}
+	if f.olderThan > 0 {
+		df.Until = now.Add(-f.olderThan)
+	}
+	if f.since != "" {
+		if d, err := time.ParseDuration(f.since); err == nil {
+			df.Since = now.Add(-d)
+		} else if t, err := time.Parse(time.RFC3339, f.since); err == nil {
+			df.Since = t
+		} else {
+			return signals.DeadFilter{}, usagef("--since %q is neither an RFC 3339 time (2025-06-01T12:00:00Z) nor a duration (2h)", f.since)
+		}
+	}
+	return df, nil
+}
+
+func deadList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dead list", "signals dead list [FILTERS] [--limit N] [--json] [connection flags]", stderr)
+	var c connection
+	c.addFlags(fs)
+	var f deadFilters
+	f.addFlags(fs, deadListLimit)
+	asJSON := fs.Bool("json", false, "print JSON, one array of letters with their payloads")
+	args, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(args) > 0 {
+		return usagef("unexpected argument %q: dead list takes filters, such as --signal NAME", args[0])
+	}
+	df, err := f.filter(time.Now())
+	if err != nil {
+		return err
+	}
+	letters, err := readDead(ctx, &c, df)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, deadJSONs(letters))
+	}
+	if len(letters) == 0 {
+		_, err := fmt.Fprintln(stdout, "no dead letters match")
+		return err
+	}
+	if err := printDeadTable(stdout, letters, time.Now()); err != nil {
+		return err
+	}
+	if len(letters) == df.Limit {
+		fmt.Fprintf(stdout, "\nthe first %d shown; more may match: raise --limit or narrow the filters\n", df.Limit)
+	}
+	return nil
+}
+
+func deadShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dead show", "signals dead show [--json] ID [connection flags]", stderr)
+	var c connection
+	c.addFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	args, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(args) != 1 {
+		return usagef("dead show takes one ID, as dead list prints it")
+	}
+	ids, err := parseIDs(args)
+	if err != nil {
+		return err
+	}
+	// DeadFilter cannot select by ID: read every letter and pick it out.
+	letters, err := readDead(ctx, &c, signals.DeadFilter{Limit: 1<<31 - 1})
+	if err != nil {
+		return err
+	}
+	for _, l := range letters {
+		if l.TaskID == ids[0] {
+			if *asJSON {
+				return printJSON(stdout, deadJSONs([]signals.DeadLetter{l})[0])
+			}
+			return printDeadLetter(stdout, l, time.Now())
+		}
+	}
+	return fmt.Errorf("no dead letter %s in schema %s (requeued or discarded already?)", ids[0], c.schema)
+}
+
+// deadAct requeues or discards the letters named by ID, or selected by
+// filters. A selection by filters is only shown unless --yes: a typo in a
+// filter costs nothing, and no prompt ever waits on a terminal, so the
+// same command line works in a script once checked by hand. Every letter
+// at once needs --all; IDs are explicit enough to act on at once.
+func deadAct(ctx context.Context, verb string, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dead "+verb, "signals dead "+verb+" ID... | FILTERS|--all [--limit N] [--yes] [connection flags]", stderr)
+	var c connection
+	c.addFlags(fs)
+	var f deadFilters
+	f.addFlags(fs, deadActLimit)
+	all := fs.Bool("all", false, "select every dead letter (up to --limit)")
+	yes := fs.Bool("yes", false, "act on the letters the filters or --all select; without it, only show them")
+	args, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	var ids []ulid.ULID
+	switch {
+	case len(args) > 0 && (f.any() || *all):
+		return usagef("give IDs or filters, not both")
+	case len(args) > 0:
+		if ids, err = parseIDs(args); err != nil {
+			return err
+		}
+	case !f.any() && !*all:
+		return usagef("name the dead letters: IDs, filters (--signal, --receiver, --older-than, --since, --error), or --all for every one")
+	case f.any() && *all:
+		return usagef("--all selects every dead letter: drop it, or drop the filters")
+	}
+
+	s, err := c.open(ctx, false, signals.DispatcherConfig{})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	act := s.dispatcher.RequeueDead
+	if verb == "discard" {
+		act = s.dispatcher.DiscardDead
+	}
+	past := map[string]string{"requeue": "requeued", "discard": "discarded"}[verb]
+
+	if ids != nil {
+		n, err := act(ctx, ids...)
+		if err != nil {
+			return s.explain(err)
+		}
+		fmt.Fprintf(stdout, "%s %s\n", past, count(n, "dead letter"))
+		if n < len(ids) {
+			return fmt.Errorf("%d of the %d IDs are not dead letters in schema %s (%s or discarded already, or mistyped)", len(ids)-n, len(ids), c.schema, past)
+		}
+		return nil
+	}
+
+	df, err := f.filter(time.Now())
+	if err != nil {
+		return err
+	}
+	letters, err := s.dispatcher.DeadLetters(ctx, df)
+	if err != nil {
+		return s.explain(err)
+	}
+	if len(letters) == 0 {
+		_, err := fmt.Fprintln(stdout, "no dead letters match")
+		return err
+	}
+	if !*yes {
+		fmt.Fprintf(stdout, "would %s %s:\n\n", verb, count(len(letters), "dead letter"))
+		if err := printDeadSummary(stdout, letters); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "\nrun again with --yes to %s them (signals dead list, with the same filters, shows each)\n", verb)
+		return nil
+	}
+	ids = make([]ulid.ULID, len(letters))
+	for i, l := range letters {
+		ids[i] = l.TaskID
+	}
+	n, err := act(ctx, ids...)
+	if err != nil {
+		return s.explain(err)
+	}
+	fmt.Fprintf(stdout, "%s %s\n", past, count(n, "dead letter"))
+	if len(letters) == df.Limit {
+		fmt.Fprintf(stdout, "more may match: run again (at most --limit %d per run)\n", df.Limit)
+	}
+	return nil
+}
+
+// readDead connects and lists the letters df selects.
+func readDead(ctx context.Context, c *connection, df signals.DeadFilter) ([]signals.DeadLetter, error) {
+	s, err := c.open(ctx, false, signals.DispatcherConfig{})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	letters, err := s.dispatcher.DeadLetters(ctx, df)
+	return letters, s.explain(err)
+}
+
+func parseIDs(args []string) ([]ulid.ULID, error) {
+	ids := make([]ulid.ULID, len(args))
+	for i, a := range args {
+		id, err := ulid.ParseStrict(a)
+		if err != nil {
+			return nil, usagef("%q is not a dead letter ID (a ULID, as dead list prints it)", a)
+		}
+		ids[i] = id
+	}
+	return ids, nil
+}
+
+func printDeadTable(w io.Writer, letters []signals.DeadLetter, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSIGNAL\tRECEIVER\tREASON\tATTEMPTS\tDEAD FOR\tERROR")
+	for _, l := range letters {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", l.TaskID, l.Signal, l.Receiver, l.Reason, l.Attempts, age(now.Sub(l.DeadAt)), oneLine(l.Error, 60))
+	}
+	return tw.Flush()
+}
+
+// printDeadSummary counts letters per signal, receiver and reason.
+func printDeadSummary(w io.Writer, letters []signals.DeadLetter) error {
+	type key struct{ signal, receiver string }
+	var order []key
+	counts := map[key]int{}
+	for _, l := range letters {
+		k := key{l.Signal, l.Receiver}
+		if counts[k] == 0 {
+			order = append(order, k)
+		}
+		counts[k]++
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SIGNAL\tRECEIVER\tLETTERS")
+	for _, k := range order {
+		fmt.Fprintf(tw, "%s\t%s\t%d\n", k.signal, k.receiver, counts[k])
+	}
+	return tw.Flush()
+}
+
+func printDeadLetter(w io.Writer, l signals.DeadLetter, now time.Time) error {
+	when := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return fmt.Sprintf("%s (%s ago)", t.UTC().Format(time.RFC3339Nano), age(now.Sub(t)))
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, f := range [][2]string{
+		{"task", l.TaskID.String()},
+		{"event", l.EventID.String()},
+		{"signal", l.Signal},
+		{"receiver", l.Receiver},
+		{"queue", l.Queue},
+		{"reason", string(l.Reason)},
+		{"attempts", fmt.Sprint(l.Attempts)},
+		{"sent", when(l.SentAt)},
+		{"enqueued", when(l.EnqueuedAt)},
+		{"dead", when(l.DeadAt)},
+		{"error", l.Error},
+	} {
+		fmt.Fprintf(tw, "%s\t%s\n", f[0], f[1])
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "payload\n%s\n", prettyJSON(l.Payload))
+	return err
+}
+
+// deadJSON is a dead letter as JSON, with its payload as it was sent.
+type deadJSON struct {
+	TaskID     string          `json:"task_id"`
+	EventID    string          `json:"event_id"`
+	Signal     string          `json:"signal"`
+	Receiver   string          `json:"receiver"`
+	Queue      string          `json:"queue"`
+	Reason     string          `json:"reason"`
+	Error      string          `json:"error"`
+	Attempts   int             `json:"attempts"`
+	SentAt     time.Time       `json:"sent_at"`
+	EnqueuedAt *time.Time      `json:"enqueued_at"`
+	DeadAt     time.Time       `json:"dead_at"`
+	Payload    json.RawMessage `json:"payload"`
+}
+
+func deadJSONs(letters []signals.DeadLetter) []deadJSON {
+	out := make([]deadJSON, len(letters))
+	for i, l := range letters {
+		out[i] = deadJSON{
+			TaskID: l.TaskID.String(), EventID: l.EventID.String(),
+			Signal: l.Signal, Receiver: l.Receiver, Queue: l.Queue,
+			Reason: string(l.Reason), Error: l.Error, Attempts: l.Attempts,
+			SentAt: l.SentAt.UTC(), DeadAt: l.DeadAt.UTC(), Payload: l.Payload,
+		}
+		if !l.EnqueuedAt.IsZero() {
+			t := l.EnqueuedAt.UTC()
+			out[i].EnqueuedAt = &t
+		}
+		if !json.Valid(l.Payload) {
+			// An undecodable letter may hold bytes that are not JSON: carry them as a string.
+			out[i].Payload, _ = json.Marshal(string(l.Payload))
+		}
+	}
+	return out
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// prettyJSON indents a payload, or returns it as it is if it is not JSON.
+func prettyJSON(raw []byte) string {
+	var b bytes.Buffer
+	if err := json.Indent(&b, raw, "", "  "); err != nil {
+		return string(raw)
+	}
+	return b.String()
+}
+
+// oneLine shortens s to one line of at most n runes.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}

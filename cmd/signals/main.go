@@ -1,0 +1,338 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dj-signals/signals"
+)
+
+// usage is the command's help, also shown by go doc (doc.go holds a copy,
+// which a test keeps in step).
+const usage = `signals operates a dj-signals outbox: its health, its dead letters, its
+schema and its relay.
+
+Usage:
+
+	signals status [--json] [--max-pending-age D] [--max-in-flight-age D] [--max-due-ahead D]
+	signals dead list [FILTERS] [--limit N] [--json]
+	signals dead show [--json] ID
+	signals dead requeue|discard ID...
+	signals dead requeue|discard FILTERS|--all [--limit N] [--yes]
+	signals migrate [--sql]
+	signals relay
+
+status prints, per signal and receiver, the rows pending, in flight and
+dead with the oldest pending and in-flight ages, and per asynq queue the
+tasks in each state and whether a worker serves it; then the problems:
+dead letters, a pending row older than --max-pending-age (default 1m), an
+in-flight row older than --max-in-flight-age (default off), a row due more
+than --max-due-ahead ahead (default 8760h, a year), tasks in a queue no
+worker serves, retrying tasks no worker knows the receiver of.
+
+dead lists dead letters, shows one in full, or requeues or discards them.
+Given IDs, requeue and discard act on them. Given filters (or --all, for
+every dead letter) they only show what they would do, unless --yes.
+
+migrate creates or upgrades the schema's tables, idempotently; with --sql
+it prints the migrations instead, in order, for goose or golang-migrate.
+
+relay runs a Dispatcher, which moves committed outbox rows into asynq,
+until SIGINT or SIGTERM, logging to stderr.
+
+Connection flags, for every command:
+
+	--database-url URL  PostgreSQL, postgres://user:password@host:port/database;
+	                    defaults to $DATABASE_URL, one of which is required
+	--redis-addr ADDR   Redis, host:port or a redis:// URL; defaults to
+	                    $REDIS_ADDR, else 127.0.0.1:6379
+	--schema NAME       PostgreSQL schema of the outbox (default "signals")
+	--timeout D         bound on connecting, and on status and dead (default 10s)
+
+Filters, for dead list, requeue and discard; a letter matches all given:
+
+	--signal NAME       signal name
+	--receiver NAME     receiver name
+	--older-than D      dead for at least D (30m, 24h)
+	--since WHEN        dead at or after WHEN: an RFC 3339 time or a duration ago
+	--error TEXT        error contains TEXT, ignoring case
+
+Exit codes:
+
+	0  success; for status, healthy
+	1  status: unhealthy, a problem is listed; other commands: failed
+	2  usage: unknown command or flag, bad argument
+	3  could not check: PostgreSQL or Redis unreachable, or the schema
+	   not migrated (run signals migrate --schema NAME)
+
+Run 'signals COMMAND -h' for a command's flags.
+`
+
+// Exit codes; see usage.
+const (
+	exitOK          = 0
+	exitFailed      = 1
+	exitUsage       = 2
+	exitCannotCheck = 3
+)
+
+var (
+	// errUnhealthy ends a status that found problems; it has printed them.
+	errUnhealthy = errors.New("unhealthy")
+	// errFlags is a command line the flag package refused, and said why.
+	errFlags = errors.New("bad flags")
+)
+
+// usageError is a mistake in the command line.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// cannotCheckError means a server could not be reached or read.
+type cannotCheckError struct{ err error }
+
+func (e cannotCheckError) Error() string { return e.err.Error() }
+func (e cannotCheckError) Unwrap() error { return e.err }
+
+// command runs one subcommand with its arguments.
+type command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+var commands = map[string]command{
+	"status":  statusCommand,
+	"dead":    deadCommand,
+	"migrate": migrateCommand,
+	"relay":   relayCommand,
+}
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run runs the command line args and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		if len(args) > 1 && commands[args[1]] != nil {
+			return run(ctx, []string{args[1], "-h"}, stdout, stderr)
+		}
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	cmd := commands[args[0]]
+	if cmd == nil {
+		fmt.Fprintf(stderr, "signals: unknown command %q; run 'signals -h' for the list\n", args[0])
+		return exitUsage
+	}
+	err := cmd(ctx, args[1:], stdout, stderr)
+	var usageErr usageError
+	var cannotCheck cannotCheckError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.Is(err, errUnhealthy):
+		return exitFailed
+	case errors.Is(err, errFlags):
+		return exitUsage
+	case errors.As(err, &usageErr):
+		fmt.Fprintf(stderr, "signals %s: %v\nrun 'signals %s -h' for help\n", args[0], err, args[0])
+		return exitUsage
+	case errors.As(err, &cannotCheck):
+		fmt.Fprintf(stderr, "signals %s: %v\n", args[0], err)
+		return exitCannotCheck
+	default:
+		fmt.Fprintf(stderr, "signals %s: %v\n", args[0], err)
+		return exitFailed
+	}
+}
+
+// newFlagSet returns a flag set for the command name, whose usage line is
+// synopsis.
+func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+		fmt.Fprint(stderr, "\nExit codes: 0 success, 1 failed (status: unhealthy), 2 usage, 3 could not check\n(unreachable server, unmigrated schema). Run 'signals -h' for more.\n")
+	}
+	return fs
+}
+
+// parse parses args, allowing flags after the positional arguments
+// (signals dead show ID --json), and returns the positional ones.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, errFlags
+		}
+		if fs.NArg() == 0 {
+			return positional, nil
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// connection is where the outbox lives, from the connection flags.
+type connection struct {
+	databaseURL, redisAddr, schema string
+	timeout                        time.Duration
+}
+
+func (c *connection) addFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.databaseURL, "database-url", "", "PostgreSQL at `URL`, postgres://user:password@host:port/database (default $DATABASE_URL; one is required)")
+	fs.StringVar(&c.redisAddr, "redis-addr", "", "Redis at `ADDR`, a host:port or a redis:// URL (default $REDIS_ADDR, else 127.0.0.1:6379)")
+	fs.StringVar(&c.schema, "schema", signals.DefaultRegistrySchema, "the outbox's PostgreSQL schema `NAME`")
+	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "bound on connecting, and on status and dead")
+}
+
+// session is an open connection to the outbox: a pool, the Redis to use,
+// and a Dispatcher on a registry without signals, which is all that
+// reading and repairing the ledger needs.
+type session struct {
+	conn       *connection
+	pool       *pgxpool.Pool
+	redis      asynq.RedisConnOpt
+	dispatcher *signals.Dispatcher
+}
+
+// open checks the flags, connects to PostgreSQL and, if withRedis, pings
+// Redis, so that an unreachable server is named before any work starts.
+// The caller closes the session.
+func (c *connection) open(ctx context.Context, withRedis bool, cfg signals.DispatcherConfig) (*session, error) {
+	c.databaseURL = cmp.Or(c.databaseURL, os.Getenv("DATABASE_URL"))
+	if c.databaseURL == "" {
+		return nil, usagef("no database: set --database-url or DATABASE_URL (as postgres://user:password@host:5432/database)")
+	}
+	c.redisAddr = cmp.Or(c.redisAddr, os.Getenv("REDIS_ADDR"), "127.0.0.1:6379")
+	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: c.schema})
+	if err != nil {
+		return nil, usagef("--schema: %v", err)
+	}
+	redisOpt, err := c.redisOpt()
+	if err != nil {
+		return nil, err
+	}
+	pgCfg, err := pgxpool.ParseConfig(c.databaseURL)
+	if err != nil {
+		return nil, usagef("--database-url: %v", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pgCfg)
+	if err != nil {
+		return nil, usagef("--database-url: %v", err)
+	}
+	s := &session{conn: c, pool: pool, redis: redisOpt}
+	pingCtx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, cannotCheckError{fmt.Errorf("cannot connect to PostgreSQL at %s: %w\n"+
+			"check that PostgreSQL runs there and accepts this user and database, and that --database-url or DATABASE_URL is right",
+			c.postgresAddr(pgCfg), err)}
+	}
+	if withRedis {
+		if err := s.pingRedis(pingCtx); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
+	s.dispatcher, err = signals.NewDispatcher(reg, pool, redisOpt, cfg)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *session) Close() { s.pool.Close() }
+
+// redisOpt reads --redis-addr: a host:port, or a URL asynq understands
+// (redis://, rediss://, redis-socket://, redis-sentinel://).
+func (c *connection) redisOpt() (asynq.RedisConnOpt, error) {
+	if !strings.Contains(c.redisAddr, "://") {
+		return asynq.RedisClientOpt{Addr: c.redisAddr}, nil
+	}
+	opt, err := asynq.ParseRedisURI(c.redisAddr)
+	if err != nil {
+		return nil, usagef("--redis-addr: %v", err)
+	}
+	return opt, nil
+}
+
+func (s *session) pingRedis(ctx context.Context) error {
+	rc, ok := s.redis.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return fmt.Errorf("--redis-addr %s does not make a go-redis client", s.conn.redisLabel())
+	}
+	defer rc.Close()
+	if err := rc.Ping(ctx).Err(); err != nil {
+		return cannotCheckError{fmt.Errorf("cannot reach Redis at %s: %w\n"+
+			"check that Redis runs there, and that --redis-addr or REDIS_ADDR is right", s.conn.redisLabel(), err)}
+	}
+	return nil
+}
+
+// postgresAddr names the server and database of cfg, without the password.
+func (c *connection) postgresAddr(cfg *pgxpool.Config) string {
+	cc := cfg.ConnConfig
+	return fmt.Sprintf("%s:%d (database %q, user %q)", cc.Host, cc.Port, cc.Database, cc.User)
+}
+
+// redisLabel is --redis-addr without a password.
+func (c *connection) redisLabel() string {
+	if u, err := url.Parse(c.redisAddr); err == nil && u.Scheme != "" {
+		return u.Redacted()
+	}
+	return c.redisAddr
+}
+
+// explain turns an error that says the outbox tables are missing or out of
+// date into one that says how to fix it, and an error that says a server
+// went away into a cannotCheckError.
+func (s *session) explain(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "3F000", "42P01", "42703": // invalid_schema_name, undefined_table, undefined_column
+			return cannotCheckError{fmt.Errorf("schema %q is not migrated (PostgreSQL says: %s): run signals migrate --schema %s",
+				s.conn.schema, pgErr.Message, s.conn.schema)}
+		}
+		return err
+	}
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) || pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded) {
+		return cannotCheckError{err}
+	}
+	return err
+}
+
+// checkSchema fails with the fix when the schema's tables are missing or
+// behind. Reading one dead letter is cheap on any ledger and reads every
+// column of the table the latest migrations built on.
+func (s *session) checkSchema(ctx context.Context) error {
+	_, err := s.dispatcher.DeadLetters(ctx, signals.DeadFilter{Limit: 1})
+	return s.explain(err)
+}

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dj-signals/signals"
+)
+
+// statusLimits are the thresholds past which status reports a problem.
+type statusLimits struct {
+	maxPendingAge  time.Duration // 0: off
+	maxInFlightAge time.Duration // 0: off
+	maxDueAhead    time.Duration // 0: off
+}
+
+// problem is something status found wrong: work that is failing, or that
+// nobody will ever do.
+type problem struct {
+	// Kind is one of dead, pending_too_old, in_flight_too_old,
+	// due_far_ahead, queue_unserved, unknown_receiver.
+	Kind     string `json:"kind"`
+	Signal   string `json:"signal,omitempty"`
+	Receiver string `json:"receiver,omitempty"`
+	Queue    string `json:"queue,omitempty"`
+	Message  string `json:"message"`
+}
+
+func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("status", "signals status [--json] [--max-pending-age D] [--max-in-flight-age D] [--max-due-ahead D] [connection flags]", stderr)
+	var c connection
+	c.addFlags(fs)
+	var lim statusLimits
+	asJSON := fs.Bool("json", false, "print JSON instead of tables")
+	fs.DurationVar(&lim.maxPendingAge, "max-pending-age", time.Minute, "a pending row older than this is a problem (no Dispatcher keeps up); 0 turns the check off")
+	fs.DurationVar(&lim.maxInFlightAge, "max-in-flight-age", 0, "a row enqueued longer ago than this is a problem (its receiver keeps failing); rows delayed with At or Delay count too; 0 (the default) turns the check off")
+	fs.DurationVar(&lim.maxDueAhead, "max-due-ahead", 365*24*time.Hour, "a row due later than this from now is a problem (a wrong At or Delay); 0 turns the check off")
+	args, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(args) > 0 {
+		return usagef("unexpected argument %q", args[0])
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+
+	st, err := readStats(ctx, &c)
+	if err != nil {
+		if *asJSON {
+			_ = json.NewEncoder(stdout).Encode(map[string]string{"error": err.Error()})
+		}
+		return err
+	}
+	problems := lim.problems(st)
+	if *asJSON {
+		err = printStatusJSON(stdout, c.schema, st, problems)
+	} else {
+		err = printStatus(stdout, c.schema, st, problems)
+	}
+	if err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		return errUnhealthy
+	}
+	return nil
+}
+
+// readStats connects and takes the snapshot; every error means the status
+// could not be checked.
+func readStats(ctx context.Context, c *connection) (signals.Stats, error) {
+	s, err := c.open(ctx, true, signals.DispatcherConfig{})
+	if err != nil {
+		return signals.Stats{}, err
+	}
+	defer s.Close()
+	st, err := s.dispatcher.Stats(ctx)
+	var cannotCheck cannotCheckError
+	if err = s.explain(err); err != nil && !errors.As(err, &cannotCheck) {
+		err = cannotCheckError{err}
+	}
+	return st, err
+}
+
+// problems lists what is wrong in st, ledger first, then queues.
+func (lim statusLimits) problems(st signals.Stats) []problem {
+	out := []problem{}
+	for _, r := range st.Receivers {
+		name := r.Signal + "/" + r.Receiver
+		add := func(kind, format string, args ...any) {
+			out = append(out, problem{Kind: kind, Signal: r.Signal, Receiver: r.Receiver, Message: name + ": " + fmt.Sprintf(format, args...)})
+		}
+		if r.Dead > 0 {
+			add("dead", "%s: see signals dead list --signal %s --receiver %s", count(r.Dead, "dead letter"), r.Signal, r.Receiver)
+		}
+		if lim.maxPendingAge > 0 && r.OldestPending > lim.maxPendingAge {
+			add("pending_too_old", "the oldest pending row was sent %s ago (limit %s): is a Dispatcher (signals relay) running and keeping up?", age(r.OldestPending), lim.maxPendingAge)
+		}
+		if lim.maxInFlightAge > 0 && r.OldestInFlight > lim.maxInFlightAge {
+			add("in_flight_too_old", "the oldest in-flight row was enqueued %s ago (limit %s): its receiver keeps failing, or no worker serves its queue", age(r.OldestInFlight), lim.maxInFlightAge)
+		}
+		if lim.maxDueAhead > 0 && r.LatestDue.After(st.At.Add(lim.maxDueAhead)) {
+			add("due_far_ahead", "a row is due %s, more than %s ahead: was At or Delay given a wrong time?", r.LatestDue.UTC().Format(time.RFC3339), lim.maxDueAhead)
+		}
+	}
+	for _, q := range st.Queues {
+		if waiting := q.Pending + q.Active + q.Scheduled + q.Retry; waiting > 0 && !q.Served {
+			out = append(out, problem{Kind: "queue_unserved", Queue: q.Queue, Message: fmt.Sprintf(
+				"queue %s: %s (pending %d, scheduled %d, retry %d) and no worker serves it", q.Queue, count(waiting, "task"), q.Pending, q.Scheduled, q.Retry)})
+		}
+		if q.UnknownReceiver > 0 {
+			out = append(out, problem{Kind: "unknown_receiver", Queue: q.Queue, Message: fmt.Sprintf(
+				"queue %s: %s failed because the worker did not know their signal or receiver: deploy a worker that connects it", q.Queue, count(q.UnknownReceiver, "retrying task"))})
+		}
+	}
+	return out
+}
+
+func printStatus(w io.Writer, schema string, st signals.Stats, problems []problem) error {
+	fmt.Fprintf(w, "schema %s at %s\n\n", schema, st.At.UTC().Format(time.RFC3339))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	if len(st.Receivers) == 0 {
+		fmt.Fprintln(tw, "no rows pending, in flight or dead")
+	} else {
+		fmt.Fprintln(tw, "SIGNAL\tRECEIVER\tPENDING\tIN FLIGHT\tDEAD\tOLDEST PENDING\tOLDEST IN FLIGHT")
+		for _, r := range st.Receivers {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", r.Signal, r.Receiver, r.Pending, r.InFlight, r.Dead, age(r.OldestPending), age(r.OldestInFlight))
+		}
+	}
+	if len(st.Queues) > 0 {
+		fmt.Fprintln(tw, "\nQUEUE\tPENDING\tACTIVE\tSCHEDULED\tRETRY\tARCHIVED\tSERVED")
+		for _, q := range st.Queues {
+			served := "no"
+			if q.Served {
+				served = "yes"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", q.Queue, q.Pending, q.Active, q.Scheduled, q.Retry, q.Archived, served)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(problems) == 0 {
+		_, err := fmt.Fprintln(w, "\nhealthy")
+		return err
+	}
+	fmt.Fprintln(w, "\nPROBLEMS")
+	for _, p := range problems {
+		fmt.Fprintf(w, "  %s\n", p.Message)
+	}
+	_, err := fmt.Fprintf(w, "\nunhealthy: %s\n", count(len(problems), "problem"))
+	return err
+}
+
+// The JSON shapes: stable snake_case names, ages in seconds.
+type (
+	statusJSON struct {
+		Schema    string         `json:"schema"`
+		At        time.Time      `json:"at"`
+		Healthy   bool           `json:"healthy"`
+		Receivers []receiverJSON `json:"receivers"`
+		Queues    []queueJSON    `json:"queues"`
+		Problems  []problem      `json:"problems"`
+	}
+	receiverJSON struct {
+		Signal                string     `json:"signal"`
+		Receiver              string     `json:"receiver"`
+		Pending               int        `json:"pending"`
+		InFlight              int        `json:"in_flight"`
+		Dead                  int        `json:"dead"`
+		OldestPendingSeconds  float64    `json:"oldest_pending_seconds"`
+		OldestInFlightSeconds float64    `json:"oldest_in_flight_seconds"`
+		LatestDue             *time.Time `json:"latest_due,omitempty"`
+	}
+	queueJSON struct {
+		Queue           string `json:"queue"`
+		Pending         int    `json:"pending"`
+		Active          int    `json:"active"`
+		Scheduled       int    `json:"scheduled"`
+		Retry           int    `json:"retry"`
+		Archived        int    `json:"archived"`
+		Completed       int    `json:"completed"`
+		Served          bool   `json:"served"`
+		UnknownReceiver int    `json:"unknown_receiver"`
+	}
+)
+
+func printStatusJSON(w io.Writer, schema string, st signals.Stats, problems []problem) error {
+	out := statusJSON{Schema: schema, At: st.At.UTC(), Healthy: len(problems) == 0, Receivers: []receiverJSON{}, Queues: []queueJSON{}, Problems: problems}
+	for _, r := range st.Receivers {
+		rj := receiverJSON{
+			Signal: r.Signal, Receiver: r.Receiver, Pending: r.Pending, InFlight: r.InFlight, Dead: r.Dead,
+			OldestPendingSeconds: seconds(r.OldestPending), OldestInFlightSeconds: seconds(r.OldestInFlight),
+		}
+		if !r.LatestDue.IsZero() {
+			due := r.LatestDue.UTC()
+			rj.LatestDue = &due
+		}
+		out.Receivers = append(out.Receivers, rj)
+	}
+	for _, q := range st.Queues {
+		out.Queues = append(out.Queues, queueJSON{
+			Queue: q.Queue, Pending: q.Pending, Active: q.Active, Scheduled: q.Scheduled, Retry: q.Retry,
+			Archived: q.Archived, Completed: q.Completed, Served: q.Served, UnknownReceiver: q.UnknownReceiver,
+		})
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+// seconds is d in seconds, to the millisecond.
+func seconds(d time.Duration) float64 { return d.Round(time.Millisecond).Seconds() }
+
+// count prints n nouns: "1 task", "2 tasks".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// age prints a duration for a human: "-" for none, whole seconds from one
+// second on.
+func age(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "-"
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	default:
+		return d.Round(time.Second).String()
+	}
+}
