@@ -62,6 +62,9 @@ type DeadLetter struct {
 	SentAt, EnqueuedAt, DeadAt time.Time
 	// Payload is the event's JSON payload.
 	Payload json.RawMessage
+	// Headers are the event's own, as middleware set them at send (a trace
+	// context, say).
+	Headers map[string]string
 }
 
 // DeadFilter selects dead letters for [Dispatcher.DeadLetters]; every zero
@@ -74,6 +77,8 @@ type DeadFilter struct {
 	Since, Until time.Time
 	// ErrorContains matches a substring of the error, ignoring case.
 	ErrorContains string
+	// TaskIDs, when set, selects only the letters with these task IDs.
+	TaskIDs []ulid.ULID
 	// Limit caps how many are returned. Defaults to 100.
 	Limit int
 }
@@ -88,7 +93,7 @@ func (d *Dispatcher) DeadLetters(ctx context.Context, f DeadFilter) ([]DeadLette
 		rows, err = d.reg.queries.ListDead(ctx, tx, store.DeadFilter{
 			Signal: f.Signal, Receiver: f.Receiver,
 			DeadSince: f.Since, DeadUntil: f.Until,
-			ErrorLike: f.ErrorContains, Limit: f.Limit,
+			ErrorLike: f.ErrorContains, IDs: ids16(f.TaskIDs), Limit: f.Limit,
 		})
 		return err
 	})
@@ -102,7 +107,7 @@ func (d *Dispatcher) DeadLetters(ctx context.Context, f DeadFilter) ([]DeadLette
 			Signal: r.Signal, Receiver: r.Receiver, Queue: r.Queue,
 			Reason: DeadReason(r.Reason), Attempts: r.Attempts,
 			SentAt: time.UnixMilli(int64(ulid.ULID(r.EventID).Time())),
-			DeadAt: r.DeadAt, Payload: r.Payload,
+			DeadAt: r.DeadAt, Payload: r.Payload, Headers: r.Headers,
 		}
 		if r.LastError != nil {
 			out[i].Error = *r.LastError
@@ -139,14 +144,22 @@ func (d *Dispatcher) DiscardDead(ctx context.Context, taskIDs ...ulid.ULID) (int
 }
 
 func (d *Dispatcher) moveDead(ctx context.Context, taskIDs []ulid.ULID, move func(context.Context, store.Executor, [][16]byte) (int64, error)) (int, error) {
-	ids := make([][16]byte, len(taskIDs))
-	for i, id := range taskIDs {
-		ids[i] = id
-	}
 	var n int64
 	err := pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) (err error) {
-		n, err = move(ctx, tx, ids)
+		n, err = move(ctx, tx, ids16(taskIDs))
 		return err
 	})
 	return int(n), d.reg.explain(err)
+}
+
+// ids16 turns ULIDs into the store's byte arrays; nil stays nil.
+func ids16(ids []ulid.ULID) [][16]byte {
+	if ids == nil {
+		return nil
+	}
+	out := make([][16]byte, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
 }

@@ -141,18 +141,15 @@ func deadShow(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	// DeadFilter cannot select by ID: read every letter and pick it out.
-	letters, err := readDead(ctx, &c, signals.DeadFilter{Limit: 1<<31 - 1})
+	letters, err := readDead(ctx, &c, signals.DeadFilter{TaskIDs: ids, Limit: 1})
 	if err != nil {
 		return err
 	}
 	for _, l := range letters {
-		if l.TaskID == ids[0] {
-			if *asJSON {
-				return printJSON(stdout, deadJSONs([]signals.DeadLetter{l})[0])
-			}
-			return printDeadLetter(stdout, l, time.Now())
+		if *asJSON {
+			return printJSON(stdout, deadJSONs([]signals.DeadLetter{l})[0])
 		}
+		return printDeadLetter(stdout, l, time.Now())
 	}
 	return fmt.Errorf("no dead letter %s in schema %s (requeued or discarded already?)", ids[0], c.schema)
 }

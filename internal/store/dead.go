@@ -37,9 +37,10 @@ type Dead struct {
 type DeadFilter struct {
 	Signal    string
 	Receiver  string
-	DeadSince time.Time // dead at or after
-	DeadUntil time.Time // dead before
-	ErrorLike string    // substring of the error, case-insensitive
+	DeadSince time.Time  // dead at or after
+	DeadUntil time.Time  // dead before
+	ErrorLike string     // substring of the error, case-insensitive
+	IDs       [][16]byte // only these rows, when not nil
 	Limit     int
 }
 
@@ -50,12 +51,13 @@ WHERE ($1 = '' OR signal = $1)
   AND ($3::timestamptz IS NULL OR dead_at >= $3)
   AND ($4::timestamptz IS NULL OR dead_at < $4)
   AND ($5 = '' OR strpos(lower(coalesce(last_error, '')), lower($5)) > 0)
+  AND ($7::uuid[] IS NULL OR id = ANY($7))
 ORDER BY dead_at, id
 LIMIT $6`
 
 // ListDead returns the dead letters f selects, oldest death first.
 func (q *Queries) ListDead(ctx context.Context, db Executor, f DeadFilter) ([]Dead, error) {
-	rows, err := db.Query(ctx, q.dead.list, f.Signal, f.Receiver, timeOrNil(f.DeadSince), timeOrNil(f.DeadUntil), f.ErrorLike, f.Limit)
+	rows, err := db.Query(ctx, q.dead.list, f.Signal, f.Receiver, timeOrNil(f.DeadSince), timeOrNil(f.DeadUntil), f.ErrorLike, f.Limit, f.IDs)
 	if err != nil {
 		return nil, err
 	}

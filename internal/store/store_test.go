@@ -479,6 +479,9 @@ func TestBuryListRetargetRequeueAndDiscardDead(t *testing.T) {
 	require.Len(t, b.dead(t, q, DeadFilter{ErrorLike: "card declined", Limit: 10}), 1, "error text, any case")
 	require.Len(t, b.dead(t, q, DeadFilter{Receiver: "a", Limit: 10}), 1)
 	require.Len(t, b.dead(t, q, DeadFilter{Signal: "other", Limit: 10}), 0)
+	byID := b.dead(t, q, DeadFilter{IDs: ids(rows[1]), Limit: 10})
+	require.Len(t, byID, 1)
+	require.Equal(t, rows[1].ID, byID[0].ID)
 	require.Len(t, b.dead(t, q, DeadFilter{DeadUntil: before.Add(-time.Minute), Limit: 10}), 0)
 	require.Len(t, b.dead(t, q, DeadFilter{DeadSince: before.Add(-time.Minute), Limit: 10}), 2)
 
