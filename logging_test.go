@@ -106,3 +106,27 @@ func TestDispatcherOnAnUnmigratedSchemaSaysHowToFixItOnce(t *testing.T) {
 		require.Equal(t, "DEBUG", l["level"], "each retry only at debug")
 	}
 }
+
+func TestWorkerSaysAtStartWhatWorkItDoesNotKnow(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	sender := signals.MustNewRegistry(signals.RegistryConfig{Schema: f.schema, Logger: quietLogger()})
+	newer := register[orderPlaced](t, sender, "order.placed")
+	newer.Connect("known", nop[orderPlaced], signals.Queue(f.queue))
+	newer.Connect("added-later", nop[orderPlaced], signals.Queue(f.queue))
+	for range 3 {
+		send(t, f.pool, newer, orderPlaced{OrderID: "o"})
+	}
+
+	register[orderPlaced](t, f.reg, "order.placed").Connect("known", nop[orderPlaced], signals.Queue(f.queue))
+	logs := &logRecords{}
+	w, err := signals.NewWorker(f.reg, f.pool, f.redis, signals.WorkerConfig{Queues: map[string]int{f.queue: 1}, Logger: slog.New(logs)})
+	require.NoError(t, err)
+	run(t, w.Run)
+	msg := "signals: the ledger holds work for a receiver this worker does not know: a worker that connects it must run it"
+	require.Eventually(t, func() bool { return len(logs.find(msg)) > 0 }, eventually, tick)
+	lines := logs.find(msg)
+	require.Len(t, lines, 1, "said once, for the one receiver it lacks")
+	require.Equal(t, "added-later", lines[0]["receiver"])
+	require.Equal(t, "3", lines[0]["pending"])
+}

@@ -165,6 +165,17 @@ func (r *Registry) lookup(name string) handle {
 	return r.signals[name]
 }
 
+// knows reports whether the registry has the signal with the receiver
+// connected.
+func (r *Registry) knows(signal, receiver string) bool {
+	h := r.lookup(signal)
+	if h == nil {
+		return false
+	}
+	_, ok := h.receiverOptions(receiver)
+	return ok
+}
+
 // Signals returns the sorted names of the registry's signals.
 func (r *Registry) Signals() []string {
 	r.mu.RLock()

@@ -169,12 +169,36 @@ func (w *Worker) Run(ctx context.Context) error {
 		stopAcks() // after the server stopped: its last successes flush too
 		<-acksDone
 	}()
+	w.reportUnknownWork(ctx)
 	if err := srv.Start(asynq.HandlerFunc(w.process)); err != nil {
 		return fmt.Errorf("signals: start worker: %w", err)
 	}
 	<-ctx.Done()
 	srv.Shutdown()
 	return nil
+}
+
+// reportUnknownWork says once, at start, how much of the ledger's work is
+// for signals or receivers this worker does not know: during a rolling
+// deploy, a newer worker's to run; otherwise, work nobody will do.
+// Dispatcher.Stats and the signals command show it too.
+func (w *Worker) reportUnknownWork(ctx context.Context) {
+	var rows []store.ReceiverStats
+	err := pgx.BeginFunc(ctx, w.db, func(tx pgx.Tx) (err error) {
+		rows, _, err = w.reg.queries.Stats(ctx, tx)
+		return err
+	})
+	if err != nil {
+		w.cfg.Logger.Warn("signals: read the ledger at start", "error", w.reg.explain(err))
+		return
+	}
+	for _, r := range rows {
+		if r.Pending+r.InFlight == 0 || w.reg.knows(r.Signal, r.Receiver) {
+			continue
+		}
+		w.cfg.Logger.Warn("signals: the ledger holds work for a receiver this worker does not know: a worker that connects it must run it",
+			"signal", r.Signal, "receiver", r.Receiver, "pending", r.Pending, "in_flight", r.InFlight)
+	}
 }
 
 // errStillRunning refuses a run of a delivery whose earlier run has not
