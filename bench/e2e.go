@@ -7,6 +7,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -33,18 +35,36 @@ func runE2E(ctx context.Context, e *env, o options, r *report) error {
 	}
 	defer pool.Close()
 
-	systems := f.systems()
+	otel, shutdown, err := f.otelSystem()
+	if err != nil {
+		return err
+	}
+	defer shutdown()
+	// dj-signals with and without OpenTelemetry run back to back in every
+	// rep, in turns first, so that a drift in the machine's state weighs on
+	// both alike; the groups rotate as the systems do.
+	plain := f.systems()
+	systems := slices.Insert(slices.Clone(plain), 1, otel)
+	groups := [][]system{{plain[0], otel}}
+	for _, s := range plain[1:] {
+		groups = append(groups, []system{s})
+	}
 	runs := map[string][]e2eRun{}
 	for rep := range o.reps {
-		for i := range systems {
-			s := systems[(i+rep)%len(systems)]
-			run, err := e2eOnce(ctx, f, pool, s, o.events)
-			if err != nil {
-				return fmt.Errorf("%s: %w", s.name, err)
+		for i := range groups {
+			g := slices.Clone(groups[(i+rep)%len(groups)])
+			if rep%2 == 1 {
+				slices.Reverse(g)
 			}
-			runs[s.name] = append(runs[s.name], run)
-			progress("e2e rep %d %-24s %8.0f events/s (commits %8.0f/s)", rep+1, s.name,
-				float64(o.events)/run.total.Seconds(), float64(o.events)/run.send.Seconds())
+			for _, s := range g {
+				run, err := e2eOnce(ctx, f, pool, s, o.events)
+				if err != nil {
+					return fmt.Errorf("%s: %w", s.name, err)
+				}
+				runs[s.name] = append(runs[s.name], run)
+				progress("e2e rep %d %-26s %8.0f events/s (commits %8.0f/s)", rep+1, s.name,
+					float64(o.events)/run.total.Seconds(), float64(o.events)/run.send.Seconds())
+			}
 		}
 	}
 
@@ -61,6 +81,7 @@ func runE2E(ctx context.Context, e *env, o options, r *report) error {
 		return out
 	}
 	base, riv, riv1k := median(rate(sysAsynq, false)), median(rate(sysRiver, false)), median(rate(sysRiverTuned, false))
+	dj := median(rate(sysSignals, false))
 	t := &table{
 		title: "2. End-to-end throughput: commit → receiver ran",
 		note: fmt.Sprintf("%d events per run, %d sender goroutines (pool of %d), each event its own business transaction (one order row + the system's send), one no-op receiver. "+
@@ -68,11 +89,13 @@ func runE2E(ctx context.Context, e *env, o options, r *report) error {
 			"plain asynq: client.Enqueue after commit (not crash-safe), asynq server with the dj-signals Worker's Concurrency (%d) and TaskCheckInterval (%v). "+
 			"River: InsertTx in the transaction, MaxWorkers %d (as in River's package docs) or 1000, other settings default; River fetches at most MaxWorkers jobs per FetchCooldown (100 ms). "+
 			"The relay and River have their own pools of pgxpool's default size. "+
-			"events/s = N / (first send → last receiver start); median of %d runs, systems interleaved. "+
+			"dj-signals + OpenTelemetry: the same with the otelsignals middleware on its registry (OpenTelemetry SDK %s): every span sampled (AlwaysSample) and handed to a batch span processor whose exporter drops it, "+
+			"so the application's side is measured (3 spans per event, trace context in each row and task, counters and histograms), not an exporter's serialization and network; metrics aggregated, not collected during the run. "+
+			"events/s = N / (first send → last receiver start); median of %d runs, systems interleaved (the two dj-signals rows back to back, in turns first). "+
 			"commits/s is the senders' rate alone (N / first send → last sender done); tail is how long after the last sender was done "+
 			"(its commit; for plain asynq, its enqueue after the commit) the last receiver started (median).",
-			o.events, e2eSenders, e2eSenders, workerConcurrency, workerTaskCheckInterval, riverMaxWorkers, o.reps),
-		header: []string{"system", "events/s", "range", "× plain asynq", "× River", "× River 1000", "commits/s", "tail"},
+			o.events, e2eSenders, e2eSenders, workerConcurrency, workerTaskCheckInterval, riverMaxWorkers, otelVersion(), o.reps),
+		header: []string{"system", "events/s", "range", "× plain asynq", "× River", "× River 1000", "× dj-signals", "commits/s", "tail"},
 	}
 	for _, s := range systems {
 		rs := rate(s.name, false)
@@ -87,13 +110,20 @@ func runE2E(ctx context.Context, e *env, o options, r *report) error {
 			}
 		}
 		t.rows = append(t.rows, []string{name, fmtRate(m), fmt.Sprintf("%s–%s", fmtRate(lo), fmtRate(hi)),
-			ratio(m, base), ratio(m, riv), ratio(m, riv1k), fmtRate(median(rate(s.name, true))), fmtDur(time.Duration(median(tails)))})
+			ratio(m, base), ratio(m, riv), ratio(m, riv1k), ratio(m, dj), fmtRate(median(rate(s.name, true))), fmtDur(time.Duration(median(tails)))})
 	}
 	r.add(t)
-	dj := median(rate(sysSignals, false))
 	r.target("e2e: dj-signals ≥ River (MaxWorkers 100)", fmt.Sprintf("%s vs %s events/s = %s", fmtRate(dj), fmtRate(riv), ratio(dj, riv)), dj >= riv)
 	r.target("e2e: dj-signals ≥ River (MaxWorkers 1000)", fmt.Sprintf("%s vs %s events/s = %s", fmtRate(dj), fmtRate(riv1k), ratio(dj, riv1k)), dj >= riv1k)
 	r.target("e2e: dj-signals ≥ 0.5× plain asynq", fmt.Sprintf("%s vs %s events/s = %s", fmtRate(dj), fmtRate(base), ratio(dj, base)), dj >= 0.5*base)
+	withOTel := median(rate(sysSignalsOTel, false))
+	var paired []string // each rep's events/s ratio, of two runs back to back
+	for i, run := range runs[sysSignalsOTel] {
+		paired = append(paired, ratio(runs[sysSignals][i].total.Seconds(), run.total.Seconds()))
+	}
+	r.target("e2e: dj-signals + OpenTelemetry ≥ 0.9× dj-signals",
+		fmt.Sprintf("%s vs %s events/s = %s (per rep: %s)", fmtRate(withOTel), fmtRate(dj), ratio(withOTel, dj), strings.Join(paired, ", ")),
+		withOTel >= 0.9*dj)
 	return nil
 }
 

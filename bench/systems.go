@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -16,8 +17,11 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/otelsignals"
 )
 
 // The library's defaults that the benchmark mirrors in its baselines and
@@ -65,10 +69,11 @@ type system struct {
 
 // Names of the systems the e2e and latency scenarios compare.
 const (
-	sysSignals    = "dj-signals"
-	sysAsynq      = "plain asynq"
-	sysRiver      = "River"
-	sysRiverTuned = "River, MaxWorkers 1000"
+	sysSignals     = "dj-signals"
+	sysSignalsOTel = "dj-signals + OpenTelemetry"
+	sysAsynq       = "plain asynq"
+	sysRiver       = "River"
+	sysRiverTuned  = "River, MaxWorkers 1000"
 )
 
 // systems are the delivery paths the e2e and latency scenarios compare:
@@ -88,6 +93,11 @@ func (f *fixture) systems() []system {
 // signalsSystem is dj-signals with the given configs, on f's schema and
 // queue. The relay gets its own pool of pgxpool's default size.
 func (f *fixture) signalsSystem(name string, dcfg signals.DispatcherConfig, wcfg signals.WorkerConfig) system {
+	return f.signalsSystemOn(name, f.registry, f.one, dcfg, wcfg)
+}
+
+// signalsSystemOn is signalsSystem sending sig, of registry reg.
+func (f *fixture) signalsSystemOn(name string, reg *signals.Registry, sig *signals.Signal[order], dcfg signals.DispatcherConfig, wcfg signals.WorkerConfig) system {
 	e := f.env
 	dcfg.Logger = quiet
 	wcfg.Queues, wcfg.Logger = map[string]int{f.queue: 1}, quiet
@@ -102,12 +112,12 @@ func (f *fixture) signalsSystem(name string, dcfg signals.DispatcherConfig, wcfg
 			if err != nil {
 				return nil, err
 			}
-			d, err := signals.NewDispatcher(f.registry, pool, relayRedis, dcfg)
+			d, err := signals.NewDispatcher(reg, pool, relayRedis, dcfg)
 			if err != nil {
 				pool.Close()
 				return nil, err
 			}
-			w, err := signals.NewWorker(f.registry, pool, e.redis, wcfg)
+			w, err := signals.NewWorker(reg, pool, e.redis, wcfg)
 			if err != nil {
 				pool.Close()
 				return nil, err
@@ -117,7 +127,7 @@ func (f *fixture) signalsSystem(name string, dcfg signals.DispatcherConfig, wcfg
 		},
 		send: func(ctx context.Context, pool *pgxpool.Pool, seq int64, committed func()) error {
 			err := f.placeOrder(ctx, pool, seq, func(ctx context.Context, tx pgx.Tx, o order) error {
-				_, err := f.one.SendReliable(ctx, tx, o)
+				_, err := sig.SendReliable(ctx, tx, o)
 				f.track.Load().sentAt(seq)
 				return err
 			})
@@ -127,6 +137,65 @@ func (f *fixture) signalsSystem(name string, dcfg signals.DispatcherConfig, wcfg
 			return err
 		},
 	}
+}
+
+// otelSystem is dj-signals with its defaults and otelsignals' middleware on
+// a registry of its own, on f's schema and queue, sending f.one's signal to
+// a receiver like f.one's. The OpenTelemetry SDK samples every span and
+// hands it to a batch span processor, as in production, whose exporter
+// drops it: what is measured is the application's side (spans, their
+// attributes, the trace context in each row and task, the batch queue, the
+// metrics' aggregation), not an exporter's serialization and network, which
+// run on the batch processor's goroutine and depend on the backend. Metrics
+// go to a manual reader that the run never collects, as a periodic reader
+// collects once a minute by default. Call shutdown when done.
+func (f *fixture) otelSystem() (s system, shutdown func(), err error) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(dropSpans{}))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	shutdown = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = tp.Shutdown(ctx)
+		_ = mp.Shutdown(ctx)
+	}
+	reg, err := signals.NewRegistry(signals.RegistryConfig{
+		Schema: f.schema, Logger: quiet,
+		Middleware: []signals.Middleware{otelsignals.New(otelsignals.Config{TracerProvider: tp, MeterProvider: mp})},
+	})
+	if err != nil {
+		shutdown()
+		return system{}, nil, err
+	}
+	sig, err := signals.Register[order](reg, f.one.Name())
+	if err != nil {
+		shutdown()
+		return system{}, nil, err
+	}
+	sig.Connect("noop", func(_ context.Context, e signals.Event[order]) error {
+		t := f.track.Load()
+		t.started(e.Payload.Seq)
+		t.tasks.Store(e.Payload.Seq, e.TaskID.String())
+		return nil
+	}, signals.Queue(f.queue))
+	return f.signalsSystemOn(sysSignalsOTel, reg, sig, signals.DispatcherConfig{}, signals.WorkerConfig{}), shutdown, nil
+}
+
+// dropSpans is a span exporter that drops what it is given.
+type dropSpans struct{}
+
+func (dropSpans) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (dropSpans) Shutdown(context.Context) error                             { return nil }
+
+// otelVersion is the OpenTelemetry SDK's module version in this binary.
+func otelVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "go.opentelemetry.io/otel/sdk" {
+				return d.Version
+			}
+		}
+	}
+	return "(unknown version)"
 }
 
 // tracedRedis makes the relay's Redis client record, per task ID, when
