@@ -78,7 +78,7 @@ func (r *Registry) run(ctx context.Context, t *asynq.Task) ran {
 		}
 		return err
 	}
-	mws := r.cfg.Middleware
+	mws := r.wraps()
 	if len(mws) == 0 {
 		_ = step(ctx) // the outcome is in res
 		return res

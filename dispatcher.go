@@ -184,7 +184,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 
 // enqueueHook runs each enqueue inside the registry's middleware.
 func (d *Dispatcher) enqueueHook() relay.EnqueueHook {
-	mws := d.reg.cfg.Middleware
+	mws := d.reg.wraps()
 	if len(mws) == 0 {
 		return nil
 	}

@@ -166,3 +166,14 @@ func TestMiddlewareSeesWhatRepairSendsAgain(t *testing.T) {
 	require.True(t, enqueues[1].Resent, "the second enqueue is a repair's")
 	require.Equal(t, enqueues[0].TaskID, enqueues[1].TaskID)
 }
+
+func TestRegistryUseAddsMiddlewareAfterTheConfigs(t *testing.T) {
+	t.Parallel()
+	var order []string
+	first, second := &recorder{name: "first", order: &order}, &recorder{name: "second", order: &order}
+	f := setupRegistry(t, signals.RegistryConfig{Middleware: []signals.Middleware{first}})
+	f.reg.Use(second)
+	sig := nopSignal(t, f, "r")
+	send(t, f.pool, sig, orderPlaced{OrderID: "o-1"})
+	require.Equal(t, []string{"send first", "send second"}, order)
+}

@@ -97,7 +97,7 @@ func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts
 	}
 
 	write := func(ctx context.Context) error { return s.reg.queries.Insert(ctx, tx, event, targets) }
-	if mws := s.reg.cfg.Middleware; len(mws) > 0 {
+	if mws := s.reg.wraps(); len(mws) > 0 {
 		info := &SendInfo{Signal: s.name, EventID: event.ID, CorrelationID: event.CorrelationID, Depth: event.Depth}
 		if event.CausationID != nil {
 			info.CausationID = *event.CausationID

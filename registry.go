@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"regexp"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/dj-signals/signals/internal/envelope"
 	"github.com/dj-signals/signals/internal/store"
@@ -54,7 +56,7 @@ type RegistryConfig struct {
 	Queue string
 	// Middleware wraps every send, enqueue and receive of the registry's
 	// signals, the first outermost: tracing and metrics adapters go here.
-	// Defaults to none.
+	// Registry.Use adds more later. Defaults to none.
 	Middleware []Middleware
 	// Logger receives receiver failures when the registry runs as an asynq
 	// handler. Payloads are never logged. Defaults to slog.Default() at the
@@ -105,8 +107,9 @@ func (c RegistryConfig) validate() error {
 // same Registry to all of them. It is also the asynq.Handler that runs
 // receivers ([Registry.ProcessTask]). A Registry is safe for concurrent use.
 type Registry struct {
-	cfg     RegistryConfig
-	queries *store.Queries
+	cfg        RegistryConfig
+	queries    *store.Queries
+	middleware atomic.Pointer[[]Middleware] // read on every send and delivery
 
 	mu      sync.RWMutex
 	signals map[string]handle
@@ -134,8 +137,24 @@ func NewRegistry(cfg RegistryConfig) (*Registry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Registry{cfg: cfg, queries: q, signals: map[string]handle{}}, nil
+	r := &Registry{cfg: cfg, queries: q, signals: map[string]handle{}}
+	r.middleware.Store(&cfg.Middleware)
+	return r, nil
 }
+
+// Use adds middleware after cfg's, innermost last: the way to instrument
+// DefaultRegistry, whose config is fixed. Call it at wiring time, before
+// the first send and before Dispatcher.Run, which reads the middleware
+// once; it is safe for concurrent use.
+func (r *Registry) Use(mws ...Middleware) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	all := append(slices.Clip(*r.middleware.Load()), mws...)
+	r.middleware.Store(&all)
+}
+
+// wraps returns the registry's middleware, outermost first.
+func (r *Registry) wraps() []Middleware { return *r.middleware.Load() }
 
 // MustNewRegistry is [NewRegistry] that panics on error, for wiring code.
 func MustNewRegistry(cfg RegistryConfig) *Registry {

@@ -65,14 +65,15 @@ func (c Config) withDefaults() Config {
 
 // Middleware is the OpenTelemetry [signals.Middleware]: it traces and
 // counts every send, enqueue and receive of a registry's signals. Set it
-// with [signals.RegistryConfig].Middleware. It is safe for concurrent use.
+// with [signals.RegistryConfig].Middleware, or [signals.Registry.Use] for
+// signals.DefaultRegistry. It is safe for concurrent use.
 type Middleware struct {
 	cfg    Config
 	tracer trace.Tracer
 
-	sent, enqueued, duplicates, enqueueFailed metric.Int64Counter
-	succeeded, failed, dead                   metric.Int64Counter
-	lag, duration                             metric.Float64Histogram
+	sent, enqueued, duplicates, resent, enqueueFailed metric.Int64Counter
+	succeeded, failed, dead                           metric.Int64Counter
+	lag, duration                                     metric.Float64Histogram
 
 	// sets caches one measurement option per signal, receiver and queue:
 	// building an attribute set sorts and allocates, on every event.
@@ -99,6 +100,7 @@ func New(cfg Config) *Middleware {
 	m.sent = counter(metricSent, "Deliveries written to the outbox by SendReliable: one per event and receiver. Counted when the write succeeds, before the sender's transaction commits or rolls back.")
 	m.enqueued = counter(metricEnqueued, "Deliveries a Dispatcher enqueued into Redis.")
 	m.duplicates = counter(metricDuplicates, "Re-enqueues Redis turned away because it already held the task (task ID conflict): an earlier enqueue of the same outbox row.")
+	m.resent = counter(metricResent, "Deliveries the Dispatcher's repair enqueued again: Redis had lost their tasks, or the worker running them died. Also counted in "+metricEnqueued+".")
 	m.enqueueFailed = counter(metricEnqueueFailed, "Enqueues into Redis that failed; the Dispatcher tries the row again.")
 	m.succeeded = counter(metricSucceeded, "Receiver runs that succeeded.")
 	m.failed = counter(metricFailed, "Receiver runs that failed: retried, unless the delivery is now dead (see "+metricDead+").")
@@ -152,7 +154,7 @@ func (m *Middleware) Send(ctx context.Context, s *signals.SendInfo, next func(co
 
 // Enqueue continues the event's trace with a client span, "enqueue
 // <signal>", around one row's enqueue into Redis, and counts it as
-// enqueued, duplicate or failed.
+// enqueued (and resent, after a repair), duplicate or failed.
 func (m *Middleware) Enqueue(ctx context.Context, e *signals.EnqueueInfo, next func(context.Context) error) error {
 	ctx = m.cfg.Propagator.Extract(ctx, propagation.MapCarrier(e.Headers))
 	attrs := deliveryAttrs(opEnqueue, opTypeSend, e.Signal, e.Receiver, e.Queue, e.TaskID, e.EventID)
@@ -171,6 +173,9 @@ func (m *Middleware) Enqueue(ctx context.Context, e *signals.EnqueueInfo, next f
 		m.duplicates.Add(ctx, 1, set)
 	default:
 		m.enqueued.Add(ctx, 1, set)
+		if e.Resent {
+			m.resent.Add(ctx, 1, set)
+		}
 	}
 	return err
 }

@@ -162,9 +162,12 @@ func TestEnqueue(t *testing.T) {
 		}))
 		down := errors.New("redis down")
 		require.ErrorIs(t, m.Enqueue(context.Background(), enqueueInfo(s), func(context.Context) error { return down }), down)
+		resent := enqueueInfo(s)
+		resent.Resent = true
+		require.NoError(t, m.Enqueue(context.Background(), resent, func(context.Context) error { return nil }))
 
 		spans := b.tm.ended("enqueue order.placed")
-		require.Len(t, spans, 3)
+		require.Len(t, spans, 4)
 		for _, span := range spans {
 			require.Equal(t, trace.SpanKindClient, span.SpanKind())
 			require.Equal(t, sendSpan.SpanContext().SpanID(), span.Parent().SpanID(), "a child of the send span")
@@ -181,7 +184,8 @@ func TestEnqueue(t *testing.T) {
 		require.Equal(t, codes.Error, spans[2].Status().Code)
 
 		q := slices.Concat(emailAttrs, []attribute.KeyValue{attribute.String("queue", "q")})
-		require.EqualValues(t, 1, b.tm.sum(t, "signals.enqueued", q...))
+		require.EqualValues(t, 2, b.tm.sum(t, "signals.enqueued", q...), "the first enqueue and the resend")
+		require.EqualValues(t, 1, b.tm.sum(t, "signals.enqueue.resent", q...))
 		require.EqualValues(t, 1, b.tm.sum(t, "signals.enqueue.duplicates", q...))
 		require.EqualValues(t, 1, b.tm.sum(t, "signals.enqueue.failed", q...))
 	})

@@ -40,6 +40,7 @@ const (
 	metricSent          = "signals.sent"
 	metricEnqueued      = "signals.enqueued"
 	metricDuplicates    = "signals.enqueue.duplicates"
+	metricResent        = "signals.enqueue.resent"
 	metricEnqueueFailed = "signals.enqueue.failed"
 	metricSucceeded     = "signals.receive.succeeded"
 	metricFailed        = "signals.receive.failed"
