@@ -14,8 +14,12 @@ COVERPROFILE ?= coverage.out
 help: ## Show this list of targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-10s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
-test: ## Run all tests with the race detector (needs PostgreSQL and Redis)
+# Nested modules with their own go.mod, tested and vetted beside the root.
+MODULES      ?= otelsignals
+
+test: ## Run all tests with the race detector, root and nested modules (needs PostgreSQL and Redis)
 	$(GO) test $(TEST_FLAGS) ./...
+	@for m in $(MODULES); do echo "cd $$m && $(GO) test $(TEST_FLAGS) ./..."; (cd $$m && $(GO) test $(TEST_FLAGS) ./...) || exit 1; done
 
 lint: ## Check formatting (gofmt), run go vet, and staticcheck if installed
 	@unformatted="$$(gofmt -l .)"; \
@@ -25,6 +29,7 @@ lint: ## Check formatting (gofmt), run go vet, and staticcheck if installed
 		exit 1; \
 	fi
 	$(GO) vet ./...
+	@for m in $(MODULES) bench; do echo "cd $$m && $(GO) vet ./..."; (cd $$m && $(GO) vet ./...) || exit 1; done
 	@if command -v staticcheck >/dev/null 2>&1; then \
 		echo staticcheck ./...; staticcheck ./...; \
 	else \
