@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,7 +30,7 @@ import (
 // test's own, and the store's statements for reading the outbox.
 type fixture struct {
 	pool       *pgxpool.Pool
-	statements *statementCounter // statements sent through pool
+	statements *testenv.Statements // statements sent through pool
 	schema     string
 	reg        *signals.Registry
 	queries    *store.Queries
@@ -50,7 +49,7 @@ func setup(t *testing.T) *fixture {
 func setupRegistry(t *testing.T, cfg signals.RegistryConfig) *fixture {
 	t.Helper()
 	f := &fixture{
-		statements: &statementCounter{},
+		statements: &testenv.Statements{},
 		schema:     testenv.Schema(t),
 		queue:      testenv.Queue(t),
 		redis:      asynq.RedisClientOpt{Addr: testenv.RedisAddr()},
@@ -79,16 +78,6 @@ func newPool(t *testing.T, configure func(*pgxpool.Config)) *pgxpool.Pool {
 	t.Cleanup(pool.Close)
 	return pool
 }
-
-// statementCounter counts the statements a pool sends, to prove that a
-// refused send sent nothing.
-type statementCounter struct{ n atomic.Int64 }
-
-func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	c.n.Add(1)
-	return ctx
-}
-func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 

@@ -103,17 +103,6 @@ func TestRedisLosingItsDataLosesNoEvent(t *testing.T) {
 	}
 }
 
-// deleteCounter counts the DELETE statements a pool sends.
-type deleteCounter struct{ n atomic.Int64 }
-
-func (c *deleteCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	if strings.HasPrefix(d.SQL, "DELETE") {
-		c.n.Add(1)
-	}
-	return ctx
-}
-func (c *deleteCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
 func TestWorkerAcksManyDeliveriesPerStatement(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
@@ -123,7 +112,7 @@ func TestWorkerAcksManyDeliveriesPerStatement(t *testing.T) {
 	f.runDispatcher(t, signals.DispatcherConfig{})
 	require.Eventually(t, func() bool { return f.notEnqueued(t) == 0 }, eventually, tick)
 
-	deletes := &deleteCounter{}
+	deletes := &testenv.Statements{Prefix: "DELETE"}
 	workerPool := newPool(t, func(c *pgxpool.Config) { c.ConnConfig.Tracer = deletes })
 	w, err := signals.NewWorker(f.reg, workerPool, f.redis, signals.WorkerConfig{Queues: map[string]int{f.queue: 1}, Logger: quietLogger()})
 	require.NoError(t, err)
@@ -131,7 +120,7 @@ func TestWorkerAcksManyDeliveriesPerStatement(t *testing.T) {
 
 	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick)
 	require.Len(t, runs.snapshot(), events)
-	n := deletes.n.Load()
+	n := deletes.Count()
 	require.Positive(t, n)
 	// A flush is two DELETEs (see store.Delete), for up to 1,000 acks.
 	require.LessOrEqual(t, n*2, int64(events), "at most half a statement per delivery: %d statements for %d acks", n, events)

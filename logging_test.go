@@ -3,7 +3,6 @@ package signals_test
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,45 +12,9 @@ import (
 	"github.com/dj-signals/signals/internal/testenv"
 )
 
-// logRecords is a slog.Handler keeping every record, for tests of what the
-// library logs.
-type logRecords struct {
-	mu sync.Mutex
-	rs []slog.Record
-}
-
-func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *logRecords) WithGroup(string) slog.Handler            { return l }
-func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.rs = append(l.rs, r)
-	return nil
-}
-
-// find returns the records with message msg, each as its attributes.
-func (l *logRecords) find(msg string) []map[string]string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]string
-	for _, r := range l.rs {
-		if r.Message != msg {
-			continue
-		}
-		attrs := map[string]string{"level": r.Level.String()}
-		r.Attrs(func(a slog.Attr) bool {
-			attrs[a.Key] = a.Value.String()
-			return true
-		})
-		out = append(out, attrs)
-	}
-	return out
-}
-
 func TestAPanicIsLoggedOncePerAttemptWithABoundedStack(t *testing.T) {
 	t.Parallel()
-	logs := &logRecords{}
+	logs := &testenv.Logs{}
 	f := setup(t)
 	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: f.schema, Logger: slog.New(logs)})
 	require.NoError(t, err)
@@ -63,9 +26,9 @@ func TestAPanicIsLoggedOncePerAttemptWithABoundedStack(t *testing.T) {
 	send(t, f.pool, sig, orderPlaced{OrderID: "secret-payload-value"})
 
 	require.Eventually(t, func() bool {
-		return len(logs.find("signals: receiver failed for good; delivery is dead")) == 1
+		return len(logs.Find("signals: receiver failed for good; delivery is dead")) == 1
 	}, eventually, tick)
-	lines := append(logs.find("signals: receiver failed; will retry"), logs.find("signals: receiver failed for good; delivery is dead")...)
+	lines := append(logs.Find("signals: receiver failed; will retry"), logs.Find("signals: receiver failed for good; delivery is dead")...)
 	require.Len(t, lines, 2, "one line per attempt")
 	for _, l := range lines {
 		require.Equal(t, "order.placed", l["signal"])
@@ -88,7 +51,7 @@ func panickingReceiver(context.Context, signals.Event[orderPlaced]) error {
 
 func TestDispatcherOnAnUnmigratedSchemaSaysHowToFixItOnce(t *testing.T) {
 	t.Parallel()
-	logs := &logRecords{}
+	logs := &testenv.Logs{}
 	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: testenv.Schema(t)}) // never migrated
 	d, err := signals.NewDispatcher(reg, testenv.Pool(t), setup(t).redis, signals.DispatcherConfig{
 		BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond, Logger: slog.New(logs),
@@ -96,13 +59,13 @@ func TestDispatcherOnAnUnmigratedSchemaSaysHowToFixItOnce(t *testing.T) {
 	require.NoError(t, err)
 	run(t, d.Run)
 	require.Eventually(t, func() bool {
-		return len(logs.find("signals: dispatcher batch failed; backing off")) >= 5
+		return len(logs.Find("signals: dispatcher batch failed; backing off")) >= 5
 	}, eventually, tick, "it keeps trying")
-	hints := logs.find("signals: the outbox tables are missing: run signals.MigrateSchema (or apply signals.Migrations) for this schema; the Dispatcher waits until they exist")
+	hints := logs.Find("signals: the outbox tables are missing: run signals.MigrateSchema (or apply signals.Migrations) for this schema; the Dispatcher waits until they exist")
 	require.Len(t, hints, 1, "said once, with the fix")
 	require.Equal(t, "ERROR", hints[0]["level"])
 	require.Equal(t, reg.Schema(), hints[0]["schema"])
-	for _, l := range logs.find("signals: dispatcher batch failed; backing off") {
+	for _, l := range logs.Find("signals: dispatcher batch failed; backing off") {
 		require.Equal(t, "DEBUG", l["level"], "each retry only at debug")
 	}
 }
@@ -119,13 +82,13 @@ func TestWorkerSaysAtStartWhatWorkItDoesNotKnow(t *testing.T) {
 	}
 
 	register[orderPlaced](t, f.reg, "order.placed").Connect("known", nop[orderPlaced], signals.Queue(f.queue))
-	logs := &logRecords{}
+	logs := &testenv.Logs{}
 	w, err := signals.NewWorker(f.reg, f.pool, f.redis, signals.WorkerConfig{Queues: map[string]int{f.queue: 1}, Logger: slog.New(logs)})
 	require.NoError(t, err)
 	run(t, w.Run)
 	msg := "signals: the ledger holds work for a receiver this worker does not know: a worker that connects it must run it"
-	require.Eventually(t, func() bool { return len(logs.find(msg)) > 0 }, eventually, tick)
-	lines := logs.find(msg)
+	require.Eventually(t, func() bool { return len(logs.Find(msg)) > 0 }, eventually, tick)
+	lines := logs.Find(msg)
 	require.Len(t, lines, 1, "said once, for the one receiver it lacks")
 	require.Equal(t, "added-later", lines[0]["receiver"])
 	require.Equal(t, "3", lines[0]["pending"])

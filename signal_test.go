@@ -26,9 +26,9 @@ func TestSendReliableCommitWritesOneRowPerReceiver(t *testing.T) {
 	sig.Connect("analytics", nop[orderPlaced], signals.Queue("low"), signals.MaxRetries(3), signals.Timeout(1500*time.Millisecond))
 	sig.Connect("warehouse", nop[orderPlaced])
 
-	before := f.statements.n.Load()
+	before := f.statements.Count()
 	eventID := send(t, f.pool, sig, orderPlaced{OrderID: "o-1", Cents: 1250})
-	require.Equal(t, int64(1), f.statements.n.Load()-before-2, "one statement for three receivers, besides BEGIN and COMMIT")
+	require.Equal(t, int64(1), f.statements.Count()-before-2, "one statement for three receivers, besides BEGIN and COMMIT")
 
 	rows := f.outbox(t)
 	require.Len(t, rows, 3)
@@ -165,10 +165,10 @@ func TestSendReliableRefusesBadInputAndSendsNothing(t *testing.T) {
 	}
 	tx := f.begin(t)
 	for _, c := range cases {
-		before := f.statements.n.Load()
+		before := f.statements.Count()
 		_, err := c.sig.SendReliable(t.Context(), tx, c.payload)
 		require.ErrorIs(t, err, c.want, c.name)
-		require.Equal(t, before, f.statements.n.Load(), "%s: no statement may be sent", c.name)
+		require.Equal(t, before, f.statements.Count(), "%s: no statement may be sent", c.name)
 	}
 
 	_, err := anySig.SendReliable(t.Context(), nil, "x")

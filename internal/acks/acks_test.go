@@ -4,12 +4,9 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
@@ -20,17 +17,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// deletes counts the DELETE statements a pool sends.
-type deletes struct{ n atomic.Int64 }
-
-func (d *deletes) TraceQueryStart(ctx context.Context, _ *pgx.Conn, q pgx.TraceQueryStartData) context.Context {
-	if strings.HasPrefix(q.SQL, "DELETE") {
-		d.n.Add(1)
-	}
-	return ctx
-}
-func (d *deletes) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 func TestBatcherRemovesManyRowsPerStatementAndFlushesOnStop(t *testing.T) {
 	t.Parallel()
@@ -51,7 +37,7 @@ func TestBatcherRemovesManyRowsPerStatementAndFlushesOnStop(t *testing.T) {
 		require.NoError(t, q.Insert(t.Context(), pool, e, targets[start:start+500]))
 	}
 
-	counted := &deletes{}
+	counted := &testenv.Statements{Prefix: "DELETE"}
 	cfg, err := pgxpool.ParseConfig(testenv.DatabaseURL())
 	require.NoError(t, err)
 	cfg.ConnConfig.Tracer = counted
@@ -71,7 +57,7 @@ func TestBatcherRemovesManyRowsPerStatementAndFlushesOnStop(t *testing.T) {
 	for _, tgt := range targets {
 		b.Add(tgt.TaskID)
 	}
-	testenv.Eventually(t, 10*time.Second, func() bool { return counted.n.Load() >= 2 }, "two full batches flush without waiting for the interval")
+	testenv.Eventually(t, 10*time.Second, func() bool { return counted.Count() >= 2 }, "two full batches flush without waiting for the interval")
 	cancel()
 	<-done
 
@@ -82,7 +68,7 @@ func TestBatcherRemovesManyRowsPerStatementAndFlushesOnStop(t *testing.T) {
 	// of at most MaxBatch rows, two DELETEs a chunk (store.Delete): 3
 	// chunks when the adds outrun the flushes, a few more when a flush
 	// catches a partial tail.
-	n := counted.n.Load()
+	n := counted.Count()
 	require.GreaterOrEqual(t, n, int64(2*((rows+MaxBatch-1)/MaxBatch)))
 	require.LessOrEqual(t, n, int64(12), "%d rows in %d statements", rows, n)
 }

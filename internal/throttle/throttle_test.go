@@ -1,52 +1,30 @@
 package throttle
 
 import (
-	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/dj-signals/signals/internal/testenv"
 )
-
-// records is a slog.Handler keeping every record.
-type records struct {
-	mu sync.Mutex
-	rs []slog.Record
-}
-
-func (r *records) Enabled(context.Context, slog.Level) bool { return true }
-func (r *records) WithAttrs([]slog.Attr) slog.Handler       { return r }
-func (r *records) WithGroup(string) slog.Handler            { return r }
-func (r *records) Handle(_ context.Context, rec slog.Record) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.rs = append(r.rs, rec)
-	return nil
-}
 
 func TestLoggerLetsOneWarningPerWindowThrough(t *testing.T) {
 	t.Parallel()
-	h := &records{}
+	h := &testenv.Logs{}
 	l := New(slog.New(h), time.Hour)
 	l.Log(slog.LevelError, "redis: connection refused")
 	for range 18 {
 		l.Log(slog.LevelWarn, "redis: connection refused")
 		l.Log(slog.LevelInfo, "info passes")
 	}
-	require.Len(t, h.rs, 1+18, "one throttled line and every info line")
-	require.Equal(t, "redis: connection refused", h.rs[0].Message)
+	require.Equal(t, 1+18, h.Len(), "one throttled line and every info line")
+	require.Len(t, h.Find("redis: connection refused"), 1)
 
 	l.last = time.Now().Add(-2 * time.Hour) // the window has passed
 	l.Log(slog.LevelWarn, "redis: connection refused")
-	last := h.rs[len(h.rs)-1]
-	var held int64
-	last.Attrs(func(a slog.Attr) bool {
-		if a.Key == "similar_lines_held_back" {
-			held = a.Value.Int64()
-		}
-		return true
-	})
-	require.Equal(t, int64(18), held, "the next line says how many were held back")
+	lines := h.Find("redis: connection refused")
+	require.Len(t, lines, 2)
+	require.Equal(t, "18", lines[1]["similar_lines_held_back"], "the next line says how many were held back")
 }
