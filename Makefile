@@ -15,7 +15,7 @@ help: ## Show this list of targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-10s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 # Nested modules with their own go.mod, tested and vetted beside the root.
-MODULES      ?= otelsignals
+MODULES      ?= otelsignals examples/shop
 
 test: ## Run all tests with the race detector, root and nested modules (needs PostgreSQL and Redis)
 	$(GO) test $(TEST_FLAGS) ./...

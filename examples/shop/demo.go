@@ -7,16 +7,22 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/oklog/ulid/v2"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/dj-signals/signals/examples/shop/orders"
 )
 
 // narrate walks through the guarantees against the running shop, printing
-// what happens; it returns an error as soon as one does not hold.
-func narrate(ctx context.Context, out io.Writer, apiURL string, repo *orders.Repository, wh *warehouse, receivers *orders.Receivers) error {
+// what happens; it returns an error as soon as one does not hold. Then it
+// prints the trace of the first order, from spans, and a few lines of the
+// shop's /metrics.
+func narrate(ctx context.Context, out io.Writer, apiURL string, repo *orders.Repository, wh *warehouse, receivers *orders.Receivers, spans *tracetest.SpanRecorder) error {
 	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
 	say("dj-signals demo: an order service whose side effects must never be lost or invented.")
 	say("")
@@ -102,6 +108,34 @@ func narrate(ctx context.Context, out io.Writer, apiURL string, repo *orders.Rep
 	}
 	say("   ✓ notify-warehouse ran again: same Idempotency-Key, still one shipment.")
 	say("")
+
+	say("4. Watch it. otelsignals traced ada's order in one trace, from the request through")
+	say("   the Dispatcher to each receiver, the 503 and its retry included:")
+	var trace []sdktrace.ReadOnlySpan
+	if err := waitFor(ctx, func() (bool, error) {
+		trace = traceOf(spans.Ended(), "signals.event_id", ada.EventID)
+		return traceMissing(trace) == "", nil
+	}); err != nil {
+		return fmt.Errorf("ada's trace lacks %s: %w", traceMissing(trace), err)
+	}
+	if err := writeTraceTree(out, "   ", trace); err != nil {
+		return err
+	}
+	say("   GET /metrics has the same pipeline for Prometheus; a few of its lines:")
+	metrics, err := scrape(ctx, apiURL+"/metrics")
+	if err != nil {
+		return err
+	}
+	for _, name := range []string{"signals_sent_total", "signals_enqueued_total", "signals_receive_failed_total", "signals_delivery_lag_seconds_count"} {
+		for _, line := range metrics {
+			if strings.HasPrefix(line, name+"{") && strings.Contains(line, `receiver="notify-warehouse"`) {
+				say("   %s", line)
+			}
+		}
+	}
+	say("   sent counts bob's rolled-back send too: the middleware runs inside the transaction")
+	say("   and cannot see it roll back. enqueued counts only what committed.")
+	say("")
 	say("Every guarantee held. Run `make test` for the full suite.")
 	return nil
 }
@@ -124,6 +158,56 @@ func placeOrder(ctx context.Context, apiURL, customer string, cents int64) (plac
 		return out, fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(msg))
 	}
 	return out, json.NewDecoder(resp.Body).Decode(&out)
+}
+
+// traceMissing names a step the trace lacks: the request, the send, or an
+// enqueue and a successful receive for each receiver. It returns "" when
+// the trace has them all.
+func traceMissing(trace []sdktrace.ReadOnlySpan) string {
+	has := func(name, receiver string) bool {
+		for _, s := range trace {
+			if s.Name() == name && attr(s, "messaging.consumer.group.name") == receiver && s.Status().Code != codes.Error {
+				return true
+			}
+		}
+		return false
+	}
+	signal := orders.OrderPlaced.Name()
+	if !has("POST /orders", "") {
+		return "the POST /orders span"
+	}
+	if !has("send "+signal, "") {
+		return "the send span"
+	}
+	for _, receiver := range []string{"email-receipt", "notify-warehouse"} {
+		for _, op := range []string{"enqueue ", "receive "} {
+			if !has(op+signal, receiver) {
+				return fmt.Sprintf("a successful %q span for %s", op+signal, receiver)
+			}
+		}
+	}
+	return ""
+}
+
+// scrape returns the lines of a Prometheus text exposition.
+func scrape(ctx context.Context, url string) ([]string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return strings.Split(string(body), "\n"), nil
 }
 
 // waitFor polls cond until it holds, for up to 15 s.

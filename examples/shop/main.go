@@ -1,11 +1,20 @@
 // Command shop is a small service built on dj-signals: an HTTP endpoint
 // places orders, and two receivers react to each committed order, one
-// storing a receipt email, one calling a warehouse webhook.
+// storing a receipt email, one calling a warehouse webhook. It is a module
+// of its own, so that the core keeps no dependency on OpenTelemetry.
 //
-//	go run ./examples/shop          # serve POST /orders on 127.0.0.1:8080
-//	go run ./examples/shop -demo    # narrate what the library guarantees, then exit
+//	cd examples/shop
+//	go run .          # serve POST /orders and GET /metrics on 127.0.0.1:8080
+//	go run . -demo    # narrate what the library guarantees, then exit
 //
 // DATABASE_URL and REDIS_ADDR select the servers (defaults: the local ones).
+//
+// It is instrumented with otelsignals: GET /metrics serves the signals.*
+// counters, histograms and ledger gauges in Prometheus's text format, and
+// each POST /orders starts a trace that follows the order's event through
+// the Dispatcher to both receivers. The demo records that trace in memory
+// and prints it; when serving, spans go to the global tracer provider,
+// which drops them until the program sets one with an exporter.
 package main
 
 import (
@@ -28,6 +37,7 @@ import (
 
 	"github.com/dj-signals/signals"
 	"github.com/dj-signals/signals/examples/shop/orders"
+	"github.com/dj-signals/signals/otelsignals"
 )
 
 // receivers are connected once per process, at init, as every binary of
@@ -57,16 +67,33 @@ func main() {
 	if *demo {
 		*addr = "127.0.0.1:0"
 	}
-	if err := run(ctx, *addr, *demo, os.Stdout, log); err != nil {
+	tel, err := newTelemetry(*demo) // the demo keeps its spans to print a trace
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "shop: set up telemetry:", err)
+		os.Exit(1)
+	}
+	// The shop's signals are signals.New ones, in DefaultRegistry: the
+	// middleware goes there once per process, before the first send and
+	// before run makes the Dispatcher and Worker.
+	signals.DefaultRegistry.Use(otelsignals.New(otelsignals.Config{
+		TracerProvider: tel.tracerProvider,
+		MeterProvider:  tel.meterProvider,
+	}))
+	err = run(ctx, *addr, *demo, tel, os.Stdout, log)
+	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	err = errors.Join(err, tel.shutdown(shutdownCtx))
+	done()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "shop:", err)
 		os.Exit(1)
 	}
 }
 
 // run wires the shop: migrations, receivers, relay, worker, the warehouse
-// webhook and the API. With demo set it narrates the demo to out and
-// returns; otherwise it serves until ctx is canceled.
-func run(ctx context.Context, addr string, demo bool, out io.Writer, log *slog.Logger) error {
+// webhook and the API, with tel's gauges, tracer and /metrics. With demo set
+// it narrates the demo to out and returns; otherwise it serves until ctx is
+// canceled.
+func run(ctx context.Context, addr string, demo bool, tel *telemetry, out io.Writer, log *slog.Logger) error {
 	pool, err := pgxpool.New(ctx, getenv("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"))
 	if err != nil {
 		return err
@@ -100,6 +127,11 @@ func run(ctx context.Context, addr string, demo bool, out io.Writer, log *slog.L
 	if err != nil {
 		return err
 	}
+	gauges, err := otelsignals.ObserveStats(dispatcher, otelsignals.StatsConfig{MeterProvider: tel.meterProvider})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = gauges.Unregister() }()
 	worker, err := signals.NewWorker(signals.DefaultRegistry, pool, redis, signals.WorkerConfig{Logger: log})
 	if err != nil {
 		return err
@@ -109,7 +141,8 @@ func run(ctx context.Context, addr string, demo bool, out io.Writer, log *slog.L
 		_ = whListener.Close()
 		return err
 	}
-	apiServer := &http.Server{Handler: api(orders.NewService(pool, repo)), ReadHeaderTimeout: 5 * time.Second}
+	tracer := tel.tracerProvider.Tracer("github.com/dj-signals/signals/examples/shop")
+	apiServer := &http.Server{Handler: api(orders.NewService(pool, repo), tracer, tel.metrics), ReadHeaderTimeout: 5 * time.Second}
 	whServer := &http.Server{Handler: wh, ReadHeaderTimeout: 5 * time.Second}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -132,9 +165,10 @@ func run(ctx context.Context, addr string, demo bool, out io.Writer, log *slog.L
 
 	var result error
 	if demo {
-		result = narrate(ctx, out, "http://"+apiListener.Addr().String(), repo, wh, receivers)
+		result = narrate(ctx, out, "http://"+apiListener.Addr().String(), repo, wh, receivers, tel.spans)
 	} else {
 		fmt.Fprintf(out, "shop: POST http://%s/orders {\"customer\": \"ada@example.com\", \"cents\": 4200}\n", apiListener.Addr())
+		fmt.Fprintf(out, "shop: GET http://%s/metrics\n", apiListener.Addr())
 		<-ctx.Done()
 	}
 	cancel()
