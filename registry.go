@@ -119,6 +119,7 @@ type Registry struct {
 type handle interface {
 	deliver(ctx context.Context, d delivery) error
 	receiverOptions(name string) (receiverOptions, bool)
+	receiverNames() []string
 	queues() []string
 }
 
@@ -143,9 +144,11 @@ func NewRegistry(cfg RegistryConfig) (*Registry, error) {
 }
 
 // Use adds middleware after cfg's, innermost last: the way to instrument
-// DefaultRegistry, whose config is fixed. Call it at wiring time, before
-// the first send and before Dispatcher.Run, which reads the middleware
-// once; it is safe for concurrent use.
+// DefaultRegistry, whose config is fixed. Call it once per process, at
+// wiring time, before the first send and before Dispatcher.Run, which
+// reads the middleware once: each call adds, so calling it twice with the
+// same middleware wraps every step in it twice. It is safe for concurrent
+// use.
 func (r *Registry) Use(mws ...Middleware) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -193,6 +196,19 @@ func (r *Registry) knows(signal, receiver string) bool {
 	}
 	_, ok := h.receiverOptions(receiver)
 	return ok
+}
+
+// connected lists every signal and receiver connected in the registry.
+func (r *Registry) connected() [][2]string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out [][2]string
+	for name, h := range r.signals {
+		for _, rc := range h.receiverNames() {
+			out = append(out, [2]string{name, rc})
+		}
+	}
+	return out
 }
 
 // Signals returns the sorted names of the registry's signals.

@@ -116,6 +116,16 @@ func (s *Signal[T]) receiverOptions(name string) (receiverOptions, bool) {
 	return rc.opts, true
 }
 
+func (s *Signal[T]) receiverNames() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]string, 0, len(s.targets))
+	for _, t := range s.targets {
+		out = append(out, t.Receiver)
+	}
+	return out
+}
+
 func (s *Signal[T]) queues() []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()

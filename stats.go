@@ -21,8 +21,10 @@ import (
 type Stats struct {
 	// At is when the snapshot was taken.
 	At time.Time
-	// Receivers has one entry per signal and receiver with any row pending,
-	// in flight or dead, sorted by signal then receiver.
+	// Receivers has one entry per signal and receiver connected in the
+	// registry or with any row pending, in flight or dead, sorted by signal
+	// then receiver: a receiver with nothing to do reads zero rather than
+	// missing.
 	Receivers []ReceiverStats
 	// Queues has one entry per asynq queue that a live row or the registry
 	// addresses, sorted by name.
@@ -88,6 +90,7 @@ func (d *Dispatcher) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return st, fmt.Errorf("signals: read the ledger's stats: %w", d.reg.explain(err))
 	}
+	seen := map[[2]string]bool{}
 	for _, r := range rows {
 		rs := ReceiverStats{Signal: r.Signal, Receiver: r.Receiver, Pending: int(r.Pending), InFlight: int(r.InFlight), Dead: int(r.Dead)}
 		if r.OldestPending != nil {
@@ -100,6 +103,12 @@ func (d *Dispatcher) Stats(ctx context.Context) (Stats, error) {
 			rs.LatestDue = *r.LatestProcessAt
 		}
 		st.Receivers = append(st.Receivers, rs)
+		seen[[2]string{r.Signal, r.Receiver}] = true
+	}
+	for _, k := range d.reg.connected() {
+		if !seen[k] {
+			st.Receivers = append(st.Receivers, ReceiverStats{Signal: k[0], Receiver: k[1]})
+		}
 	}
 	sort.Slice(st.Receivers, func(i, j int) bool {
 		a, b := st.Receivers[i], st.Receivers[j]

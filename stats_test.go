@@ -25,6 +25,11 @@ func TestStatsShowsTheLedgerAndTheQueues(t *testing.T) {
 	sig.Connect("refuse", func(context.Context, signals.Event[orderPlaced]) error {
 		return signals.Permanent(errors.New("no"))
 	}, signals.Queue(f.queue))
+	st, err = d.Stats(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, []signals.ReceiverStats{
+		{Signal: "order.placed", Receiver: "email"}, {Signal: "order.placed", Receiver: "refuse"},
+	}, st.Receivers, "a connected receiver with nothing to do reads zero rather than missing")
 	sendOrders(t, f, sig, "o", 3)
 	far := time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 	send(t, f.pool, sig, orderPlaced{OrderID: "later"}, signals.At(far))
