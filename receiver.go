@@ -137,6 +137,13 @@ func MaxRetries(n int) ReceiverOption {
 
 // Timeout bounds one run of the receiver: its ctx is canceled after d and
 // the run counts as failed. Defaults to [DefaultReceiverTimeout].
+//
+// What it cannot do is stop a receiver that ignores its ctx: Go has no way
+// to end a goroutine. Such a run goes on; its worker does not start the
+// same delivery again while it does, but asynq gives up on the run at
+// Timeout (rounded up to a whole second) and schedules a retry, which a
+// worker in another process may start. Receivers should pass ctx to
+// everything that blocks.
 func Timeout(d time.Duration) ReceiverOption {
 	return func(o *receiverOptions) error {
 		if d < time.Millisecond {
