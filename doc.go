@@ -56,8 +56,12 @@
 //     that make it idempotent; [Once] helps with that.
 //
 // registry.go holds who listens to what and the settings all of these share;
-// dead.go the dead letters an operator lists, requeues or discards;
-// migrations.go the tables; errors.go every sentinel error.
+// middleware.go the hooks around send, enqueue and receive that tracing and
+// metrics plug into (the otelsignals module is the OpenTelemetry one);
+// stats.go the snapshot an operator reads ([Dispatcher.Stats], and the
+// signals command's status); dead.go the dead letters an operator lists,
+// requeues or discards; migrations.go the tables; errors.go every sentinel
+// error.
 //
 // # Wiring
 //
