@@ -100,7 +100,7 @@ type DispatcherConfig struct {
 	// is noticed within a second, whatever RepairAge. Defaults to
 	// DefaultDispatcherRepairAge.
 	RepairAge time.Duration
-	// Logger receives batch failures and set-aside rows. Payloads are never
+	// Logger receives outages and rows that fail to enqueue. Payloads are never
 	// logged. Defaults to slog.Default().
 	Logger *slog.Logger
 }

@@ -81,7 +81,7 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 	}
 	rate := float64(d.drained) / d.elapsed.Seconds()
 	progress("drain: %d rows in %v = %.0f rows/s, relay VmHWM %.1f MB", d.drained, d.elapsed.Round(time.Millisecond), rate, mb(d.hwm))
-	inFlight := int(d.drained - d.setAside)
+	inFlight := int(d.drained - d.dead)
 	statsInFlight, err := timeStats(ctx, e, f, target, inFlight, func(r signals.ReceiverStats) int { return r.InFlight })
 	if err != nil {
 		return err
@@ -90,8 +90,8 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 
 	status := ""
 	switch {
-	case d.setAside > 0:
-		status = fmt.Sprintf(" (%d rows SET ASIDE by the relay)", d.setAside)
+	case d.dead > 0:
+		status = fmt.Sprintf(" (%d rows DEAD: the relay could not enqueue them)", d.dead)
 	case d.drained < int64(n):
 		status = fmt.Sprintf(" (TIMED OUT after %v: %d of %d rows)", o.drainTimeout, d.drained, n)
 	}
@@ -271,11 +271,11 @@ type rssSample struct {
 }
 
 type drainResult struct {
-	drained  int64
-	setAside int64 // rows the relay could not enqueue
-	elapsed  time.Duration
-	hwm      int64 // bytes
-	samples  []rssSample
+	drained int64
+	dead    int64 // rows the relay could not enqueue
+	elapsed time.Duration
+	hwm     int64 // bytes
+	samples []rssSample
 }
 
 // drainOnce starts the relay child and waits until every row is enqueued
@@ -330,20 +330,20 @@ func drainOnce(ctx context.Context, e *env, f *fixture, target *drainRedis, n in
 			marks = marks[1:]
 		}
 		if queued >= int64(n) {
-			left, aside, err := f.outbox.pending(ctx, e.admin)
+			left, dead, err := f.outbox.pending(ctx, e.admin)
 			if err != nil {
 				return drainResult{}, err
 			}
 			if left == 0 {
-				res.drained, res.setAside = int64(n), aside
+				res.drained, res.dead = int64(n), dead
 				break
 			}
 		}
 		if time.Now().After(deadline) {
 			res.drained = queued
-			// Rows set aside never reach the queue; say so rather than
+			// Rows the relay recorded as dead never reach the queue; say so rather than
 			// report a plain timeout.
-			if _, res.setAside, err = f.outbox.pending(ctx, e.admin); err != nil {
+			if _, res.dead, err = f.outbox.pending(ctx, e.admin); err != nil {
 				return drainResult{}, err
 			}
 			break

@@ -122,17 +122,8 @@ func (r *Relay) Batch(ctx context.Context) (int, error) {
 	if err := tx.Commit(bctx); err != nil {
 		return 0, fmt.Errorf("commit batch: %w", err)
 	}
-	byID := make(map[[16]byte]store.Row, len(later)+len(dead))
-	for _, row := range rows {
-		byID[row.ID] = row
-	}
-	for _, f := range later {
-		r.cfg.Logger.Warn("signals: outbox row failed to enqueue; it alone waits before the next try",
-			append(rowAttrs(byID[f.ID]), "retry_in", f.Delay, "error", f.Error)...)
-	}
-	for _, b := range dead {
-		r.cfg.Logger.Error("signals: outbox row cannot be enqueued; recorded as dead: requeue it once the cause is fixed",
-			append(rowAttrs(byID[b.ID]), "attempts", b.Attempts, "error", b.Error)...)
+	if len(later)+len(dead) > 0 {
+		r.logRowFailures(rows, later, dead)
 	}
 	if outageErr != nil {
 		return len(rows), fmt.Errorf("enqueue to redis: %w", outageErr)
@@ -188,6 +179,23 @@ func (r *Relay) enqueue(ctx context.Context, row store.Row) result {
 		err = r.hook(ctx, row, enqueue)
 	}
 	return result{kind: classify(err), err: err}
+}
+
+// logRowFailures logs the rows of a committed batch that failed to
+// enqueue, named as the worker names a delivery.
+func (r *Relay) logRowFailures(rows []store.Row, later []store.Failure, dead []store.Burial) {
+	byID := make(map[[16]byte]store.Row, len(rows))
+	for _, row := range rows {
+		byID[row.ID] = row
+	}
+	for _, f := range later {
+		r.cfg.Logger.Warn("signals: outbox row failed to enqueue; it alone waits before the next try",
+			append(rowAttrs(byID[f.ID]), "retry_in", f.Delay, "error", f.Error)...)
+	}
+	for _, b := range dead {
+		r.cfg.Logger.Error("signals: outbox row cannot be enqueued; recorded as dead: requeue it once the cause is fixed",
+			append(rowAttrs(byID[b.ID]), "attempts", b.Attempts, "error", b.Error)...)
+	}
 }
 
 // rowAttrs are the log attributes naming a row, as the worker names a
