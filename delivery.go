@@ -40,6 +40,7 @@ func (r *Registry) ProcessTask(ctx context.Context, t *asynq.Task) error {
 // ran is what one run of a task came to, for the ledger.
 type ran struct {
 	rowID   ulid.ULID  // the outbox row; zero if the task's ID cannot be read
+	ordered bool       // the row has an ordering key: its outcome frees the key's next row
 	attempt int        // 1 on the first run
 	dead    DeadReason // set when the delivery failed for good
 	err     error      // as asynq must see it: nil, retry, or SkipRetry
@@ -54,6 +55,7 @@ func (r *Registry) run(ctx context.Context, t *asynq.Task) ran {
 	res := ran{attempt: retried + 1}
 	res.rowID, _ = envelope.RowID(id)
 	meta, decodeErr := envelope.Decode(t.Type(), t.Headers())
+	res.ordered = meta.OrderingKey != ""
 	step := func(ctx context.Context) error {
 		err := decodeErr
 		if err != nil {
@@ -171,6 +173,7 @@ func (s *Signal[T]) deliver(ctx context.Context, d delivery) error {
 		CorrelationID: d.meta.CorrelationID,
 		CausationID:   d.meta.CausationID,
 		Depth:         d.meta.Depth,
+		OrderingKey:   d.meta.OrderingKey,
 		registry:      s.reg,
 	}
 	ctx, cancel := context.WithTimeout(withCause(ctx, d.meta), d.meta.Timeout)

@@ -56,6 +56,9 @@ var (
 	// registry's [RegistryConfig].MaxDepth, which stops an endless loop of
 	// signals sending signals.
 	ErrCascadeTooDeep = errors.New("signals: cascade too deep")
+	// ErrInvalidOrderingKey is returned for an ordering key ([OrderingKey],
+	// [OrderBy]) longer than [MaxOrderingKeyBytes] or holding a NUL byte.
+	ErrInvalidOrderingKey = errors.New("signals: invalid ordering key")
 )
 
 // Delivery errors, recorded as a dead letter's error. A delivery failing

@@ -22,7 +22,8 @@ import (
 type SendOption func(*sendOptions)
 
 type sendOptions struct {
-	processAt time.Time
+	processAt   time.Time
+	orderingKey string
 }
 
 // At delivers the event no earlier than t. A time in the past means at once.
@@ -38,6 +39,24 @@ func Delay(d time.Duration) SendOption {
 	return func(o *sendOptions) { o.processAt = time.Now().Add(d) }
 }
 
+// MaxOrderingKeyBytes is the longest ordering key SendReliable accepts.
+const MaxOrderingKeyBytes = 512
+
+// OrderingKey gives the event an ordering key for every receiver: each
+// receiver runs the events of one key one at a time, in the order their
+// senders committed, while events of different keys run in parallel. It
+// takes precedence over a receiver's [OrderBy]; "" means none. Keys are
+// text of at most [MaxOrderingKeyBytes] bytes, without NUL.
+//
+// "Commit order" is the order in which the senders' SendReliable calls
+// drew a number from the database; for transactions that lock what they
+// change (the order, the customer), that is the order they committed in.
+// Two transactions sending the same key without a common lock have no
+// order between them to keep.
+func OrderingKey(key string) SendOption {
+	return func(o *sendOptions) { o.orderingKey = key }
+}
+
 // SendReliable writes one outbox row per connected receiver inside tx, with
 // a single statement, and returns the new event's ID. If tx (or a savepoint
 // around the call) rolls back, no receiver ever runs; once it commits, every
@@ -47,7 +66,8 @@ func Delay(d time.Duration) SendOption {
 // ([ErrNilTx]), a payload JSON cannot encode ([ErrInvalidPayload]), a
 // payload above the registry's MaxPayloadBytes ([ErrPayloadTooLarge]), no
 // connected receiver ([ErrNoReceivers]), a cascade beyond MaxDepth
-// ([ErrCascadeTooDeep]). A finished or aborted tx yields [ErrTxDone] or
+// ([ErrCascadeTooDeep]), an ordering key that is too long or holds a NUL
+// ([ErrInvalidOrderingKey]). A finished or aborted tx yields [ErrTxDone] or
 // [ErrTxAborted].
 //
 // Called from inside a receiver (with the receiver's ctx), the new event
@@ -72,6 +92,7 @@ func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts
 	s.mu.RLock()
 	targets := make([]store.Target, len(s.targets))
 	copy(targets, s.targets)
+	keyOf := s.keyOf // Connect only appends: these entries never change
 	s.mu.RUnlock()
 	if len(targets) == 0 {
 		return ulid.ULID{}, fmt.Errorf("%w: %q: import the package that connects its receivers (init wiring) in this binary", ErrNoReceivers, s.name)
@@ -94,6 +115,15 @@ func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts
 	}
 	for i := range targets {
 		targets[i].TaskID = ulid.Make()
+		switch {
+		case so.orderingKey != "":
+			targets[i].OrderingKey = so.orderingKey
+		case keyOf[i] != nil:
+			targets[i].OrderingKey = keyOf[i](payload)
+		}
+		if err := validOrderingKey(targets[i].OrderingKey); err != nil {
+			return ulid.ULID{}, fmt.Errorf("%w: signal %q, receiver %q: %s", ErrInvalidOrderingKey, s.name, targets[i].Receiver, err)
+		}
 	}
 
 	write := func(ctx context.Context) error { return s.reg.queries.Insert(ctx, tx, event, targets) }
@@ -125,6 +155,18 @@ func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts
 	}
 	wake.Notify(s.reg.Schema())
 	return event.ID, nil
+}
+
+// validOrderingKey says what is wrong with key, if anything: PostgreSQL's
+// text holds no NUL, and a key is an index entry, which must stay small.
+func validOrderingKey(key string) error {
+	if len(key) > MaxOrderingKeyBytes {
+		return fmt.Errorf("ordering key of %d bytes is longer than %d: use an ID, not a document", len(key), MaxOrderingKeyBytes)
+	}
+	if strings.IndexByte(key, 0) >= 0 {
+		return errors.New("ordering key holds a NUL byte, which PostgreSQL text cannot store")
+	}
+	return nil
 }
 
 func (s *Signal[T]) sendError(err error) error {

@@ -42,6 +42,9 @@ type Event[T any] struct {
 	// Depth is 0 for an event sent outside a receiver and one more than its
 	// cause's depth otherwise.
 	Depth int
+	// OrderingKey is the event's ordering key for this receiver ([OrderingKey],
+	// [OrderBy]), or "" if its deliveries run in no particular order.
+	OrderingKey string
 
 	registry *Registry // where Once records the event; nil means DefaultRegistry
 }
@@ -86,6 +89,7 @@ const (
 )
 
 type receiverOptions struct {
+	orderBy    any // func(T) string of the signal's T, checked at Connect
 	queue      string
 	maxRetries int
 	timeout    time.Duration
@@ -163,6 +167,30 @@ func Backoff(min, max time.Duration) ReceiverOption {
 			return fmt.Errorf("%w: Backoff(%v, %v) needs 0 < min <= max", ErrInvalidConfig, min, max)
 		}
 		o.backoffMin, o.backoffMax = min, max
+		return nil
+	}
+}
+
+// OrderBy gives each event of the receiver the ordering key key(payload):
+// the receiver runs the events of one key one at a time, in the order their
+// senders committed, while events of different keys run in parallel. An
+// empty key means no order for that event. A key given at send time with
+// the [OrderingKey] option takes precedence. Connect fails if key's
+// parameter is not the signal's payload type.
+//
+// A failing event holds back the later events of its key, and only those,
+// until it succeeds or is dead (after its retries, or at once for a
+// [Permanent] error); then the key moves on to its next event. So does a
+// key whose event waits for its [At] or [Delay]. Requeuing a dead letter
+// ([Dispatcher.RequeueDead]) puts it back in its old place: it runs before
+// the key's events that are still pending. See the README's "Per-key
+// ordering" for what it costs.
+func OrderBy[T any](key func(payload T) string) ReceiverOption {
+	return func(o *receiverOptions) error {
+		if key == nil {
+			return fmt.Errorf("%w: OrderBy(nil)", ErrInvalidConfig)
+		}
+		o.orderBy = key
 		return nil
 	}
 }

@@ -2,6 +2,7 @@ package signals
 
 import (
 	"fmt"
+	"reflect"
 	"sync"
 
 	"github.com/dj-signals/signals/internal/envelope"
@@ -18,7 +19,8 @@ type Signal[T any] struct {
 
 	mu        sync.RWMutex
 	receivers map[string]*receiver[T]
-	targets   []store.Target // one per receiver, TaskID left zero
+	targets   []store.Target   // one per receiver, TaskID left zero
+	keyOf     []func(T) string // one per target: its OrderBy, or nil
 }
 
 type receiver[T any] struct {
@@ -89,6 +91,14 @@ func (s *Signal[T]) ConnectSafely(name string, fn ReceiverFunc[T], opts ...Recei
 			return fmt.Errorf("receiver %q of signal %q: %w", name, s.name, err)
 		}
 	}
+	var keyOf func(T) string
+	if o.orderBy != nil {
+		var ok bool
+		if keyOf, ok = o.orderBy.(func(T) string); !ok {
+			return fmt.Errorf("%w: receiver %q of signal %q: OrderBy's func is %T; the signal's payload needs a func(%v) string",
+				ErrInvalidConfig, name, s.name, o.orderBy, reflect.TypeFor[T]())
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, dup := s.receivers[name]; dup {
@@ -101,6 +111,7 @@ func (s *Signal[T]) ConnectSafely(name string, fn ReceiverFunc[T], opts ...Recei
 		MaxRetry:  o.maxRetries,
 		TimeoutMS: o.timeout.Milliseconds(),
 	})
+	s.keyOf = append(s.keyOf, keyOf)
 	return nil
 }
 

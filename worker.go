@@ -17,6 +17,7 @@ import (
 	"github.com/dj-signals/signals/internal/acks"
 	"github.com/dj-signals/signals/internal/store"
 	"github.com/dj-signals/signals/internal/throttle"
+	"github.com/dj-signals/signals/internal/wake"
 
 	"github.com/dj-signals/signals/internal/envelope"
 )
@@ -220,7 +221,7 @@ func (w *Worker) process(ctx context.Context, t *asynq.Task) error {
 	switch {
 	case res.rowID == ulid.ULID{}:
 	case res.err == nil:
-		w.acks.Add(res.rowID)
+		w.acks.Add(res.rowID, res.ordered)
 	case res.dead != "":
 		w.bury(ctx, res)
 	}
@@ -242,6 +243,10 @@ func (w *Worker) bury(ctx context.Context, res ran) {
 	if err != nil {
 		w.cfg.Logger.Warn("signals: record a dead delivery; the Dispatcher's repair will record it from asynq's archive",
 			"task_id", res.rowID.String(), "error", w.reg.explain(err))
+		return
+	}
+	if res.ordered {
+		wake.Notify(w.reg.Schema()) // its key's next row is free
 	}
 }
 

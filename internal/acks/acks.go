@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/dj-signals/signals/internal/store"
+	"github.com/dj-signals/signals/internal/wake"
 )
 
 // MaxBatch is the most row IDs one statement removes.
@@ -28,6 +29,7 @@ type Batcher struct {
 
 	mu      sync.Mutex
 	pending [][16]byte
+	ordered bool          // a pending row has an ordering key
 	full    chan struct{} // signaled when pending reaches MaxBatch
 }
 
@@ -36,10 +38,13 @@ func New(queries *store.Queries, db store.Beginner, interval time.Duration, logg
 	return &Batcher{queries: queries, db: db, interval: interval, logger: logger, full: make(chan struct{}, 1)}
 }
 
-// Add queues the ack of one row.
-func (b *Batcher) Add(id [16]byte) {
+// Add queues the ack of one row. An ordered row (one with an ordering key)
+// frees its key's next row: once it is removed, relays in this process are
+// woken to enqueue that one rather than wait for their next poll.
+func (b *Batcher) Add(id [16]byte, ordered bool) {
 	b.mu.Lock()
 	b.pending = append(b.pending, id)
+	b.ordered = b.ordered || ordered
 	n := len(b.pending)
 	b.mu.Unlock()
 	if n >= MaxBatch {
@@ -77,6 +82,10 @@ func (b *Batcher) flush(ctx context.Context) {
 		n := min(len(b.pending), MaxBatch)
 		ids := b.pending[:n:n]
 		b.pending = b.pending[n:]
+		ordered := b.ordered && len(b.pending) == 0
+		if ordered {
+			b.ordered = false
+		}
 		b.mu.Unlock()
 		if n == 0 {
 			return
@@ -87,9 +96,13 @@ func (b *Batcher) flush(ctx context.Context) {
 		if err != nil {
 			b.mu.Lock()
 			b.pending = append(ids, b.pending...)
+			b.ordered = b.ordered || ordered
 			b.mu.Unlock()
 			b.logger.Warn("signals: remove acked outbox rows; will retry", "rows", n, "error", err)
 			return
+		}
+		if ordered {
+			wake.Notify(b.queries.Schema())
 		}
 	}
 }

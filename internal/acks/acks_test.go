@@ -55,7 +55,7 @@ func TestBatcherRemovesManyRowsPerStatementAndFlushesOnStop(t *testing.T) {
 		b.Run(ctx)
 	}()
 	for _, tgt := range targets {
-		b.Add(tgt.TaskID)
+		b.Add(tgt.TaskID, false)
 	}
 	testenv.Eventually(t, 10*time.Second, func() bool { return counted.Count() >= 2 }, "two full batches flush without waiting for the interval")
 	cancel()

@@ -27,6 +27,7 @@ const (
 	headerCausationID   = "signals-causation-id"
 	headerDepth         = "signals-depth"
 	headerTimeout       = "signals-timeout-ms"
+	headerOrderingKey   = "signals-ordering-key"
 )
 
 // Meta is everything a worker needs besides the payload.
@@ -39,6 +40,7 @@ type Meta struct {
 	CausationID   ulid.ULID // zero for a root event
 	Depth         int
 	Timeout       time.Duration
+	OrderingKey   string            // "" for none
 	Headers       map[string]string // the event's own, set by middleware at send
 }
 
@@ -59,6 +61,9 @@ func Headers(m Meta) map[string]string {
 	}
 	if m.CausationID != (ulid.ULID{}) {
 		h[headerCausationID] = m.CausationID.String()
+	}
+	if m.OrderingKey != "" {
+		h[headerOrderingKey] = m.OrderingKey
 	}
 	for k, v := range m.Headers {
 		if !strings.HasPrefix(k, ReservedPrefix) {
@@ -105,6 +110,7 @@ func Decode(taskType string, headers map[string]string) (Meta, error) {
 		return m, fmt.Errorf("%w: header %s: %q", ErrMalformed, headerTimeout, headers[headerTimeout])
 	}
 	m.Timeout = time.Duration(ms) * time.Millisecond
+	m.OrderingKey = headers[headerOrderingKey]
 	for k, v := range headers {
 		if !strings.HasPrefix(k, ReservedPrefix) {
 			if m.Headers == nil {

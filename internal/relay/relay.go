@@ -46,7 +46,8 @@ type Relay struct {
 	cfg     Config
 	hook    EnqueueHook // nil: none
 	client  *asynq.Client
-	marker  *marker // nil until the ledger's ID is read
+	marker  *marker         // nil until the ledger's ID is read
+	keys    store.KeyCursor // where the next batch's walk over ordering keys starts
 }
 
 // EnqueueHook wraps one row's enqueue, for the Dispatcher's middleware. It

@@ -45,6 +45,9 @@ func Task(row store.Row, retention time.Duration) (*asynq.Task, []asynq.Option, 
 		Timeout:       time.Duration(row.TimeoutMS) * time.Millisecond,
 		Headers:       row.Headers,
 	}
+	if row.OrderingKey != nil {
+		meta.OrderingKey = *row.OrderingKey
+	}
 	if row.CausationID != nil {
 		meta.CausationID = *row.CausationID
 	}

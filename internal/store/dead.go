@@ -63,10 +63,7 @@ func (q *Queries) ListDead(ctx context.Context, db Executor, f DeadFilter) ([]De
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Dead, error) {
 		var d Dead
-		err := r.Scan(&d.ID, &d.EventID, &d.CorrelationID, &d.CausationID, &d.Depth,
-			&d.Signal, &d.Receiver, &d.Queue, &d.MaxRetry, &d.TimeoutMS,
-			&d.ProcessAt, &d.Payload, &d.Attempts, &d.LastError, &d.Enqueues, &d.Generation, &d.Headers,
-			&d.Reason, &d.EnqueuedAt, &d.DeadAt)
+		err := r.Scan(append(d.Row.fields(), &d.Reason, &d.EnqueuedAt, &d.DeadAt)...)
 		return d, err
 	})
 }
@@ -87,7 +84,7 @@ const requeueDeadSQL = `WITH moved AS (
 )
 INSERT INTO {{schema}}.outbox (` + rowColumns + `)
 SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
-    max_retry, timeout_ms, process_at, payload, 0, last_error, enqueues, generation + 1, headers
+    max_retry, timeout_ms, process_at, payload, 0, last_error, enqueues, generation + 1, headers, ordering_key, ordering_seq
 FROM moved`
 
 // RequeueDead moves dead letters back to the outbox and reports how many

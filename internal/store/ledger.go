@@ -52,7 +52,7 @@ const markEnqueuedSQL = `WITH moved AS (
 )
 INSERT INTO {{schema}}.inflight (` + inflightColumns + `, enqueued_at)
 SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
-    max_retry, timeout_ms, process_at, payload, attempts, last_error, enqueues + 1, generation, headers, now()
+    max_retry, timeout_ms, process_at, payload, attempts, last_error, enqueues + 1, generation, headers, ordering_key, ordering_seq, now()
 FROM moved`
 
 // MarkEnqueued records that the rows' tasks are in Redis now: they move
@@ -118,7 +118,7 @@ const burySQL = `WITH moved AS (
 )
 INSERT INTO {{schema}}.dead (` + rowColumns + `, enqueued_at, reason)
 SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
-    max_retry, timeout_ms, process_at, payload, dead_attempts, dead_error, enqueues, generation, headers,
+    max_retry, timeout_ms, process_at, payload, dead_attempts, dead_error, enqueues, generation, headers, ordering_key, ordering_seq,
     {{enqueued_at}}, dead_reason
 FROM moved`
 
@@ -193,7 +193,7 @@ const pendingAgainSQL = `WITH moved AS (
 )
 INSERT INTO {{schema}}.outbox (` + inflightColumns + `)
 SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
-    max_retry, timeout_ms, process_at, payload, attempts, last_error, enqueues, {{generation}}, headers
+    max_retry, timeout_ms, process_at, payload, attempts, last_error, enqueues, {{generation}}, headers, ordering_key, ordering_seq
 FROM moved`
 
 var resetSQL = strings.NewReplacer("{{which}}", "id = ANY($1::uuid[])", "{{generation}}", "generation").Replace(pendingAgainSQL)

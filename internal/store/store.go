@@ -41,8 +41,10 @@ type Queries struct {
 	schema string
 
 	insertPrefix string
-	inserts      sync.Map // receiver count → INSERT text
+	inserts      sync.Map // insertShape → INSERT text
 	claim        string
+	heads        string
+	lockHeads    string
 	claimed      string
 	delete       string
 	once         string
@@ -64,6 +66,8 @@ func New(schema string) (*Queries, error) {
 		schema:       schema,
 		insertPrefix: r.Replace(insertColumns),
 		claim:        r.Replace(claimSQL),
+		heads:        r.Replace(headsSQL),
+		lockHeads:    r.Replace(lockHeadsSQL),
 		claimed:      r.Replace(claimedSQL),
 		delete:       r.Replace(deleteSQL),
 		once:         r.Replace(onceSQL),
@@ -98,55 +102,82 @@ type Event struct {
 
 // Target is one receiver's row of an event.
 type Target struct {
-	TaskID    [16]byte
-	Receiver  string
-	Queue     string
-	MaxRetry  int
-	TimeoutMS int64
+	TaskID      [16]byte
+	Receiver    string
+	Queue       string
+	MaxRetry    int
+	TimeoutMS   int64
+	OrderingKey string // "" for none
 }
 
 const insertColumns = `INSERT INTO {{schema}}.outbox
     (id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
-     max_retry, timeout_ms, process_at, payload, headers)
+     max_retry, timeout_ms, process_at, payload, headers, ordering_key, ordering_seq)
 VALUES `
 
 // sharedParams are the event's values, bound once as $1..$8 and referenced
-// by every row; each row adds rowParams of its own.
+// by every row; each row adds rowParams of its own, and one more for its
+// ordering key when the event has one.
 const (
 	sharedParams = 8
 	rowParams    = 5
 )
 
-// insertStatement returns the INSERT for n rows: a plain multi-row VALUES,
+// insertShape names one INSERT text: how many rows, and whether they carry
+// ordering keys.
+type insertShape struct {
+	rows  int
+	keyed bool
+}
+
+// insertStatement returns the INSERT for a shape: a plain multi-row VALUES,
 // which measured faster than INSERT ... SELECT FROM unnest(arrays) (no array
-// encoding, no function scan). One text per n, so pgx caches each prepared
-// statement once.
-func (q *Queries) insertStatement(n int) string {
-	if sql, ok := q.inserts.Load(n); ok {
+// encoding, no function scan). One text per shape, so pgx caches each
+// prepared statement once. A keyed row takes its number from the ordering
+// sequence; an event without keys writes NULLs and touches no sequence.
+func (q *Queries) insertStatement(shape insertShape) string {
+	if sql, ok := q.inserts.Load(shape); ok {
 		return sql.(string)
 	}
+	per := rowParams
+	if shape.keyed {
+		per++
+	}
+	seq := pgx.Identifier{q.schema, "ordering_seq"}.Sanitize()
 	var b strings.Builder
 	b.WriteString(q.insertPrefix)
-	for i := range n {
-		p := sharedParams + rowParams*i
+	for i := range shape.rows {
+		p := sharedParams + per*i
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "($%d, $1, $2, $3, $4, $5, $%d, $%d, $%d, $%d, $6, $7, $8)", p+1, p+2, p+3, p+4, p+5)
+		fmt.Fprintf(&b, "($%d, $1, $2, $3, $4, $5, $%d, $%d, $%d, $%d, $6, $7, $8, ", p+1, p+2, p+3, p+4, p+5)
+		if shape.keyed {
+			fmt.Fprintf(&b, "NULLIF($%d::text, ''), CASE WHEN $%d::text = '' THEN NULL ELSE nextval('%s') END)", p+6, p+6, seq)
+		} else {
+			b.WriteString("NULL, NULL)")
+		}
 	}
-	sql, _ := q.inserts.LoadOrStore(n, b.String())
+	sql, _ := q.inserts.LoadOrStore(shape, b.String())
 	return sql.(string)
 }
 
 // Insert writes one row per target with a single statement, whatever the
 // number of targets.
 func (q *Queries) Insert(ctx context.Context, db Executor, e Event, targets []Target) error {
-	args := make([]any, 0, sharedParams+rowParams*len(targets))
+	shape := insertShape{rows: len(targets)}
+	for _, t := range targets {
+		shape.keyed = shape.keyed || t.OrderingKey != ""
+	}
+	args := make([]any, 0, sharedParams+(rowParams+1)*len(targets))
 	args = append(args, e.ID, e.CorrelationID, e.CausationID, e.Depth, e.Signal, e.ProcessAt, e.Payload, headersOrNil(e.Headers))
 	for _, t := range targets {
 		args = append(args, t.TaskID, t.Receiver, t.Queue, t.MaxRetry, t.TimeoutMS)
+		if shape.keyed {
+			args = append(args, t.OrderingKey)
+		}
 	}
-	_, err := db.Exec(ctx, q.insertStatement(len(targets)), args...)
+	_, err := db.Exec(ctx, q.insertStatement(shape), args...)
 	return err
 }
 
@@ -169,10 +200,13 @@ type Row struct {
 	Enqueues      int     // successful enqueues so far
 	Generation    int     // requeues from dead so far
 	Headers       map[string]string
+	OrderingKey   *string // nil: delivered in no particular order
+	OrderingSeq   *int64  // the row's place among its key's rows
 }
 
 const rowColumns = `id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
-    max_retry, timeout_ms, process_at, payload, attempts, last_error, enqueues, generation, headers`
+    max_retry, timeout_ms, process_at, payload, attempts, last_error, enqueues, generation, headers,
+    ordering_key, ordering_seq`
 
 // headersOrNil stores no headers as NULL rather than an empty object.
 func headersOrNil(h map[string]string) map[string]string {
@@ -182,13 +216,14 @@ func headersOrNil(h map[string]string) map[string]string {
 	return h
 }
 
-// SKIP LOCKED over every pending row, never an "id > last seen" cursor: a row
-// with a lower ID can commit after one with a higher ID. Rows waiting out an
-// enqueue failure's backoff are skipped until due; enqueued rows are in
-// inflight, not here.
+// SKIP LOCKED over every pending row without an ordering key, never an
+// "id > last seen" cursor: a row with a lower ID can commit after one with a
+// higher ID. Rows waiting out an enqueue failure's backoff are skipped until
+// due; enqueued rows are in inflight, not here. Rows with a key are claimed
+// key by key (headsSQL).
 const claimSQL = `SELECT id, octet_length(payload)
 FROM {{schema}}.outbox
-WHERE next_attempt_at IS NULL OR next_attempt_at <= now()
+WHERE ordering_key IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= now())
 ORDER BY id
 LIMIT $1
 FOR UPDATE SKIP LOCKED`
@@ -198,31 +233,41 @@ FROM {{schema}}.outbox
 WHERE id = ANY($1::uuid[])
 ORDER BY id`
 
-// Claim locks up to limit pending rows that are due in tx, oldest first,
-// skipping rows another relay holds, and returns the first of them whose
-// payloads add up to at most maxBytes (always at least one), so that a
-// batch of large payloads stays small in memory. The rows past maxBytes
-// stay locked, untouched, until tx ends.
-func (q *Queries) Claim(ctx context.Context, tx pgx.Tx, limit, maxBytes int) ([]Row, error) {
-	rows, err := tx.Query(ctx, q.claim, limit)
+// Claim locks up to limit pending rows that are due in tx and returns the
+// first of them whose payloads add up to at most maxBytes (always at least
+// one), so that a batch of large payloads stays small in memory. Up to half
+// the batch goes to rows with an ordering key, each the first of its key
+// with none of its key in flight, walked from cursor on (see ClaimOrdered);
+// the rest to rows without a key, oldest first. Rows another relay holds
+// are skipped; rows past maxBytes stay locked, untouched, until tx ends.
+func (q *Queries) Claim(ctx context.Context, tx pgx.Tx, limit, maxBytes int, cursor *KeyCursor) ([]Row, error) {
+	ids, total, err := q.claimOrdered(ctx, tx, (limit+1)/2, maxBytes, cursor)
 	if err != nil {
 		return nil, err
 	}
-	var ids [][16]byte
-	var total int
-	var id [16]byte
-	var size int
-	_, err = pgx.ForEachRow(rows, []any{&id, &size}, func() error {
-		if len(ids) == 0 || total+size <= maxBytes {
-			ids = append(ids, id)
-			total += size
+	if len(ids) < limit && (len(ids) == 0 || total < maxBytes) {
+		rows, err := tx.Query(ctx, q.claim, limit-len(ids))
+		if err != nil {
+			return nil, err
 		}
-		return nil
-	})
-	if err != nil || len(ids) == 0 {
-		return nil, err
+		var id [16]byte
+		var size int
+		_, err = pgx.ForEachRow(rows, []any{&id, &size}, func() error {
+			if len(ids) == 0 || total+size <= maxBytes {
+				ids = append(ids, id)
+				total += size
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
-	if rows, err = tx.Query(ctx, q.claimed, ids); err != nil {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rows, err := tx.Query(ctx, q.claimed, ids)
+	if err != nil {
 		return nil, err
 	}
 	return collectRows(rows)
@@ -231,11 +276,17 @@ func (q *Queries) Claim(ctx context.Context, tx pgx.Tx, limit, maxBytes int) ([]
 func collectRows(rows pgx.Rows) ([]Row, error) {
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Row, error) {
 		var row Row
-		err := r.Scan(&row.ID, &row.EventID, &row.CorrelationID, &row.CausationID, &row.Depth,
-			&row.Signal, &row.Receiver, &row.Queue, &row.MaxRetry, &row.TimeoutMS,
-			&row.ProcessAt, &row.Payload, &row.Attempts, &row.LastError, &row.Enqueues, &row.Generation, &row.Headers)
+		err := r.Scan(row.fields()...)
 		return row, err
 	})
+}
+
+// fields are the scan destinations of rowColumns, in order.
+func (row *Row) fields() []any {
+	return []any{&row.ID, &row.EventID, &row.CorrelationID, &row.CausationID, &row.Depth,
+		&row.Signal, &row.Receiver, &row.Queue, &row.MaxRetry, &row.TimeoutMS,
+		&row.ProcessAt, &row.Payload, &row.Attempts, &row.LastError, &row.Enqueues, &row.Generation, &row.Headers,
+		&row.OrderingKey, &row.OrderingSeq}
 }
 
 // An ack looks in outbox first: a row whose task a worker ran before the

@@ -91,14 +91,21 @@ func TestInsertStatement(t *testing.T) {
 
 	// The event's values are $1..$8, shared by every row; each row's own
 	// values (task ID, receiver, queue, max_retry, timeout_ms) follow.
-	require.Equal(t, q.insertPrefix+"($9, $1, $2, $3, $4, $5, $10, $11, $12, $13, $6, $7, $8)", q.insertStatement(1))
+	// Without ordering keys, both ordering columns are NULL.
+	require.Equal(t, q.insertPrefix+"($9, $1, $2, $3, $4, $5, $10, $11, $12, $13, $6, $7, $8, NULL, NULL)", q.insertStatement(insertShape{rows: 1}))
 	require.Equal(t, q.insertPrefix+
-		"($9, $1, $2, $3, $4, $5, $10, $11, $12, $13, $6, $7, $8), "+
-		"($14, $1, $2, $3, $4, $5, $15, $16, $17, $18, $6, $7, $8)", q.insertStatement(2))
+		"($9, $1, $2, $3, $4, $5, $10, $11, $12, $13, $6, $7, $8, NULL, NULL), "+
+		"($14, $1, $2, $3, $4, $5, $15, $16, $17, $18, $6, $7, $8, NULL, NULL)", q.insertStatement(insertShape{rows: 2}))
+	// With keys, each row has a sixth value, its key, which also decides
+	// whether the row takes a number from the sequence.
+	require.Equal(t, q.insertPrefix+
+		"($9, $1, $2, $3, $4, $5, $10, $11, $12, $13, $6, $7, $8, NULLIF($14::text, ''), CASE WHEN $14::text = '' THEN NULL ELSE nextval('\"s\".\"ordering_seq\"') END), "+
+		"($15, $1, $2, $3, $4, $5, $16, $17, $18, $19, $6, $7, $8, NULLIF($20::text, ''), CASE WHEN $20::text = '' THEN NULL ELSE nextval('\"s\".\"ordering_seq\"') END)",
+		q.insertStatement(insertShape{rows: 2, keyed: true}))
 
 	columns := strings.Count(insertColumns[strings.Index(insertColumns, "("):strings.Index(insertColumns, ")")], ",") + 1
 	for _, n := range []int{1, 3, 16, 100} {
-		sql := q.insertStatement(n)
+		sql := q.insertStatement(insertShape{rows: n})
 		values := strings.TrimPrefix(sql, q.insertPrefix)
 		tuples := strings.Split(strings.TrimSuffix(strings.TrimPrefix(values, "("), ")"), "), (")
 		require.Len(t, tuples, n, "one tuple per row")
@@ -134,17 +141,17 @@ func TestInsertStatementIsBuiltOncePerRowCount(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got[i] = q.insertStatement(5)
+			got[i] = q.insertStatement(insertShape{rows: 5})
 		}()
 	}
 	wg.Wait()
-	cached, ok := q.inserts.Load(5)
+	cached, ok := q.inserts.Load(insertShape{rows: 5})
 	require.True(t, ok)
 	for _, sql := range got {
 		require.Equal(t, unsafe.StringData(cached.(string)), unsafe.StringData(sql), "every caller gets the cached text")
 	}
-	require.Equal(t, unsafe.StringData(got[0]), unsafe.StringData(q.insertStatement(5)))
-	_, ok = q.inserts.Load(6)
+	require.Equal(t, unsafe.StringData(got[0]), unsafe.StringData(q.insertStatement(insertShape{rows: 5})))
+	_, ok = q.inserts.Load(insertShape{rows: 6})
 	require.False(t, ok, "only the counts asked for are built")
 }
 
@@ -241,7 +248,7 @@ func (b *testBundle) claim(t *testing.T, q *Queries, limit, maxBytes int) []Row 
 	tx, err := b.pool.Begin(t.Context())
 	require.NoError(t, err)
 	defer tx.Rollback(context.Background()) //nolint:errcheck // read only
-	rows, err := q.Claim(t.Context(), tx, limit, maxBytes)
+	rows, err := q.Claim(t.Context(), tx, limit, maxBytes, &KeyCursor{})
 	require.NoError(t, err)
 	return rows
 }
@@ -354,7 +361,7 @@ func TestClaimSkipsRowsAnotherTransactionHolds(t *testing.T) {
 
 	claim := func(tx pgx.Tx, limit int) []Row {
 		t.Helper()
-		claimed, err := q.Claim(t.Context(), tx, limit, 1<<20)
+		claimed, err := q.Claim(t.Context(), tx, limit, 1<<20, &KeyCursor{})
 		require.NoError(t, err)
 		return claimed
 	}
@@ -564,7 +571,7 @@ func TestAckWaitsForTheBatchThatMovesTheRow(t *testing.T) {
 	batch, err := b.pool.Begin(t.Context())
 	require.NoError(t, err)
 	defer batch.Rollback(context.Background()) //nolint:errcheck // committed below
-	claimed, err := q.Claim(t.Context(), batch, 10, 1<<20)
+	claimed, err := q.Claim(t.Context(), batch, 10, 1<<20, &KeyCursor{})
 	require.NoError(t, err)
 	require.Len(t, claimed, 1)
 	require.NoError(t, q.MarkEnqueued(t.Context(), batch, ids(rows...)))

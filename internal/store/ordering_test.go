@@ -1,0 +1,82 @@
+package store
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// insertKeyed writes one event for receiver r with key and returns its row ID.
+func (b *testBundle) insertKeyed(t *testing.T, q *Queries, key string) [16]byte {
+	t.Helper()
+	tgt := target("r")
+	tgt.OrderingKey = key
+	require.NoError(t, q.Insert(t.Context(), b.pool, event("order.placed"), []Target{tgt}))
+	return tgt.TaskID
+}
+
+// TestClaimTakesTheFirstRowOfEachFreeKey requires that Claim takes, per
+// key, only the row numbered first, none of a key with a row in flight or
+// held by another relay, and that rows without a key are claimed beside.
+func TestClaimTakesTheFirstRowOfEachFreeKey(t *testing.T) {
+	t.Parallel()
+	q, b := setup(t)
+	a1, a2 := b.insertKeyed(t, q, "a"), b.insertKeyed(t, q, "a")
+	b1 := b.insertKeyed(t, q, "b")
+	c1 := b.insertKeyed(t, q, "c")
+	plain := b.insert(t, q, "order.placed", "r")[0].ID
+
+	got := b.claim(t, q, 10, 1<<20)
+	require.ElementsMatch(t, [][16]byte{a1, b1, c1, plain}, ids(got...), "one row per key, and the row without one")
+	for _, r := range got {
+		if r.ID == plain {
+			require.Nil(t, r.OrderingKey)
+			require.Nil(t, r.OrderingSeq)
+		} else {
+			require.NotNil(t, r.OrderingKey)
+			require.NotNil(t, r.OrderingSeq)
+		}
+	}
+
+	// a1 in flight keeps a2 back; another relay holding b1 keeps key b back.
+	require.NoError(t, q.MarkEnqueued(t.Context(), b.pool, [][16]byte{a1}))
+	holder, err := b.pool.Begin(t.Context())
+	require.NoError(t, err)
+	defer holder.Rollback(context.Background()) //nolint:errcheck // read only
+	_, err = holder.Exec(t.Context(), `SELECT 1 FROM `+b.schema+`.outbox WHERE id = $1 FOR UPDATE`, b1)
+	require.NoError(t, err)
+	require.ElementsMatch(t, [][16]byte{c1, plain}, ids(b.claim(t, q, 10, 1<<20)...))
+
+	// Once a1 is done, a2 is its key's first row.
+	require.NoError(t, q.Delete(t.Context(), b.pool, [][16]byte{a1}))
+	require.ElementsMatch(t, [][16]byte{a2, c1, plain}, ids(b.claim(t, q, 10, 1<<20)...))
+}
+
+// TestClaimWalksKeysOnFromItsCursor requires that a batch with more free
+// keys than room goes on from where the last one stopped, and starts over
+// after the last key.
+func TestClaimWalksKeysOnFromItsCursor(t *testing.T) {
+	t.Parallel()
+	q, b := setup(t)
+	var rows [][16]byte
+	for _, key := range []string{"k1", "k2", "k3", "k4", "k5"} {
+		rows = append(rows, b.insertKeyed(t, q, key))
+	}
+	var cursor KeyCursor
+	claim := func() [][16]byte {
+		t.Helper()
+		tx, err := b.pool.Begin(t.Context())
+		require.NoError(t, err)
+		defer tx.Rollback(context.Background()) //nolint:errcheck // read only
+		got, err := q.Claim(t.Context(), tx, 4, 1<<20, &cursor) // half the batch, 2 rows, for keys
+		require.NoError(t, err)
+		return ids(got...)
+	}
+	require.Equal(t, rows[0:2], claim())
+	require.Equal(t, KeyCursor{Signal: "order.placed", Receiver: "r", Key: "k2"}, cursor)
+	require.Equal(t, rows[2:4], claim())
+	require.Equal(t, rows[4:5], claim(), "the walk reached the last key")
+	require.Equal(t, KeyCursor{}, cursor, "and starts over")
+	require.Equal(t, rows[0:2], claim())
+}
