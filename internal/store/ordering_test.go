@@ -68,7 +68,7 @@ func TestClaimWalksKeysOnFromItsCursor(t *testing.T) {
 		t.Helper()
 		tx, err := b.pool.Begin(t.Context())
 		require.NoError(t, err)
-		defer tx.Rollback(context.Background()) //nolint:errcheck // read only
+		defer tx.Rollback(context.Background())                 //nolint:errcheck // read only
 		got, err := q.Claim(t.Context(), tx, 4, 1<<20, &cursor) // half the batch, 2 rows, for keys
 		require.NoError(t, err)
 		return ids(got...)
