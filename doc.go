@@ -32,7 +32,10 @@
 //     for a newer worker to take, and dead only when its retries run out.
 //   - A worker dies mid-receiver: the receiver runs again, whatever its
 //     retry budget, so receivers must be idempotent.
-//   - Events are not ordered with respect to each other.
+//   - Events are not ordered with respect to each other, unless they carry
+//     an ordering key ([OrderingKey], [OrderBy]): then, for each receiver,
+//     the events of one key run one at a time in commit order, and a
+//     failing one holds back only its key.
 //
 // # An event's trip
 //

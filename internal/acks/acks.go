@@ -30,7 +30,7 @@ type Batcher struct {
 	mu      sync.Mutex
 	pending [][16]byte
 	ordered bool          // a pending row has an ordering key
-	full    chan struct{} // signaled when pending reaches MaxBatch
+	full    chan struct{} // signaled when pending reaches MaxBatch or an ordered row waits
 }
 
 // New returns a Batcher removing rows through db every interval.
@@ -39,15 +39,16 @@ func New(queries *store.Queries, db store.Beginner, interval time.Duration, logg
 }
 
 // Add queues the ack of one row. An ordered row (one with an ordering key)
-// frees its key's next row: once it is removed, relays in this process are
-// woken to enqueue that one rather than wait for their next poll.
+// frees its key's next row, which waits for it: it is flushed at once, and
+// relays in this process are woken to enqueue the next row rather than
+// wait for their next poll.
 func (b *Batcher) Add(id [16]byte, ordered bool) {
 	b.mu.Lock()
 	b.pending = append(b.pending, id)
 	b.ordered = b.ordered || ordered
 	n := len(b.pending)
 	b.mu.Unlock()
-	if n >= MaxBatch {
+	if n >= MaxBatch || ordered {
 		select {
 		case b.full <- struct{}{}:
 		default:
