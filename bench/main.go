@@ -1,7 +1,9 @@
 // Command bench measures dj-signals against its baselines on local
-// PostgreSQL and Redis: send overhead, end-to-end throughput, latency and
-// backlog drain. It prints each table as it completes and, with -out, writes
-// the whole report as markdown.
+// PostgreSQL and Redis: send overhead, end-to-end throughput, latency,
+// backlog drain, many application processes on one outbox, and per-key
+// ordering. It prints
+// each table as it completes and, with -out, writes the whole report as
+// markdown.
 //
 //	cd bench && go run . -out results.md   # about 8 minutes (make bench)
 //	cd bench && go run . -quick            # about 1 minute, smoke run
@@ -52,6 +54,8 @@ var scenarios = []scenario{
 	{"e2e", runE2E},
 	{"latency", runLatency},
 	{"drain", runDrain},
+	{"procs", runProcs},
+	{"ordering", runOrdering},
 }
 
 func main() {
@@ -64,6 +68,7 @@ func main() {
 		dbURL  string
 		redis  string
 		child  string
+		procs  string
 		logErr = func(err error) { fmt.Fprintln(os.Stderr, "bench:", err); os.Exit(2) }
 	)
 	flag.DurationVar(&o.duration, "duration", 4*time.Second, "length of one send-overhead run")
@@ -74,13 +79,20 @@ func main() {
 	flag.IntVar(&o.rows, "rows", 1_000_000, "outbox rows in the drain backlog")
 	flag.DurationVar(&o.drainTimeout, "drain-timeout", 4*time.Minute, "give up the drain after this long and report the rate so far")
 	flag.BoolVar(&quick, "quick", false, "smoke run of about a minute: -duration 500ms -events 2000 -latency-duration 1s -rows 100000 (flags given explicitly win)")
-	flag.StringVar(&only, "only", "send,e2e,latency,drain", "scenarios to run, comma-separated")
+	flag.StringVar(&only, "only", "send,e2e,latency,drain,procs,ordering", "scenarios to run, comma-separated")
 	flag.StringVar(&out, "out", "", "write the markdown report to this file")
 	flag.StringVar(&dbURL, "db", getenv("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"), "PostgreSQL URL ($DATABASE_URL)")
 	flag.StringVar(&redis, "redis", getenv("REDIS_ADDR", "127.0.0.1:6379"), "Redis address ($REDIS_ADDR)")
 	flag.StringVar(&child, "relay-child", "", "internal: run one Dispatcher on this schema until SIGTERM (the drain scenario's relay process)")
+	flag.StringVar(&procs, "procs-child", "", "internal: run one application process of the procs scenario, its part given as JSON")
 	flag.Parse()
 
+	if procs != "" {
+		if err := procsChild(procs, dbURL, redis); err != nil {
+			logErr(err)
+		}
+		return
+	}
 	if child != "" {
 		if err := relayChild(child, dbURL, redis); err != nil {
 			logErr(err)

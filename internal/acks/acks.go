@@ -99,7 +99,9 @@ func (b *Batcher) flush(ctx context.Context) {
 			b.pending = append(ids, b.pending...)
 			b.ordered = b.ordered || ordered
 			b.mu.Unlock()
-			b.logger.Warn("signals: remove acked outbox rows; will retry", "rows", n, "error", err)
+			if ctx.Err() == nil { // a shutdown's last flush retries them at once
+				b.logger.Warn("signals: remove acked outbox rows; will retry", "rows", n, "error", err)
+			}
 			return
 		}
 		if ordered {
