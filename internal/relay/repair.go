@@ -179,6 +179,12 @@ func (r *Relay) repair(ctx context.Context) (int, error) {
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("commit repair: %w", err)
 	}
+	if len(missing) > 0 {
+		// Redis lost tasks, and may have lost asynq's list of queues with
+		// them (on a cluster it lives on one node): a fresh client lists
+		// each queue again on its first enqueue, for Stats and asynqmon.
+		r.client = newClient(r.redis)
+	}
 	if len(missing)+len(completed)+len(archived)+len(crashed) > 0 {
 		r.cfg.Logger.Warn("signals: repaired enqueued rows whose tasks redis no longer held as running or queued",
 			"sent_again_lost", len(missing), "sent_again_after_worker_crash", len(crashed),

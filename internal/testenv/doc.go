@@ -6,8 +6,12 @@
 //     the test's own, dropped when the test ends.
 //   - [Queue]: an asynq queue of the test's own, whose keys are deleted when
 //     the test ends.
-//   - [StartRedis]: a redis-server of the test's own, to stop and restart
-//     for an outage.
+//   - [StartRedis] (and [StartRedisWith], for a config): a redis-server of
+//     the test's own, to stop and restart for an outage.
+//   - [StartSentinels]: a primary, a replica and three sentinels, to fail
+//     over by killing the primary, with [Sentinels.CutReplication] to let
+//     the replica fall behind first.
+//   - [StartCluster]: a Redis Cluster of three primaries.
 //   - [StartProxy]: a TCP proxy that cuts or refuses connections, for a
 //     network failure.
 //   - [Eventually]: waits for a condition by polling instead of sleeping.

@@ -35,6 +35,7 @@ type Redis struct {
 	bin  string
 	dir  string
 	port int
+	opts RedisOptions
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd     // nil while stopped
@@ -48,12 +49,42 @@ type Redis struct {
 // test fails if redis-server is not on PATH.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
+	return StartRedisWith(t, RedisOptions{})
+}
+
+// RedisOptions configures a server started by StartRedisWith. The zero value
+// starts what StartRedis starts.
+type RedisOptions struct {
+	// Args are extra redis-server arguments, given after testenv's own (port,
+	// bind address, persistence off, directory, log file), one word each:
+	// "--replicaof", "127.0.0.1", "6380", not "--replicaof", "127.0.0.1 6380".
+	Args []string
+	// Config, unless empty, is written to redis.conf in the server's
+	// directory, which is given to redis-server as its config file. The
+	// server may rewrite it: a sentinel records there what it learns, and
+	// reads it back when started again.
+	Config string
+	// Sentinel runs the server as a Redis Sentinel (redis-server
+	// --sentinel). A sentinel needs a Config with a "sentinel monitor" line.
+	Sentinel bool
+}
+
+// StartRedisWith is StartRedis for a server configured by opts: a replica,
+// a sentinel or a cluster node.
+func StartRedisWith(t testing.TB, opts RedisOptions) *Redis {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("testenv: redis-server not found on PATH (install the redis-server package, e.g. apt-get install redis-server): %v", err)
 		return nil // t may be a fake whose Fatalf returns
 	}
-	r := &Redis{bin: bin, dir: t.TempDir()}
+	r := &Redis{bin: bin, dir: t.TempDir(), opts: opts}
+	if opts.Config != "" {
+		if err := os.WriteFile(r.configFile(), []byte(opts.Config), 0o600); err != nil {
+			t.Fatalf("testenv: writing redis-server's config file: %v", err)
+			return nil
+		}
+	}
 	t.Cleanup(func() {
 		if err := r.stop(); err != nil {
 			t.Errorf("testenv: stopping redis-server at %s: %v", r.Addr, err)
@@ -100,7 +131,14 @@ func (r *Redis) start() error {
 	if r.cmd != nil {
 		return errors.New("already running")
 	}
-	cmd := exec.Command(r.bin,
+	var args []string
+	if r.opts.Config != "" {
+		args = append(args, r.configFile()) // redis-server wants it first
+	}
+	if r.opts.Sentinel {
+		args = append(args, "--sentinel")
+	}
+	args = append(args,
 		"--port", strconv.Itoa(r.port),
 		"--bind", "127.0.0.1",
 		"--daemonize", "no",
@@ -109,6 +147,7 @@ func (r *Redis) start() error {
 		"--dir", r.dir,
 		"--logfile", r.logFile(),
 	)
+	cmd := exec.Command(r.bin, append(args, r.opts.Args...)...)
 	cmd.Dir = r.dir
 	// Stdin, Stdout and Stderr stay nil (/dev/null), so exec starts no
 	// copying goroutines that could outlive the test; redis logs to logFile.
@@ -192,7 +231,8 @@ func ping(addr string) error {
 	return rdb.Ping(context.Background()).Err()
 }
 
-func (r *Redis) logFile() string { return filepath.Join(r.dir, "redis.log") }
+func (r *Redis) logFile() string    { return filepath.Join(r.dir, "redis.log") }
+func (r *Redis) configFile() string { return filepath.Join(r.dir, "redis.conf") }
 
 // logTail returns the end of the server's log file, which says why a server
 // did not start.
