@@ -35,7 +35,9 @@
 //
 //	--database-url URL  PostgreSQL, postgres://user:password@host:port/database;
 //	                    defaults to $DATABASE_URL, one of which is required
-//	--redis-addr ADDR   Redis, host:port or a redis:// URL; defaults to
+//	--redis-addr ADDR   Redis, host:port or a redis://, rediss:// or
+//	                    redis-sentinel:// URL, or a cluster's nodes as
+//	                    redis-cluster://host:port,host:port; defaults to
 //	                    $REDIS_ADDR, else 127.0.0.1:6379
 //	--schema NAME       PostgreSQL schema of the outbox (default "signals")
 //	--timeout D         bound on connecting, and on status and dead (default 10s)

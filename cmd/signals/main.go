@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -57,7 +58,9 @@ Connection flags, for every command:
 
 	--database-url URL  PostgreSQL, postgres://user:password@host:port/database;
 	                    defaults to $DATABASE_URL, one of which is required
-	--redis-addr ADDR   Redis, host:port or a redis:// URL; defaults to
+	--redis-addr ADDR   Redis, host:port or a redis://, rediss:// or
+	                    redis-sentinel:// URL, or a cluster's nodes as
+	                    redis-cluster://host:port,host:port; defaults to
 	                    $REDIS_ADDR, else 127.0.0.1:6379
 	--schema NAME       PostgreSQL schema of the outbox (default "signals")
 	--timeout D         bound on connecting, and on status and dead (default 10s)
@@ -204,7 +207,7 @@ type connection struct {
 
 func (c *connection) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.databaseURL, "database-url", "", "PostgreSQL at `URL`, postgres://user:password@host:port/database (default $DATABASE_URL; one is required)")
-	fs.StringVar(&c.redisAddr, "redis-addr", "", "Redis at `ADDR`, a host:port or a redis:// URL (default $REDIS_ADDR, else 127.0.0.1:6379)")
+	fs.StringVar(&c.redisAddr, "redis-addr", "", "Redis at `ADDR`, a host:port, a redis:// URL or redis-cluster://host:port,... (default $REDIS_ADDR, else 127.0.0.1:6379)")
 	fs.StringVar(&c.schema, "schema", signals.DefaultRegistrySchema, "the outbox's PostgreSQL schema `NAME`")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "bound on connecting, and on status and dead")
 }
@@ -269,9 +272,28 @@ func (c *connection) open(ctx context.Context, withRedis bool, cfg signals.Dispa
 
 func (s *session) Close() { s.pool.Close() }
 
-// redisOpt reads --redis-addr: a host:port, or a URL asynq understands
-// (redis://, rediss://, redis-socket://, redis-sentinel://).
+// clusterScheme starts a Redis Cluster's --redis-addr, which asynq's URLs
+// cannot name: redis-cluster://[user:password@]host:port[,host:port...].
+const clusterScheme = "redis-cluster://"
+
+// redisOpt reads --redis-addr: a host:port, a URL asynq understands
+// (redis://, rediss://, redis-socket://, redis-sentinel://), or a cluster's
+// nodes after redis-cluster://.
 func (c *connection) redisOpt() (asynq.RedisConnOpt, error) {
+	if nodes, ok := strings.CutPrefix(c.redisAddr, clusterScheme); ok {
+		var opt asynq.RedisClusterClientOpt
+		if i := strings.LastIndex(nodes, "@"); i >= 0 {
+			opt.Username, opt.Password, _ = strings.Cut(nodes[:i], ":")
+			nodes = nodes[i+1:]
+		}
+		for _, addr := range strings.Split(nodes, ",") {
+			if _, _, err := net.SplitHostPort(addr); err != nil {
+				return nil, usagef("--redis-addr: %s wants host:port nodes separated by commas: %v", clusterScheme, err)
+			}
+			opt.Addrs = append(opt.Addrs, addr)
+		}
+		return opt, nil
+	}
 	if !strings.Contains(c.redisAddr, "://") {
 		return asynq.RedisClientOpt{Addr: c.redisAddr}, nil
 	}
@@ -303,6 +325,13 @@ func (c *connection) postgresAddr(cfg *pgxpool.Config) string {
 
 // redisLabel is --redis-addr without a password.
 func (c *connection) redisLabel() string {
+	if nodes, ok := strings.CutPrefix(c.redisAddr, clusterScheme); ok {
+		if i := strings.LastIndex(nodes, "@"); i >= 0 {
+			user, _, _ := strings.Cut(nodes[:i], ":")
+			return clusterScheme + user + ":xxxxx@" + nodes[i+1:]
+		}
+		return c.redisAddr
+	}
 	if u, err := url.Parse(c.redisAddr); err == nil && u.Scheme != "" {
 		return u.Redacted()
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,4 +175,24 @@ func TestStatusCannotCheck(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), "--json says why on stdout too")
 		require.Contains(t, out["error"], addr)
 	})
+}
+
+// TestStatusReachesARedisCluster runs status against a Redis Cluster named
+// with redis-cluster://, which asynq's URLs cannot name, and requires that
+// a malformed node list is a usage error.
+func TestStatusReachesARedisCluster(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	cl := testenv.StartCluster(t)
+
+	addr := "redis-cluster://" + strings.Join(cl.Addrs, ",")
+	r := b.signals(t, "status", "--json", "--redis-addr", addr)
+	requireCode(t, exitOK, r)
+	var st statusJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &st), r.stdout)
+	require.True(t, st.Healthy)
+
+	r = b.signals(t, "status", "--redis-addr", "redis-cluster://127.0.0.1")
+	requireCode(t, exitUsage, r)
+	require.Contains(t, r.stderr, "host:port nodes separated by commas")
 }
