@@ -2,7 +2,10 @@ package otelsignals
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -75,11 +78,11 @@ type Middleware struct {
 	succeeded, failed, dead                           metric.Int64Counter
 	lag, duration                                     metric.Float64Histogram
 
-	// sets caches one measurement option per signal, receiver and queue:
-	// building an attribute set sorts and allocates, on every event.
-	sets sync.Map // route → metric.MeasurementOption
-	// names caches the span names of each signal.
-	names sync.Map // signal → *[3]string
+	// What does not change from one event to the next is made once: span
+	// names, attributes and metric attribute sets, which would otherwise
+	// be built, sorted and allocated on every event.
+	signals cache[string, *signalTelemetry]
+	routes  cache[route, *routeTelemetry]
 }
 
 var _ signals.Middleware = (*Middleware)(nil)
@@ -117,67 +120,89 @@ func New(cfg Config) *Middleware {
 	return m
 }
 
+// The three steps below wrap next in a small frame and leave the span's
+// start and end to helpers that are not inlined: next runs the rest of the
+// step (the receiver, for Receive) on the same goroutine, often a fresh one
+// with a small stack, and every byte of this frame is a byte less for it
+// before the stack must grow and be copied.
+
 // Send starts a producer span, "send <signal>", as a child of ctx, writes
 // its context into the event's headers, and counts one sent delivery per
 // receiver once the outbox rows are written.
 func (m *Middleware) Send(ctx context.Context, s *signals.SendInfo, next func(context.Context) error) error {
-	// Every attribute at the start, in one slice: the sampler sees them,
-	// and the span's own slice is allocated once.
-	attrs := append(make([]attribute.KeyValue, 0, 9),
-		systemAttr, opSend, opTypeCreate, destination.String(s.Signal),
+	ctx, span, st := m.startSend(ctx, s)
+	defer span.End()
+	if err := next(ctx); err != nil {
+		fail(span, err)
+		return err
+	}
+	for _, set := range st.sent {
+		m.sent.Add(ctx, 1, set)
+	}
+	return nil
+}
+
+//go:noinline
+func (m *Middleware) startSend(ctx context.Context, s *signals.SendInfo) (context.Context, trace.Span, *signalTelemetry) {
+	st := m.signalTelemetry(s.Signal, s.Receivers)
+	// Every attribute at the start, where the sampler sees them.
+	attrs := startAttrs()
+	*attrs = append(*attrs, st.sendAttrs...)
+	*attrs = append(*attrs,
 		attrEventID.String(s.EventID.String()),
 		attrCorrelationID.String(s.CorrelationID.String()),
 		attrDepth.Int(s.Depth),
-		attrReceivers.StringSlice(s.Receivers),
 	)
 	if s.CausationID != (ulid.ULID{}) {
-		attrs = append(attrs, attrCausationID.String(s.CausationID.String()))
+		*attrs = append(*attrs, attrCausationID.String(s.CausationID.String()))
 	}
-	ctx, span := m.tracer.Start(ctx, m.spanName(opNameSend, s.Signal),
-		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
-	defer span.End()
+	ctx, span := m.tracer.Start(ctx, st.sendName,
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(*attrs...))
+	putStartAttrs(attrs)
 	if s.Headers == nil {
 		s.Headers = make(map[string]string, 2)
 	}
 	m.cfg.Propagator.Inject(ctx, propagation.MapCarrier(s.Headers))
-
-	err := next(ctx)
-	if err != nil {
-		fail(span, err)
-		return err
-	}
-	for _, r := range s.Receivers {
-		m.sent.Add(ctx, 1, m.set(route{signal: s.Signal, receiver: r}))
-	}
-	return nil
+	return ctx, span, st
 }
 
 // Enqueue continues the event's trace with a client span, "enqueue
 // <signal>", around one row's enqueue into Redis, and counts it as
 // enqueued (and resent, after a repair), duplicate or failed.
 func (m *Middleware) Enqueue(ctx context.Context, e *signals.EnqueueInfo, next func(context.Context) error) error {
-	ctx = m.cfg.Propagator.Extract(ctx, propagation.MapCarrier(e.Headers))
-	attrs := deliveryAttrs(opEnqueue, opTypeSend, e.Signal, e.Receiver, e.Queue, e.TaskID, e.EventID)
-	ctx, span := m.tracer.Start(ctx, m.spanName(opNameEnqueue, e.Signal),
-		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	ctx, span, rt := m.startEnqueue(ctx, e)
 	defer span.End()
-
 	err := next(ctx)
-	set := m.set(route{signal: e.Signal, receiver: e.Receiver, queue: e.Queue})
+	m.endEnqueue(ctx, span, rt, e, err)
+	return err
+}
+
+//go:noinline
+func (m *Middleware) startEnqueue(ctx context.Context, e *signals.EnqueueInfo) (context.Context, trace.Span, *routeTelemetry) {
+	rt := m.routeTelemetry(route{signal: e.Signal, receiver: e.Receiver, queue: e.Queue})
+	ctx = m.cfg.Propagator.Extract(ctx, propagation.MapCarrier(e.Headers))
+	attrs := deliveryAttrs(rt.enqueueAttrs, e.TaskID, e.EventID)
+	ctx, span := m.tracer.Start(ctx, rt.enqueueName,
+		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(*attrs...))
+	putStartAttrs(attrs)
+	return ctx, span, rt
+}
+
+//go:noinline
+func (m *Middleware) endEnqueue(ctx context.Context, span trace.Span, rt *routeTelemetry, e *signals.EnqueueInfo, err error) {
 	switch {
 	case err != nil:
 		fail(span, err)
-		m.enqueueFailed.Add(ctx, 1, set)
+		m.enqueueFailed.Add(ctx, 1, rt.metrics)
 	case e.Duplicate:
 		span.SetAttributes(attrDuplicate.Bool(true))
-		m.duplicates.Add(ctx, 1, set)
+		m.duplicates.Add(ctx, 1, rt.metrics)
 	default:
-		m.enqueued.Add(ctx, 1, set)
+		m.enqueued.Add(ctx, 1, rt.metrics)
 		if e.Resent {
-			m.resent.Add(ctx, 1, set)
+			m.resent.Add(ctx, 1, rt.metrics)
 		}
 	}
-	return err
 }
 
 // Receive continues the event's trace with a consumer span, "receive
@@ -186,83 +211,194 @@ func (m *Middleware) Enqueue(ctx context.Context, e *signals.EnqueueInfo, next f
 // succeeded, failed or is now dead.
 func (m *Middleware) Receive(ctx context.Context, r *signals.ReceiveInfo, next func(context.Context) error) error {
 	start := time.Now()
-	ctx = m.cfg.Propagator.Extract(ctx, propagation.MapCarrier(r.Headers))
-	attrs := append(deliveryAttrs(opReceive, opTypeProcess, r.Signal, r.Receiver, r.Queue, r.TaskID, r.EventID),
-		attrAttempt.Int(r.Attempt))
-	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...)}
-	if m.cfg.LinkReceive {
-		if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-			opts = append(opts, trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: sc}))
-		}
-	}
-	ctx, span := m.tracer.Start(ctx, m.spanName(opNameReceive, r.Signal), opts...)
+	ctx, span, rt := m.startReceive(ctx, r, start)
 	defer span.End()
-	set := m.set(route{signal: r.Signal, receiver: r.Receiver, queue: r.Queue})
+	err := next(ctx)
+	m.endReceive(ctx, span, rt, r, time.Since(start), err)
+	return err
+}
+
+//go:noinline
+func (m *Middleware) startReceive(ctx context.Context, r *signals.ReceiveInfo, start time.Time) (context.Context, trace.Span, *routeTelemetry) {
+	rt := m.routeTelemetry(route{signal: r.Signal, receiver: r.Receiver, queue: r.Queue})
+	ctx = m.cfg.Propagator.Extract(ctx, propagation.MapCarrier(r.Headers))
+	attrs := deliveryAttrs(rt.receiveAttrs, r.TaskID, r.EventID)
+	*attrs = append(*attrs, attrAttempt.Int(r.Attempt))
+	kind, with := trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(*attrs...)
+	var span trace.Span
+	if sc := trace.SpanContextFromContext(ctx); m.cfg.LinkReceive && sc.IsValid() {
+		ctx, span = m.tracer.Start(ctx, rt.receiveName, kind, with, trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: sc}))
+	} else {
+		ctx, span = m.tracer.Start(ctx, rt.receiveName, kind, with)
+	}
+	putStartAttrs(attrs)
 	// An undecodable task has no event ID, and so no send time.
 	if r.Attempt == 1 && r.EventID != (ulid.ULID{}) {
-		m.lag.Record(ctx, max(start.Sub(r.SentAt), 0).Seconds(), set)
+		m.lag.Record(ctx, max(start.Sub(r.SentAt), 0).Seconds(), rt.metrics)
 	}
+	return ctx, span, rt
+}
 
-	err := next(ctx)
-	m.duration.Record(ctx, time.Since(start).Seconds(), set)
+//go:noinline
+func (m *Middleware) endReceive(ctx context.Context, span trace.Span, rt *routeTelemetry, r *signals.ReceiveInfo, took time.Duration, err error) {
+	m.duration.Record(ctx, took.Seconds(), rt.metrics)
 	if err == nil {
-		m.succeeded.Add(ctx, 1, set)
-		return nil
+		m.succeeded.Add(ctx, 1, rt.metrics)
+		return
 	}
 	fail(span, err)
-	m.failed.Add(ctx, 1, set)
+	m.failed.Add(ctx, 1, rt.metrics)
 	if r.Dead != "" {
 		span.SetAttributes(attrDeadReason.String(string(r.Dead)))
 		m.dead.Add(ctx, 1, metric.WithAttributes(
 			metricSignal.String(r.Signal), metricReceiver.String(r.Receiver),
 			metricQueue.String(r.Queue), metricReason.String(string(r.Dead))))
 	}
-	return err
 }
 
-// deliveryAttrs are the span attributes of one delivery, with room for
-// one more.
-func deliveryAttrs(op, opType attribute.KeyValue, signal, receiver, queue string, taskID, eventID ulid.ULID) []attribute.KeyValue {
-	return append(make([]attribute.KeyValue, 0, 10),
-		systemAttr, op, opType, destination.String(signal),
-		consumerGroup.String(receiver),
-		attrQueue.String(queue),
-		attrTaskID.String(taskID.String()),
-		attrEventID.String(eventID.String()),
-	)
+// deliveryAttrs are the start attributes of a delivery's span: the
+// route's, then its IDs. Give them back with putStartAttrs.
+func deliveryAttrs(routeAttrs []attribute.KeyValue, taskID, eventID ulid.ULID) *[]attribute.KeyValue {
+	attrs := startAttrs()
+	*attrs = append(*attrs, routeAttrs...)
+	*attrs = append(*attrs, attrTaskID.String(taskID.String()), attrEventID.String(eventID.String()))
+	return attrs
 }
 
-// spanName returns "<op> <signal>", made once per signal.
-func (m *Middleware) spanName(op int, signal string) string {
-	if names, ok := m.names.Load(signal); ok {
-		return names.(*[3]string)[op]
+// startAttrsPool recycles the slices a span's start attributes are
+// gathered in: trace.WithAttributes hands them to the span's start, which
+// copies them (trace.NewSpanStartConfig appends them to the span config's
+// own slice), and the SDK copies them again into the span. Once the span
+// has started, the slice is free.
+var startAttrsPool = sync.Pool{New: func() any {
+	attrs := make([]attribute.KeyValue, 0, 10)
+	return &attrs
+}}
+
+// startAttrs returns an empty slice to gather a span's start attributes in.
+func startAttrs() *[]attribute.KeyValue {
+	return startAttrsPool.Get().(*[]attribute.KeyValue)
+}
+
+// putStartAttrs gives back a slice from startAttrs once its span started.
+func putStartAttrs(attrs *[]attribute.KeyValue) {
+	clear(*attrs) // drop the strings
+	*attrs = (*attrs)[:0]
+	startAttrsPool.Put(attrs)
+}
+
+// signalTelemetry is what Send needs of one signal, made once.
+type signalTelemetry struct {
+	sendName string
+	// receivers are the receivers sendAttrs and sent were made for: a
+	// Connect after the first send makes them anew.
+	receivers []string
+	// sendAttrs are the send span's attributes that every event of the
+	// signal shares.
+	sendAttrs []attribute.KeyValue
+	// sent holds each receiver's metric attributes, in receivers' order.
+	sent []metric.MeasurementOption
+}
+
+// signalTelemetry returns the telemetry of signal sent to receivers.
+func (m *Middleware) signalTelemetry(signal string, receivers []string) *signalTelemetry {
+	if st, ok := m.signals.load(signal); ok && slices.Equal(st.receivers, receivers) {
+		return st
 	}
-	names := &[3]string{opNameSend: "send " + signal, opNameEnqueue: "enqueue " + signal, opNameReceive: "receive " + signal}
-	n, _ := m.names.LoadOrStore(signal, names)
-	return n.(*[3]string)[op]
+	return m.newSignalTelemetry(signal, receivers)
 }
 
-// Indexes of the span names spanName keeps per signal.
-const (
-	opNameSend = iota
-	opNameEnqueue
-	opNameReceive
-)
+func (m *Middleware) newSignalTelemetry(signal string, receivers []string) *signalTelemetry {
+	st := &signalTelemetry{
+		sendName:  "send " + signal,
+		receivers: slices.Clone(receivers),
+		sendAttrs: []attribute.KeyValue{
+			systemAttr, opSend, opTypeCreate, destination.String(signal),
+			attrReceivers.StringSlice(receivers),
+		},
+	}
+	for _, r := range receivers {
+		st.sent = append(st.sent, metric.WithAttributeSet(attribute.NewSet(metricSignal.String(signal), metricReceiver.String(r))))
+	}
+	m.signals.store(signal, st)
+	return st
+}
 
-// route is what a metric's attributes say about a delivery.
+// route is a delivery's address, which its enqueue and receive spans and
+// metrics name.
 type route struct{ signal, receiver, queue string }
 
-// set returns the measurement option of r's attributes.
-func (m *Middleware) set(r route) metric.MeasurementOption {
-	if o, ok := m.sets.Load(r); ok {
-		return o.(metric.MeasurementOption)
+// routeTelemetry is what Enqueue and Receive need of one route, made once.
+type routeTelemetry struct {
+	enqueueName, receiveName string
+	// enqueueAttrs and receiveAttrs are the spans' attributes that every
+	// delivery on the route shares.
+	enqueueAttrs, receiveAttrs []attribute.KeyValue
+	// metrics holds the metrics' attributes.
+	metrics metric.MeasurementOption
+}
+
+// routeTelemetry returns r's telemetry.
+func (m *Middleware) routeTelemetry(r route) *routeTelemetry {
+	if rt, ok := m.routes.load(r); ok {
+		return rt
 	}
-	attrs := []attribute.KeyValue{metricSignal.String(r.signal), metricReceiver.String(r.receiver)}
-	if r.queue != "" {
-		attrs = append(attrs, metricQueue.String(r.queue))
+	return m.newRouteTelemetry(r)
+}
+
+func (m *Middleware) newRouteTelemetry(r route) *routeTelemetry {
+	shared := func(op, opType attribute.KeyValue) []attribute.KeyValue {
+		return []attribute.KeyValue{
+			systemAttr, op, opType, destination.String(r.signal),
+			consumerGroup.String(r.receiver), attrQueue.String(r.queue),
+		}
 	}
-	o, _ := m.sets.LoadOrStore(r, metric.WithAttributeSet(attribute.NewSet(attrs...)))
-	return o.(metric.MeasurementOption)
+	rt := &routeTelemetry{
+		enqueueName:  "enqueue " + r.signal,
+		receiveName:  "receive " + r.signal,
+		enqueueAttrs: shared(opEnqueue, opTypeSend),
+		receiveAttrs: shared(opReceive, opTypeProcess),
+		metrics: metric.WithAttributeSet(attribute.NewSet(
+			metricSignal.String(r.signal), metricReceiver.String(r.receiver), metricQueue.String(r.queue))),
+	}
+	m.routes.store(r, rt)
+	return rt
+}
+
+// maxCached bounds a cache: the names of an undecodable task's delivery
+// come from the task, and need not be a registry's.
+const maxCached = 1024
+
+// cache is a map read on every event and written once per key: a read
+// takes no lock and hashes the key with the map's own hash function, and
+// a write copies the map.
+type cache[K comparable, V any] struct {
+	m  atomic.Pointer[map[K]V]
+	mu sync.Mutex // serializes writes
+}
+
+func (c *cache[K, V]) load(k K) (v V, ok bool) {
+	if m := c.m.Load(); m != nil {
+		v, ok = (*m)[k]
+	}
+	return v, ok
+}
+
+// store sets k to v, unless the cache is full.
+func (c *cache[K, V]) store(k K, v V) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var old map[K]V
+	if m := c.m.Load(); m != nil {
+		old = *m
+	}
+	if _, ok := old[k]; !ok && len(old) >= maxCached {
+		return
+	}
+	m := make(map[K]V, len(old)+1)
+	maps.Copy(m, old)
+	m[k] = v
+	c.m.Store(&m)
 }
 
 // fail marks span as failed with err.

@@ -117,6 +117,20 @@ func TestSend(t *testing.T) {
 		require.Zero(t, b.tm.sum(t, "signals.sent"))
 	})
 
+	t.Run("AReceiverConnectedAfterTheFirstSendIsCounted", func(t *testing.T) {
+		t.Parallel()
+		m, b := setupMiddleware(t, otelsignals.Config{})
+		send(t, m, b.ctx, sendInfo("email"))
+		send(t, m, b.ctx, sendInfo("email", "audit"))
+
+		spans := b.tm.ended("send order.placed")
+		require.Len(t, spans, 2)
+		require.Equal(t, []string{"email"}, attrs(spans[0])["signals.receivers"].AsStringSlice())
+		require.Equal(t, []string{"email", "audit"}, attrs(spans[1])["signals.receivers"].AsStringSlice())
+		require.EqualValues(t, 2, b.tm.sum(t, "signals.sent", emailAttrs...))
+		require.EqualValues(t, 1, b.tm.sum(t, "signals.sent", auditAttrs...))
+	})
+
 	t.Run("ACascadeNamesItsCause", func(t *testing.T) {
 		t.Parallel()
 		m, b := setupMiddleware(t, otelsignals.Config{})
@@ -312,12 +326,17 @@ func TestReceive(t *testing.T) {
 	})
 }
 
-// BenchmarkMiddleware measures one event's trip through the middleware with
-// the SDK recording every span (dropped at end) and aggregating metrics:
-// one send, one enqueue and one receive.
+// BenchmarkMiddleware measures one event's trip through the middleware as
+// the bench's e2e scenario runs it: the SDK samples every span and hands it
+// to a batch span processor whose exporter drops it, and aggregates the
+// metrics. One send, one enqueue and one receive.
 func BenchmarkMiddleware(b *testing.B) {
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(dropSpans{}))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	b.Cleanup(func() {
+		_ = tp.Shutdown(context.Background())
+		_ = mp.Shutdown(context.Background())
+	})
 	m := otelsignals.New(otelsignals.Config{TracerProvider: tp, MeterProvider: mp})
 	ok := func(context.Context) error { return nil }
 	ctx := context.Background()
@@ -330,3 +349,9 @@ func BenchmarkMiddleware(b *testing.B) {
 		_ = m.Receive(ctx, receiveInfo(s, "email", 1), ok)
 	}
 }
+
+// dropSpans is a span exporter that drops what it is given.
+type dropSpans struct{}
+
+func (dropSpans) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (dropSpans) Shutdown(context.Context) error                             { return nil }
