@@ -57,7 +57,8 @@ var (
 	// signals sending signals.
 	ErrCascadeTooDeep = errors.New("signals: cascade too deep")
 	// ErrInvalidOrderingKey is returned for an ordering key ([OrderingKey],
-	// [OrderBy]) longer than [MaxOrderingKeyBytes] or holding a NUL byte.
+	// [OrderBy]) longer than [MaxOrderingKeyBytes], holding a NUL byte or
+	// not valid UTF-8.
 	ErrInvalidOrderingKey = errors.New("signals: invalid ordering key")
 )
 

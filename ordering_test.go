@@ -102,7 +102,8 @@ func (s *sendInTurn) send(ctx context.Context, db signals.TxBeginner, sig *signa
 }
 
 // TestOrderByRunsEachKeyInCommitOrder sends a stream of events over 40 keys
-// from eight senders, a fifth of them failing their first attempt, and
+// from eight senders to two Dispatchers, a fifth of them failing their
+// first attempt, and
 // requires that for the ordered receiver every key's events started one at
 // a time in commit order, that keys ran in parallel, and that the
 // unordered receiver of the same signal got every event too.
@@ -131,6 +132,8 @@ func TestOrderByRunsEachKeyInCommitOrder(t *testing.T) {
 		unordered.Add(1)
 		return nil
 	}, signals.Queue(f.queue))
+	// Two Dispatchers claim side by side, as in two processes.
+	f.runDispatcher(t, signals.DispatcherConfig{})
 	f.runDispatcher(t, signals.DispatcherConfig{})
 	f.runWorker(t)
 
@@ -211,8 +214,8 @@ func TestAKeyMovesOnOnceItsFailingEventIsDead(t *testing.T) {
 
 // TestOrderingKeyAtSendTakesPrecedence requires that a key given with the
 // OrderingKey option overrides the receiver's OrderBy, that an empty key
-// from OrderBy leaves the event unordered, and that keys too long or with
-// a NUL are refused with nothing written.
+// from OrderBy leaves the event unordered, and that keys too long, with a
+// NUL or not UTF-8 are refused with nothing written.
 func TestOrderingKeyAtSendTakesPrecedence(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
@@ -229,7 +232,7 @@ func TestOrderingKeyAtSendTakesPrecedence(t *testing.T) {
 	send(t, e, sig, step{Key: ""})
 	require.Equal(t, "", <-got)
 
-	for _, key := range []string{strings.Repeat("k", signals.MaxOrderingKeyBytes+1), "a\x00b"} {
+	for _, key := range []string{strings.Repeat("k", signals.MaxOrderingKeyBytes+1), "a\x00b", "\xff\xfe"} {
 		tx := f.begin(t)
 		_, err := sig.SendReliable(t.Context(), tx, step{}, signals.OrderingKey(key))
 		require.ErrorIs(t, err, signals.ErrInvalidOrderingKey)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -43,16 +44,18 @@ func Delay(d time.Duration) SendOption {
 const MaxOrderingKeyBytes = 512
 
 // OrderingKey gives the event an ordering key for every receiver: each
-// receiver runs the events of one key one at a time, in the order their
-// senders committed, while events of different keys run in parallel. It
-// takes precedence over a receiver's [OrderBy]; "" means none. Keys are
-// text of at most [MaxOrderingKeyBytes] bytes, without NUL.
+// receiver runs the events of one key one at a time, in commit order,
+// while events of different keys run in parallel. It takes precedence over
+// a receiver's [OrderBy]; "" gives no key of its own and leaves OrderBy's
+// in effect. Keys are UTF-8 text of at most [MaxOrderingKeyBytes] bytes,
+// without NUL.
 //
 // "Commit order" is the order in which the senders' SendReliable calls
-// drew a number from the database; for transactions that lock what they
-// change (the order, the customer), that is the order they committed in.
-// Two transactions sending the same key without a common lock have no
-// order between them to keep.
+// drew a number from the database. For transactions that lock what they
+// change (the order, the customer) before they send, that is the order
+// they committed in. Two transactions sending the same key without a
+// common lock have no order between them to keep: each event still runs
+// alone, but either may run first.
 func OrderingKey(key string) SendOption {
 	return func(o *sendOptions) { o.orderingKey = key }
 }
@@ -66,8 +69,8 @@ func OrderingKey(key string) SendOption {
 // ([ErrNilTx]), a payload JSON cannot encode ([ErrInvalidPayload]), a
 // payload above the registry's MaxPayloadBytes ([ErrPayloadTooLarge]), no
 // connected receiver ([ErrNoReceivers]), a cascade beyond MaxDepth
-// ([ErrCascadeTooDeep]), an ordering key that is too long or holds a NUL
-// ([ErrInvalidOrderingKey]). A finished or aborted tx yields [ErrTxDone] or
+// ([ErrCascadeTooDeep]), an ordering key that is too long, holds a NUL or
+// is not UTF-8 ([ErrInvalidOrderingKey]). A finished or aborted tx yields [ErrTxDone] or
 // [ErrTxAborted].
 //
 // Called from inside a receiver (with the receiver's ctx), the new event
@@ -165,6 +168,9 @@ func validOrderingKey(key string) error {
 	}
 	if strings.IndexByte(key, 0) >= 0 {
 		return errors.New("ordering key holds a NUL byte, which PostgreSQL text cannot store")
+	}
+	if !utf8.ValidString(key) {
+		return errors.New("ordering key is not valid UTF-8, which PostgreSQL text cannot store: encode binary IDs, in hex say")
 	}
 	return nil
 }

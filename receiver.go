@@ -172,19 +172,26 @@ func Backoff(min, max time.Duration) ReceiverOption {
 }
 
 // OrderBy gives each event of the receiver the ordering key key(payload):
-// the receiver runs the events of one key one at a time, in the order their
-// senders committed, while events of different keys run in parallel. An
-// empty key means no order for that event. A key given at send time with
-// the [OrderingKey] option takes precedence. Connect fails if key's
-// parameter is not the signal's payload type.
+// the receiver runs the events of one key one at a time, in commit order
+// (see [OrderingKey] for what that means exactly), while events of
+// different keys run in parallel. An empty key means no order for that
+// event. A key given at send time with the [OrderingKey] option takes
+// precedence. key runs inside SendReliable and must not panic. Connect
+// fails if key's parameter is not the signal's payload type.
 //
 // A failing event holds back the later events of its key, and only those,
 // until it succeeds or is dead (after its retries, or at once for a
-// [Permanent] error); then the key moves on to its next event. So does a
-// key whose event waits for its [At] or [Delay]. Requeuing a dead letter
-// ([Dispatcher.RequeueDead]) puts it back in its old place: it runs before
-// the key's events that are still pending. See the README's "Per-key
-// ordering" for what it costs.
+// [Permanent] error); then the key moves on to its next event. An event
+// waiting for its [At] or [Delay] holds back its key until it has run.
+// Requeuing a dead letter ([Dispatcher.RequeueDead]) puts it back in its
+// old place: it runs before the key's events that are still pending.
+//
+// "One at a time" rests on the receiver's run ending by its [Timeout]: a
+// receiver that ignores its ctx may still run when the key's next event
+// starts. A worker that dies after a success and before recording it
+// holds the key until the Dispatcher's repair finds the task completed
+// ([DispatcherConfig].RepairAge). See the README's "Per-key ordering" for
+// what ordering costs.
 func OrderBy[T any](key func(payload T) string) ReceiverOption {
 	return func(o *receiverOptions) error {
 		if key == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
 
@@ -79,4 +80,46 @@ func TestClaimWalksKeysOnFromItsCursor(t *testing.T) {
 	require.Equal(t, rows[4:5], claim(), "the walk reached the last key")
 	require.Equal(t, KeyCursor{}, cursor, "and starts over")
 	require.Equal(t, rows[0:2], claim())
+}
+
+// TestClaimNeverPutsTwoRowsOfAKeyInFlight interleaves two relays around a
+// sender that commits late: relay B finds key k free with its second row
+// first, then k's first row commits and relay A claims it; B must then take
+// nothing of k, whether A has committed its batch or still holds it.
+func TestClaimNeverPutsTwoRowsOfAKeyInFlight(t *testing.T) {
+	t.Parallel()
+	for _, aCommits := range []bool{true, false} {
+		q, b := setup(t)
+		begin := func() pgx.Tx {
+			t.Helper()
+			tx, err := b.pool.Begin(t.Context())
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+			return tx
+		}
+		late := begin() // draws k's first number, commits after the second row's
+		first := target("r")
+		first.OrderingKey = "k"
+		require.NoError(t, q.Insert(t.Context(), late, event("order.placed"), []Target{first}))
+		second := b.insertKeyed(t, q, "k")
+
+		relayB := begin()
+		free, err := q.freeKeys(t.Context(), relayB, 10, &KeyCursor{})
+		require.NoError(t, err)
+		require.Equal(t, []string{"k"}, free.keys, "B walked k while only its second row was committed")
+
+		require.NoError(t, late.Commit(t.Context()))
+		relayA := begin()
+		claimed, err := q.Claim(t.Context(), relayA, 10, 1<<20, &KeyCursor{})
+		require.NoError(t, err)
+		require.Equal(t, [][16]byte{first.TaskID}, ids(claimed...), "A takes k's first row")
+		require.NoError(t, q.MarkEnqueued(t.Context(), relayA, ids(claimed...)))
+		if aCommits {
+			require.NoError(t, relayA.Commit(t.Context()))
+		}
+
+		got, _, err := q.claimKeys(t.Context(), relayB, free, 1<<20)
+		require.NoError(t, err)
+		require.Empty(t, got, "B must not put %x in flight beside k's first row (A committed: %v)", second, aCommits)
+	}
 }

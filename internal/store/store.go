@@ -43,8 +43,9 @@ type Queries struct {
 	insertPrefix string
 	inserts      sync.Map // insertShape → INSERT text
 	claim        string
-	heads        string
-	lockHeads    string
+	heads        string // the ordered claim's statements (ordering.go)
+	lockKeys     string
+	claimHeads   string
 	claimed      string
 	delete       string
 	once         string
@@ -67,7 +68,8 @@ func New(schema string) (*Queries, error) {
 		insertPrefix: r.Replace(insertColumns),
 		claim:        r.Replace(claimSQL),
 		heads:        r.Replace(headsSQL),
-		lockHeads:    r.Replace(lockHeadsSQL),
+		lockKeys:     r.Replace(lockKeysSQL),
+		claimHeads:   r.Replace(claimHeadsSQL),
 		claimed:      r.Replace(claimedSQL),
 		delete:       r.Replace(deleteSQL),
 		once:         r.Replace(onceSQL),
@@ -220,7 +222,7 @@ func headersOrNil(h map[string]string) map[string]string {
 // "id > last seen" cursor: a row with a lower ID can commit after one with a
 // higher ID. Rows waiting out an enqueue failure's backoff are skipped until
 // due; enqueued rows are in inflight, not here. Rows with a key are claimed
-// key by key (headsSQL).
+// key by key (claimOrdered).
 const claimSQL = `SELECT id, octet_length(payload)
 FROM {{schema}}.outbox
 WHERE ordering_key IS NULL AND (next_attempt_at IS NULL OR next_attempt_at <= now())
@@ -237,7 +239,7 @@ ORDER BY id`
 // first of them whose payloads add up to at most maxBytes (always at least
 // one), so that a batch of large payloads stays small in memory. Up to half
 // the batch goes to rows with an ordering key, each the first of its key
-// with none of its key in flight, walked from cursor on (see ClaimOrdered);
+// with none of its key in flight, walked from cursor on (see claimOrdered);
 // the rest to rows without a key, oldest first. Rows another relay holds
 // are skipped; rows past maxBytes stay locked, untouched, until tx ends.
 func (q *Queries) Claim(ctx context.Context, tx pgx.Tx, limit, maxBytes int, cursor *KeyCursor) ([]Row, error) {
