@@ -116,6 +116,7 @@ func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts
 	if !so.processAt.IsZero() && so.processAt.After(time.Now()) {
 		event.ProcessAt = &so.processAt
 	}
+	keyed := false
 	for i := range targets {
 		targets[i].TaskID = ulid.Make()
 		switch {
@@ -124,6 +125,7 @@ func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts
 		case keyOf[i] != nil:
 			targets[i].OrderingKey = keyOf[i](payload)
 		}
+		keyed = keyed || targets[i].OrderingKey != ""
 		if err := validOrderingKey(targets[i].OrderingKey); err != nil {
 			return ulid.ULID{}, fmt.Errorf("%w: signal %q, receiver %q: %s", ErrInvalidOrderingKey, s.name, targets[i].Receiver, err)
 		}
@@ -156,7 +158,11 @@ func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts
 	if r, ok := tx.(sendhook.Recorder); ok {
 		r.Sent(event.ID)
 	}
-	wake.Notify(s.reg.Schema())
+	if keyed {
+		wake.NotifyKeyed(s.reg.Schema())
+	} else {
+		wake.Notify(s.reg.Schema())
+	}
 	return event.ID, nil
 }
 

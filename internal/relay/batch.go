@@ -53,7 +53,7 @@ func (r *Relay) Batch(ctx context.Context) (int, error) {
 	}
 	defer tx.Rollback(bctx) //nolint:errcheck // no-op after commit
 
-	rows, err := r.queries.Claim(bctx, tx, r.cfg.BatchSize, r.cfg.BatchBytes, &r.keys)
+	rows, err := r.queries.Claim(bctx, tx, r.cfg.BatchSize, r.cfg.BatchBytes, r.walkKeys())
 	if err != nil {
 		return 0, fmt.Errorf("claim outbox rows: %w", err)
 	}

@@ -48,6 +48,10 @@ type Relay struct {
 	client  *asynq.Client
 	marker  *marker         // nil until the ledger's ID is read
 	keys    store.KeyCursor // where the next batch's walk over ordering keys starts
+
+	// When to walk the ordering keys (see walkKeys).
+	keyedSends      uint64    // wake.KeyedSends when last read
+	keyedAt, walked time.Time // when it last changed; the last walk
 }
 
 // EnqueueHook wraps one row's enqueue, for the Dispatcher's middleware. It
@@ -164,6 +168,23 @@ func (r *Relay) prepare(ctx context.Context) error {
 	}
 	r.marker = newMarker(r.redis, id)
 	return nil
+}
+
+// walkKeys says whether the next batch walks the ordering keys: while the
+// last walk met some, for a PollInterval after a local send of keyed rows
+// (its hint comes before the commit), and once per PollInterval otherwise,
+// which finds keyed rows from other processes as soon as a poll finds
+// any row. An outbox without keys so costs no statement per batch.
+func (r *Relay) walkKeys() *store.KeyCursor {
+	now := time.Now()
+	if sends := wake.KeyedSends(r.queries.Schema()); sends != r.keyedSends {
+		r.keyedSends, r.keyedAt = sends, now
+	}
+	if r.keys.Met == 0 && now.Sub(r.keyedAt) >= r.cfg.PollInterval && now.Sub(r.walked) < r.cfg.PollInterval {
+		return nil
+	}
+	r.walked = now
+	return &r.keys
 }
 
 // repairEvery is how often a relay looks for stale enqueued rows: often

@@ -11,6 +11,9 @@ import (
 // many keys have rows. The zero value starts at the first key.
 type KeyCursor struct {
 	Signal, Receiver, Key string
+	// Met is how many keys the last walk met, free or not: 0 says the
+	// outbox had no pending row with a key.
+	Met int
 }
 
 // walkPerHead bounds the keys one batch walks, per head it may take: keys
@@ -128,6 +131,7 @@ func (q *Queries) freeKeys(ctx context.Context, tx pgx.Tx, limit int, cursor *Ke
 	default:
 		*cursor = last
 	}
+	cursor.Met = walked
 	return free, nil
 }
 

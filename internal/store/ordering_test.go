@@ -28,6 +28,13 @@ func TestClaimTakesTheFirstRowOfEachFreeKey(t *testing.T) {
 	c1 := b.insertKeyed(t, q, "c")
 	plain := b.insert(t, q, "order.placed", "r")[0].ID
 
+	tx, err := b.pool.Begin(t.Context())
+	require.NoError(t, err)
+	unkeyed, err := q.Claim(t.Context(), tx, 10, 1<<20, nil)
+	require.NoError(t, err)
+	require.Equal(t, [][16]byte{plain}, ids(unkeyed...), "without a cursor, no key is walked")
+	require.NoError(t, tx.Rollback(t.Context()))
+
 	got := b.claim(t, q, 10, 1<<20)
 	require.ElementsMatch(t, [][16]byte{a1, b1, c1, plain}, ids(got...), "one row per key, and the row without one")
 	for _, r := range got {
@@ -75,10 +82,10 @@ func TestClaimWalksKeysOnFromItsCursor(t *testing.T) {
 		return ids(got...)
 	}
 	require.Equal(t, rows[0:2], claim())
-	require.Equal(t, KeyCursor{Signal: "order.placed", Receiver: "r", Key: "k2"}, cursor)
+	require.Equal(t, KeyCursor{Signal: "order.placed", Receiver: "r", Key: "k2", Met: 5}, cursor, "met all five keys, took two")
 	require.Equal(t, rows[2:4], claim())
 	require.Equal(t, rows[4:5], claim(), "the walk reached the last key")
-	require.Equal(t, KeyCursor{}, cursor, "and starts over")
+	require.Equal(t, KeyCursor{Met: 1}, cursor, "and starts over")
 	require.Equal(t, rows[0:2], claim())
 }
 

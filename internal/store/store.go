@@ -239,13 +239,18 @@ ORDER BY id`
 // first of them whose payloads add up to at most maxBytes (always at least
 // one), so that a batch of large payloads stays small in memory. Up to half
 // the batch goes to rows with an ordering key, each the first of its key
-// with none of its key in flight, walked from cursor on (see claimOrdered);
-// the rest to rows without a key, oldest first. Rows another relay holds
-// are skipped; rows past maxBytes stay locked, untouched, until tx ends.
+// with none of its key in flight, walked from cursor on (see claimOrdered),
+// unless cursor is nil; the rest to rows without a key, oldest first. Rows
+// another relay holds are skipped; rows past maxBytes stay locked,
+// untouched, until tx ends.
 func (q *Queries) Claim(ctx context.Context, tx pgx.Tx, limit, maxBytes int, cursor *KeyCursor) ([]Row, error) {
-	ids, total, err := q.claimOrdered(ctx, tx, (limit+1)/2, maxBytes, cursor)
-	if err != nil {
-		return nil, err
+	var ids [][16]byte
+	var total int
+	if cursor != nil {
+		var err error
+		if ids, total, err = q.claimOrdered(ctx, tx, (limit+1)/2, maxBytes, cursor); err != nil {
+			return nil, err
+		}
 	}
 	if len(ids) < limit && (len(ids) == 0 || total < maxBytes) {
 		rows, err := tx.Query(ctx, q.claim, limit-len(ids))

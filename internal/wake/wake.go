@@ -4,11 +4,15 @@
 // database work; relays in other processes rely on polling.
 package wake
 
-import "sync"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 var (
-	mu   sync.RWMutex
-	subs = map[string]map[chan struct{}]struct{}{}
+	mu    sync.RWMutex
+	subs  = map[string]map[chan struct{}]struct{}{}
+	keyed sync.Map // schema → *atomic.Uint64: sends of rows with an ordering key
 )
 
 // Subscribe returns a channel that receives a value after Notify(schema),
@@ -42,4 +46,21 @@ func Notify(schema string) {
 		}
 	}
 	mu.RUnlock()
+}
+
+// NotifyKeyed is Notify for a send whose rows have ordering keys: relays in
+// this process, which look for keyed rows only while there are some, see
+// [KeyedSends] change and look again.
+func NotifyKeyed(schema string) {
+	n, _ := keyed.LoadOrStore(schema, new(atomic.Uint64))
+	n.(*atomic.Uint64).Add(1)
+	Notify(schema)
+}
+
+// KeyedSends counts the NotifyKeyed calls for schema so far.
+func KeyedSends(schema string) uint64 {
+	if n, ok := keyed.Load(schema); ok {
+		return n.(*atomic.Uint64).Load()
+	}
+	return 0
 }
