@@ -60,7 +60,7 @@ func TestRedisClusterLosesNoEvent(t *testing.T) {
 				queueNode = cl.NodeOf(t, pendingKey(queue))
 			}
 			st := newStream(t, f, queue)
-			runRelayAndWorker(t, f, opt, []string{queue}, slog.New(logs))
+			runRelayAndWorker(t, f, opt, []string{queue}, 2*time.Second, slog.New(logs))
 
 			began := time.Now()
 			st.send(t, f.pool, 8, 100, 0)

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/dj-signals/signals/internal/backoff"
 	"github.com/dj-signals/signals/internal/store"
@@ -95,13 +97,23 @@ func (r *Relay) Batch(ctx context.Context) (int, error) {
 	}
 	// A Redis that lost its data while this batch enqueued may have lost
 	// these tasks too: leave the rows pending rather than record them.
+	// The clock, advanced after the enqueues, tells a Redis that went back
+	// in time (rewind.go).
 	if len(done) > 0 {
-		after, err := r.marker.value(bctx)
-		if err != nil {
+		var after *redis.StringCmd
+		var clock *redis.IntCmd
+		_, err := r.redis.Pipelined(bctx, func(p redis.Pipeliner) error {
+			after, clock = p.Get(bctx, r.marker.key), p.Incr(bctx, r.clockKey())
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
 			return 0, fmt.Errorf("read the ledger's marker in redis: %w", err)
 		}
-		if before == "" || after != before {
+		if before == "" || after.Val() != before {
 			return 0, errRedisLostData
+		}
+		if r.observeClock(clock.Val(), time.Now()) {
+			return 0, errRedisWentBack
 		}
 	}
 	if len(done) > 0 {

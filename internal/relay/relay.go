@@ -49,6 +49,9 @@ type Relay struct {
 	marker  *marker         // nil until the ledger's ID is read
 	keys    store.KeyCursor // where the next batch's walk over ordering keys starts
 
+	ticks       []tick    // the ledger's clock as this relay saw it (rewind.go)
+	rewindSince time.Time // set when Redis went back in time: rows enqueued since go out again
+
 	// When to walk the ordering keys (see walkKeys).
 	keyedSends      uint64    // wake.KeyedSends when last read
 	keyedAt, walked time.Time // when it last changed; the last walk
@@ -112,8 +115,12 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 		}
 		if err == nil && time.Since(lastMarker) >= markerEvery {
-			err = r.checkMarker(ctx)
+			if err = r.checkMarker(ctx); err == nil {
+				err = r.checkClock(ctx)
+			}
 			lastMarker = time.Now()
+		} else if err == nil && !r.rewindSince.IsZero() {
+			err = r.checkClock(ctx) // a batch saw Redis go back in time
 		}
 		if err == nil && time.Since(lastRepair) >= r.repairEvery() {
 			var checked int

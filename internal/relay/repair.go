@@ -67,6 +67,9 @@ func (r *Relay) checkMarker(ctx context.Context) error {
 	if err != nil || v != "" {
 		return err
 	}
+	// The clock went with the marker: its history tells nothing now, and
+	// the relay that renews the marker sends every enqueued row again.
+	r.ticks = r.ticks[:0]
 	mine, err := r.marker.renew(ctx)
 	if err != nil || !mine {
 		return err

@@ -21,6 +21,7 @@ type ledgerStatements struct {
 	reset          string
 	reissue        string
 	resetEnqueued  string
+	resetBetween   string
 	ledgerID       string
 	counts         string
 }
@@ -37,6 +38,7 @@ func newLedgerStatements(r *strings.Replacer) ledgerStatements {
 		reset:          r.Replace(resetSQL),
 		reissue:        r.Replace(reissueSQL),
 		resetEnqueued:  r.Replace(resetEnqueuedSQL),
+		resetBetween:   r.Replace(resetEnqueuedBetweenSQL),
 		ledgerID:       r.Replace(ledgerIDSQL),
 		counts:         r.Replace(countsSQL),
 	}
@@ -218,6 +220,21 @@ var resetEnqueuedSQL = strings.NewReplacer(
 	"{{which}}", "id IN (SELECT id FROM {{schema}}.inflight LIMIT $1 FOR UPDATE SKIP LOCKED)",
 	"{{generation}}", "generation",
 ).Replace(pendingAgainSQL)
+
+var resetEnqueuedBetweenSQL = strings.NewReplacer(
+	"{{which}}", `id IN (SELECT id FROM {{schema}}.inflight
+        WHERE coalesce(checked_at, enqueued_at) >= $2 AND enqueued_at >= $2 AND enqueued_at < $3
+        LIMIT $1 FOR UPDATE SKIP LOCKED)`,
+	"{{generation}}", "generation",
+).Replace(pendingAgainSQL)
+
+// ResetEnqueuedBetween makes up to limit rows enqueued at or after since
+// and before until pending again and reports how many: Redis went back to
+// a time before since. Call it until it reports fewer than limit.
+func (q *Queries) ResetEnqueuedBetween(ctx context.Context, db Executor, since, until time.Time, limit int) (int64, error) {
+	tag, err := db.Exec(ctx, q.ledger.resetBetween, limit, since, until)
+	return tag.RowsAffected(), err
+}
 
 // ResetEnqueued makes up to limit enqueued rows pending again and reports
 // how many: after Redis lost its data, every enqueued row may have lost its

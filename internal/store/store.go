@@ -303,13 +303,22 @@ func (row *Row) fields() []any {
 const deleteSQL = `DELETE FROM {{schema}}.outbox WHERE id = ANY($1::uuid[])`
 
 // Delete removes the rows with the given IDs, pending or in flight: the
-// worker's acks. Run it in a transaction, or on a pool: it sends two
-// statements, which must not share a snapshot.
+// worker's acks. Run it in a transaction, or on a pool: it sends two or
+// three statements, which must not share a snapshot.
 func (q *Queries) Delete(ctx context.Context, db Executor, ids [][16]byte) error {
-	if _, err := db.Exec(ctx, q.delete, ids); err != nil {
+	pending, err := db.Exec(ctx, q.delete, ids)
+	if err != nil {
 		return err
 	}
-	_, err := db.Exec(ctx, q.ledger.deleteInflight, ids)
+	inflight, err := db.Exec(ctx, q.ledger.deleteInflight, ids)
+	if err != nil || pending.RowsAffected()+inflight.RowsAffected() == int64(len(ids)) {
+		return err
+	}
+	// A repair that moved a row from inflight back to outbox (Redis lost
+	// its task) while the second statement waited on it commits the row
+	// where the first statement no longer looks: look there once more, or
+	// the row would be enqueued again as a task Redis already ran.
+	_, err = db.Exec(ctx, q.delete, ids)
 	return err
 }
 
