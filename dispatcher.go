@@ -96,8 +96,9 @@ type DispatcherConfig struct {
 	// before the Dispatcher checks its task in Redis: a task still queued,
 	// running or retrying is left alone; one Redis completed is acked; one
 	// asynq archived is recorded as dead; one Redis no longer has is
-	// enqueued again under the same task ID. A Redis that lost all its data
-	// is noticed within a second, whatever RepairAge. Defaults to
+	// enqueued again under the same task ID. A Redis that lost all its data,
+	// or went back in time (a failover to a replica that missed the latest
+	// writes), is noticed within a second, whatever RepairAge. Defaults to
 	// DefaultDispatcherRepairAge.
 	RepairAge time.Duration
 	// Logger receives outages and rows that fail to enqueue. Payloads are never

@@ -18,8 +18,10 @@
 //     backs off and resumes by itself.
 //   - Redis loses its data (flushed, restarted empty, failed over): the
 //     Dispatcher notices within a second and sends every unfinished event
-//     again; a task lost any other way is found after
-//     [DispatcherConfig].RepairAge.
+//     again; a failover to a replica that missed the latest writes is
+//     noticed within a second too (Redis went back in time), and the
+//     events enqueued since are sent again; a task lost any other way is
+//     found after [DispatcherConfig].RepairAge.
 //   - The Dispatcher dies between enqueue and recording it: the re-enqueue
 //     is recognized as a duplicate by its asynq task ID.
 //   - One row cannot be enqueued: it alone waits, then is dead; the others
