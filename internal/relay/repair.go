@@ -74,20 +74,11 @@ func (r *Relay) checkMarker(ctx context.Context) error {
 	if err != nil || !mine {
 		return err
 	}
-	var total int64
-	for {
-		var n int64
-		err := pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) (err error) {
-			n, err = r.queries.ResetEnqueued(ctx, tx, r.cfg.BatchSize)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("make enqueued rows pending after redis lost its data: %w", err)
-		}
-		total += n
-		if n < int64(r.cfg.BatchSize) {
-			break
-		}
+	total, err := r.resetInChunks(ctx, func(tx pgx.Tx) (int64, error) {
+		return r.queries.ResetEnqueued(ctx, tx, r.cfg.BatchSize)
+	})
+	if err != nil {
+		return fmt.Errorf("make enqueued rows pending after redis lost its data: %w", err)
 	}
 	// asynq's client remembers which queues it registered; a Redis that
 	// lost them needs a client that registers them again.
@@ -97,6 +88,24 @@ func (r *Relay) checkMarker(ctx context.Context) error {
 			"rows", total, "marker", r.marker.key)
 	}
 	return nil
+}
+
+// resetInChunks runs reset, which makes up to BatchSize enqueued rows
+// pending again, one transaction at a time until it finds fewer, and
+// reports how many rows it made pending.
+func (r *Relay) resetInChunks(ctx context.Context, reset func(pgx.Tx) (int64, error)) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) (err error) {
+			n, err = reset(tx)
+			return err
+		})
+		total += n
+		if err != nil || n < int64(r.cfg.BatchSize) {
+			return total, err
+		}
+	}
 }
 
 // Task states as asynq v0.26 keeps them in the "state" field of the task's

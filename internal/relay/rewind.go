@@ -85,20 +85,11 @@ func (r *Relay) checkClock(ctx context.Context) error {
 		return nil
 	}
 	since := r.rewindSince
-	var total int64
-	for {
-		var n int64
-		err := pgx.BeginFunc(ctx, r.db, func(tx pgx.Tx) (err error) {
-			n, err = r.queries.ResetEnqueuedBetween(ctx, tx, since, now, r.cfg.BatchSize)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("make rows enqueued since %v pending after redis went back in time: %w", since, err)
-		}
-		total += n
-		if n < int64(r.cfg.BatchSize) {
-			break
-		}
+	total, err := r.resetInChunks(ctx, func(tx pgx.Tx) (int64, error) {
+		return r.queries.ResetEnqueuedBetween(ctx, tx, since, now, r.cfg.BatchSize)
+	})
+	if err != nil {
+		return fmt.Errorf("make rows enqueued since %v pending after redis went back in time: %w", since, err)
 	}
 	r.rewindSince = time.Time{}
 	r.client = newClient(r.redis)

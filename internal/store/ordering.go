@@ -164,16 +164,5 @@ func (q *Queries) claimKeys(ctx context.Context, tx pgx.Tx, free keys, maxBytes 
 	if rows, err = tx.Query(ctx, q.claimHeads, locked.signals, locked.receivers, locked.keys); err != nil {
 		return nil, 0, err
 	}
-	var ids [][16]byte
-	var total int
-	var id [16]byte
-	var size int
-	_, err = pgx.ForEachRow(rows, []any{&id, &size}, func() error {
-		if len(ids) == 0 || total+size <= maxBytes {
-			ids = append(ids, id)
-			total += size
-		}
-		return nil
-	})
-	return ids, total, err
+	return takeWithin(rows, nil, 0, maxBytes)
 }

@@ -257,16 +257,7 @@ func (q *Queries) Claim(ctx context.Context, tx pgx.Tx, limit, maxBytes int, cur
 		if err != nil {
 			return nil, err
 		}
-		var id [16]byte
-		var size int
-		_, err = pgx.ForEachRow(rows, []any{&id, &size}, func() error {
-			if len(ids) == 0 || total+size <= maxBytes {
-				ids = append(ids, id)
-				total += size
-			}
-			return nil
-		})
-		if err != nil {
+		if ids, total, err = takeWithin(rows, ids, total, maxBytes); err != nil {
 			return nil, err
 		}
 	}
@@ -278,6 +269,22 @@ func (q *Queries) Claim(ctx context.Context, tx pgx.Tx, limit, maxBytes int, cur
 		return nil, err
 	}
 	return collectRows(rows)
+}
+
+// takeWithin appends to ids, whose payloads add up to total bytes, the
+// (id, payload bytes) rows that keep the sum at most maxBytes, and always
+// one if ids is empty; the rows past it stay locked, untouched.
+func takeWithin(rows pgx.Rows, ids [][16]byte, total, maxBytes int) ([][16]byte, int, error) {
+	var id [16]byte
+	var size int
+	_, err := pgx.ForEachRow(rows, []any{&id, &size}, func() error {
+		if len(ids) == 0 || total+size <= maxBytes {
+			ids = append(ids, id)
+			total += size
+		}
+		return nil
+	})
+	return ids, total, err
 }
 
 func collectRows(rows pgx.Rows) ([]Row, error) {
