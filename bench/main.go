@@ -72,7 +72,7 @@ func main() {
 		logErr = func(err error) { fmt.Fprintln(os.Stderr, "bench:", err); os.Exit(2) }
 	)
 	flag.DurationVar(&o.duration, "duration", 4*time.Second, "length of one send-overhead run")
-	flag.IntVar(&o.reps, "reps", 3, "repetitions of the send-overhead and e2e runs (the median is reported)")
+	flag.IntVar(&o.reps, "reps", 3, "repetitions of the send-overhead and e2e runs (the median is reported); e2e's dj-signals pair with and without OpenTelemetry runs 2×reps+1 times")
 	flag.IntVar(&o.events, "events", 20_000, "events per end-to-end run")
 	flag.StringVar(&rates, "rates", "200,2000", "latency send rates, events/s, comma-separated")
 	flag.DurationVar(&o.latencyDur, "latency-duration", 10*time.Second, "length of one latency run (after 1s of warm-up)")
