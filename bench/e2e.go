@@ -122,14 +122,20 @@ func runE2E(ctx context.Context, e *env, o options, r *report) error {
 	r.target("e2e: dj-signals ≥ River (MaxWorkers 100)", fmt.Sprintf("%s vs %s events/s = %s", fmtRate(dj), fmtRate(riv), ratio(dj, riv)), dj >= riv)
 	r.target("e2e: dj-signals ≥ River (MaxWorkers 1000)", fmt.Sprintf("%s vs %s events/s = %s", fmtRate(dj), fmtRate(riv1k), ratio(dj, riv1k)), dj >= riv1k)
 	r.target("e2e: dj-signals ≥ 0.5× plain asynq", fmt.Sprintf("%s vs %s events/s = %s", fmtRate(dj), fmtRate(base), ratio(dj, base)), dj >= 0.5*base)
+	// Judged on the median of the pairs' ratios: two runs back to back
+	// share the machine's state, which drifts between pairs by more than
+	// the adapter costs. The ratio of the medians is given beside it.
 	withOTel := median(rate(sysSignalsOTel, false))
-	var paired []string // each pair's events/s ratio, of two runs back to back
+	var paired []float64 // each pair's events/s ratio, of two runs back to back
+	var shown []string
 	for i, run := range runs[sysSignalsOTel] {
-		paired = append(paired, ratio(runs[sysSignals][i].total.Seconds(), run.total.Seconds()))
+		paired = append(paired, runs[sysSignals][i].total.Seconds()/run.total.Seconds())
+		shown = append(shown, ratio(paired[i], 1))
 	}
-	r.target("e2e: dj-signals + OpenTelemetry ≥ 0.9× dj-signals",
-		fmt.Sprintf("%s vs %s events/s = %s (per pair: %s)", fmtRate(withOTel), fmtRate(dj), ratio(withOTel, dj), strings.Join(paired, ", ")),
-		withOTel >= 0.9*dj)
+	r.target("e2e: dj-signals + OpenTelemetry ≥ 0.9× dj-signals (median of back-to-back pairs)",
+		fmt.Sprintf("%s (pairs: %s); medians %s vs %s events/s = %s", ratio(median(paired), 1), strings.Join(shown, ", "),
+			fmtRate(withOTel), fmtRate(dj), ratio(withOTel, dj)),
+		median(paired) >= 0.9)
 	return nil
 }
 

@@ -5,8 +5,8 @@
 // each table as it completes and, with -out, writes the whole report as
 // markdown.
 //
-//	cd bench && go run . -out results.md   # about 8 minutes (make bench)
-//	cd bench && go run . -quick            # about 1 minute, smoke run
+//	cd bench && go run . -out results.md   # 15–20 minutes on 2 cores (make bench)
+//	cd bench && go run . -quick            # a few minutes, smoke run
 //
 // It exits 0 when every scenario measured, whatever the figures: missed
 // targets, cleanup warnings and a loaded machine are stated in the report.
@@ -78,7 +78,7 @@ func main() {
 	flag.DurationVar(&o.latencyDur, "latency-duration", 10*time.Second, "length of one latency run (after 1s of warm-up)")
 	flag.IntVar(&o.rows, "rows", 1_000_000, "outbox rows in the drain backlog")
 	flag.DurationVar(&o.drainTimeout, "drain-timeout", 4*time.Minute, "give up the drain after this long and report the rate so far")
-	flag.BoolVar(&quick, "quick", false, "smoke run of about a minute: -duration 500ms -events 2000 -latency-duration 1s -rows 100000 (flags given explicitly win)")
+	flag.BoolVar(&quick, "quick", false, "smoke run of a few minutes: -duration 500ms -events 2000 -latency-duration 1s -rows 100000 (flags given explicitly win)")
 	flag.StringVar(&only, "only", "send,e2e,latency,drain,procs,ordering", "scenarios to run, comma-separated")
 	flag.StringVar(&out, "out", "", "write the markdown report to this file")
 	flag.StringVar(&dbURL, "db", getenv("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"), "PostgreSQL URL ($DATABASE_URL)")
