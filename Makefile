@@ -44,5 +44,5 @@ cover: ## Run all tests with coverage and print the total (profile: COVERPROFILE
 	@$(GO) tool cover -func=$(COVERPROFILE) | tail -n 1
 
 .PHONY: bench
-bench: ## Run the benchmark suite (15–20 minutes on 2 cores) and write bench/results.md; BENCH_FLAGS=-quick for a smoke run of a few minutes
+bench: ## Run the benchmark suite (13–20 minutes on 2 cores) and write bench/results.md; BENCH_FLAGS=-quick for a smoke run of a few minutes
 	cd bench && $(GO) run . -out results.md $(BENCH_FLAGS)

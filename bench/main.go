@@ -5,7 +5,7 @@
 // each table as it completes and, with -out, writes the whole report as
 // markdown.
 //
-//	cd bench && go run . -out results.md   # 15–20 minutes on 2 cores (make bench)
+//	cd bench && go run . -out results.md   # 13–20 minutes on 2 cores (make bench)
 //	cd bench && go run . -quick            # a few minutes, smoke run
 //
 // It exits 0 when every scenario measured, whatever the figures: missed
