@@ -98,7 +98,7 @@ func TestRedisClusterLosesNoEvent(t *testing.T) {
 }
 
 // startedMarkerNode runs a Dispatcher until it has set the ledger's marker
-// key, and returns the node holding it.
+// and clock keys, requires them on one node, and returns that node.
 func startedMarkerNode(t *testing.T, f *fixture, cl *testenv.Cluster, opt asynq.RedisConnOpt) *testenv.Redis {
 	t.Helper()
 	d, err := signals.NewDispatcher(f.reg, f.pool, opt, signals.DispatcherConfig{Logger: quietLogger()})
@@ -109,18 +109,26 @@ func startedMarkerNode(t *testing.T, f *fixture, cl *testenv.Cluster, opt asynq.
 	for i, n := range cl.Nodes {
 		clients[i] = nodeClient(t, n)
 	}
-	var node *testenv.Redis
+	on := func(rc *redis.Client, pattern string) bool {
+		keys, _, err := rc.Scan(t.Context(), 0, pattern, 1000).Result()
+		return err == nil && len(keys) > 0
+	}
+	var markerAt, clockAt []*testenv.Redis
 	require.Eventually(t, func() bool {
+		markerAt, clockAt = nil, nil
 		for i, rc := range clients {
-			keys, _, err := rc.Scan(t.Context(), 0, "signals:ledger:*", 1000).Result()
-			if err == nil && len(keys) > 0 {
-				node = cl.Nodes[i]
-				return true
+			if on(rc, "signals:ledger:*") {
+				markerAt = append(markerAt, cl.Nodes[i])
+			}
+			if on(rc, "{signals:ledger:*}:clock") {
+				clockAt = append(clockAt, cl.Nodes[i])
 			}
 		}
-		return false
-	}, eventually, tick, "the Dispatcher sets the ledger's marker")
-	return node
+		return len(markerAt) > 0 && len(clockAt) > 0
+	}, eventually, tick, "the Dispatcher sets the ledger's marker and clock")
+	require.Len(t, markerAt, 1, "one marker key")
+	require.Equal(t, markerAt, clockAt, "the clock sits on the marker's node, so that a node losing its data loses both or neither")
+	return markerAt[0]
 }
 
 func pendingKey(queue string) string { return fmt.Sprintf("asynq:{%s}:pending", queue) }

@@ -33,7 +33,11 @@ type tick struct {
 // ticks only make a rewind send a few more rows again.
 const tickEvery = 100 * time.Millisecond
 
-func (r *Relay) clockKey() string { return r.marker.key + ":clock" }
+// clockKey is the ledger's clock, in the marker's hash slot (the marker's
+// name as its hash tag), so that on a Redis Cluster the two are on one
+// node: a node that loses its data loses both or neither, and a batch reads
+// both in one round trip.
+func (r *Relay) clockKey() string { return "{" + r.marker.key + "}:clock" }
 
 // observeClock records value v of the clock, got at now, and reports
 // whether Redis went back in time; if it did, rewindSince is when to send
