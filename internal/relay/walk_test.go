@@ -1,9 +1,11 @@
 package relay
 
 import (
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals/internal/store"
@@ -15,14 +17,17 @@ import (
 // its next poll, and walks every batch while keys have rows.
 func TestKeysAreWalkedOnlyWhileThereMayBeKeyedRows(t *testing.T) {
 	t.Parallel()
-	queries, err := store.New("walk_keys_test")
+	// A schema of its own: the count of keyed sends is the process's, and
+	// outlives one run of the test (go test -count).
+	schema := "walk_keys_" + strings.ToLower(ulid.Make().String())
+	queries, err := store.New(schema)
 	require.NoError(t, err)
 	r := &Relay{queries: queries, cfg: Config{PollInterval: time.Hour}}
 
 	require.NotNil(t, r.walkKeys(), "the first batch walks")
 	require.Nil(t, r.walkKeys(), "the walk met no key: the next batch does not walk")
 
-	wake.NotifyKeyed("walk_keys_test")
+	wake.NotifyKeyed(schema)
 	require.NotNil(t, r.walkKeys(), "a local send of keyed rows")
 	require.NotNil(t, r.walkKeys(), "and for a PollInterval after it: its commit may come later")
 	r.keyedAt = time.Now().Add(-time.Hour)
