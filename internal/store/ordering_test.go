@@ -4,7 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 )
 
@@ -97,26 +96,19 @@ func TestClaimNeverPutsTwoRowsOfAKeyInFlight(t *testing.T) {
 	t.Parallel()
 	for _, aCommits := range []bool{true, false} {
 		q, b := setup(t)
-		begin := func() pgx.Tx {
-			t.Helper()
-			tx, err := b.pool.Begin(t.Context())
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
-			return tx
-		}
-		late := begin() // draws k's first number, commits after the second row's
+		late := b.begin(t) // draws k's first number, commits after the second row's
 		first := target("r")
 		first.OrderingKey = "k"
 		require.NoError(t, q.Insert(t.Context(), late, event("order.placed"), []Target{first}))
 		second := b.insertKeyed(t, q, "k")
 
-		relayB := begin()
+		relayB := b.begin(t)
 		free, err := q.freeKeys(t.Context(), relayB, 10, &KeyCursor{})
 		require.NoError(t, err)
 		require.Equal(t, []string{"k"}, free.keys, "B walked k while only its second row was committed")
 
 		require.NoError(t, late.Commit(t.Context()))
-		relayA := begin()
+		relayA := b.begin(t)
 		claimed, err := q.Claim(t.Context(), relayA, 10, 1<<20, &KeyCursor{})
 		require.NoError(t, err)
 		require.Equal(t, [][16]byte{first.TaskID}, ids(claimed...), "A takes k's first row")

@@ -228,6 +228,16 @@ func (b *testBundle) insert(t *testing.T, q *Queries, signal string, receivers .
 	return rows
 }
 
+// begin starts a transaction on b's pool, rolled back when the test ends
+// unless committed before.
+func (b *testBundle) begin(t *testing.T) pgx.Tx {
+	t.Helper()
+	tx, err := b.pool.Begin(t.Context())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	return tx
+}
+
 func (b *testBundle) pending(t *testing.T, q *Queries) []Row {
 	t.Helper()
 	rows, err := q.Pending(t.Context(), b.pool)
@@ -365,22 +375,15 @@ func TestClaimSkipsRowsAnotherTransactionHolds(t *testing.T) {
 		require.NoError(t, err)
 		return claimed
 	}
-	begin := func() pgx.Tx {
-		t.Helper()
-		tx, err := b.pool.Begin(t.Context())
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
-		return tx
-	}
-	first := begin()
+	first := b.begin(t)
 	requireRowsEqual(t, rows[:2], claim(first, 2))
-	second := begin()
+	second := b.begin(t)
 	requireRowsEqual(t, rows[2:], claim(second, 10))
-	require.Empty(t, claim(begin(), 10), "every row is held")
+	require.Empty(t, claim(b.begin(t), 10), "every row is held")
 
 	// A rolled-back claim frees its rows.
 	require.NoError(t, first.Rollback(t.Context()))
-	requireRowsEqual(t, rows[:2], claim(begin(), 10))
+	requireRowsEqual(t, rows[:2], claim(b.begin(t), 10))
 }
 
 func TestDelete(t *testing.T) {
