@@ -55,6 +55,15 @@ func (r *Registry) run(ctx context.Context, t *asynq.Task) ran {
 	res := ran{attempt: retried + 1}
 	res.rowID, _ = envelope.RowID(id)
 	meta, decodeErr := envelope.Decode(t.Type(), t.Headers())
+	if decodeErr == nil && meta.Schema != "" && meta.Schema != r.cfg.Schema {
+		// Another registry's Dispatcher enqueued it to a queue this registry
+		// serves too. Neither run it nor record anything in this outbox: the
+		// row is in the other one, whose Worker takes the task on a retry.
+		res.err = fmt.Errorf("signals: task %s of the registry on schema %q reached a worker of the registry on schema %q: both use queue %q; give each registry queues of its own (RegistryConfig.Queue); the task is retried for a worker of its own registry",
+			id, meta.Schema, r.cfg.Schema, queueOf(ctx))
+		r.log().ErrorContext(ctx, "signals: task of another registry's outbox not run", "signal", meta.Signal, "receiver", meta.Receiver, "error", res.err)
+		return ran{err: res.err, attempt: res.attempt}
+	}
 	res.ordered = meta.OrderingKey != ""
 	step := func(ctx context.Context) error {
 		err := decodeErr
@@ -85,9 +94,8 @@ func (r *Registry) run(ctx context.Context, t *asynq.Task) ran {
 		_ = step(ctx) // the outcome is in res
 		return res
 	}
-	queue, _ := asynq.GetQueueName(ctx)
 	info := &ReceiveInfo{
-		Signal: meta.Signal, Receiver: meta.Receiver, Queue: queue,
+		Signal: meta.Signal, Receiver: meta.Receiver, Queue: queueOf(ctx),
 		TaskID: meta.TaskID, EventID: meta.EventID,
 		Attempt: res.attempt, MaxRetry: maxRetry,
 		SentAt:  time.UnixMilli(int64(meta.EventID.Time())),
@@ -99,6 +107,12 @@ func (r *Registry) run(ctx context.Context, t *asynq.Task) ran {
 		return err
 	})
 	return res
+}
+
+// queueOf returns the queue of the task being run.
+func queueOf(ctx context.Context) string {
+	q, _ := asynq.GetQueueName(ctx)
+	return q
 }
 
 // idOrNil logs a missing ID (an undecodable task's) as nothing rather than

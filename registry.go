@@ -50,9 +50,18 @@ type RegistryConfig struct {
 	// path from the binary's build info, with characters a queue name cannot
 	// hold replaced by '-' (for github.com/acme/shop:
 	// "signals.github.com-acme-shop"), or to "signals" for a binary without
-	// build info. So every binary built from one module agrees, and two
-	// applications sharing one Redis never take each other's tasks. Set it
-	// when the binaries of one application are built from different modules.
+	// build info; a Schema other than DefaultRegistrySchema is appended
+	// ("signals.github.com-acme-shop.tenant_a"). So every binary built from
+	// one module agrees, two applications sharing one Redis never take each
+	// other's tasks, and neither do two registries of one application on
+	// different schemas. Set it when the binaries of one application are
+	// built from different modules.
+	//
+	// A queue carries one schema's tasks: connecting a receiver to a queue
+	// that a registry on another schema already uses in this process fails
+	// with [ErrInvalidConfig] naming both, and a Worker never runs a task
+	// that another schema's Dispatcher enqueued (it retries it, for that
+	// schema's Worker to take, and logs the clash).
 	Queue string
 	// Middleware wraps every send, enqueue and receive of the registry's
 	// signals, the first outermost: tracing and metrics adapters go here.
@@ -71,19 +80,24 @@ func (c RegistryConfig) withDefaults() RegistryConfig {
 	c.Schema = cmp.Or(c.Schema, DefaultRegistrySchema)
 	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, DefaultRegistryMaxPayloadBytes)
 	c.MaxDepth = cmp.Or(c.MaxDepth, DefaultRegistryMaxDepth)
-	c.Queue = cmp.Or(c.Queue, applicationQueue())
+	c.Queue = cmp.Or(c.Queue, applicationQueue(c.Schema))
 	return c
 }
 
-// applicationQueue is the default queue: named after the main module, so
-// that it is the same in every binary of one application and differs
-// between applications.
-func applicationQueue() string {
-	info, ok := debug.ReadBuildInfo()
-	if !ok || info.Main.Path == "" {
-		return "signals"
+// applicationQueue is the default queue of a registry on schema: named
+// after the main module, so that it is the same in every binary of one
+// application and differs between applications, and after the schema
+// unless it is the default one, so that registries on different schemas
+// never share it.
+func applicationQueue(schema string) string {
+	q := "signals"
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Path != "" {
+		q += "." + notInQueueName.ReplaceAllString(info.Main.Path, "-")
 	}
-	return "signals." + notInQueueName.ReplaceAllString(info.Main.Path, "-")
+	if schema != DefaultRegistrySchema {
+		q += "." + schema
+	}
+	return q
 }
 
 var notInQueueName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
@@ -178,6 +192,21 @@ func (r *Registry) add(name string, h handle) error {
 		return fmt.Errorf("%w: %q is already registered", ErrDuplicateSignal, name)
 	}
 	r.signals[name] = h
+	return nil
+}
+
+// queueSchemas maps each queue a registry of this process uses to the
+// registry's schema: a queue carries one outbox's tasks, or the Workers of
+// two registries would run each other's events.
+var queueSchemas sync.Map // queue → schema
+
+// useQueue records that the registry's receivers, or a Worker of the
+// registry, use queue, or refuses if a registry on another schema does.
+func (r *Registry) useQueue(queue string) error {
+	if owner, _ := queueSchemas.LoadOrStore(queue, r.cfg.Schema); owner != r.cfg.Schema {
+		return fmt.Errorf("%w: queue %q carries the tasks of the registry on schema %q, so the registry on schema %q cannot use it: each would run the other's events; give each registry queues of its own (RegistryConfig.Queue, the Queue option)",
+			ErrInvalidConfig, queue, owner, r.cfg.Schema)
+	}
 	return nil
 }
 

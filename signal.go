@@ -77,7 +77,8 @@ func (s *Signal[T]) Connect(name string, fn ReceiverFunc[T], opts ...ReceiverOpt
 
 // ConnectSafely is [Signal.Connect] returning an error instead of panicking:
 // [ErrInvalidName] for a bad name, [ErrInvalidConfig] for a nil fn or a bad
-// option, [ErrDuplicateReceiver] for a name already connected.
+// option or a queue a registry on another schema uses, [ErrDuplicateReceiver]
+// for a name already connected.
 func (s *Signal[T]) ConnectSafely(name string, fn ReceiverFunc[T], opts ...ReceiverOption) error {
 	if err := envelope.ValidateReceiver(name); err != nil {
 		return err
@@ -90,6 +91,9 @@ func (s *Signal[T]) ConnectSafely(name string, fn ReceiverFunc[T], opts ...Recei
 		if err := opt(&o); err != nil {
 			return fmt.Errorf("receiver %q of signal %q: %w", name, s.name, err)
 		}
+	}
+	if err := s.reg.useQueue(o.queue); err != nil {
+		return fmt.Errorf("receiver %q of signal %q: %w", name, s.name, err)
 	}
 	var keyOf func(T) string
 	if o.orderBy != nil {

@@ -127,6 +127,11 @@ func NewWorker(reg *Registry, db TxBeginner, redisOpt asynq.RedisConnOpt, cfg Wo
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	for q := range cfg.Queues {
+		if err := reg.useQueue(q); err != nil {
+			return nil, err
+		}
+	}
 	return &Worker{
 		reg: reg, db: db, redis: redisOpt, cfg: cfg,
 		acks: acks.New(reg.queries, db, ackInterval, cfg.Logger),

@@ -241,7 +241,7 @@ func enqueueCeiling(ctx context.Context, f *fixture, target *drainRedis, n int) 
 		row := f.sentRow(order{OrderID: int64(i + 1), Seq: int64(i)})
 		row.Queue = queue
 		var err error
-		if tasks[i], opts[i], err = relay.Task(row, dispatcherRetention); err != nil {
+		if tasks[i], opts[i], err = relay.Task(row, f.schema, dispatcherRetention); err != nil {
 			return 0, err
 		}
 	}

@@ -142,7 +142,7 @@ func (e *Eager) run(ctx context.Context, sent [][16]byte) error {
 				known[row.EventID] = true
 				events = append(events, row.EventID)
 			}
-			task, _, err := relay.Task(row, time.Second)
+			task, _, err := relay.Task(row, e.reg.Schema(), time.Second)
 			if err == nil {
 				err = e.reg.ProcessTask(ctx, task)
 			}

@@ -28,10 +28,12 @@ const (
 	headerDepth         = "signals-depth"
 	headerTimeout       = "signals-timeout-ms"
 	headerOrderingKey   = "signals-ordering-key"
+	headerSchema        = "signals-schema"
 )
 
 // Meta is everything a worker needs besides the payload.
 type Meta struct {
+	Schema        string // the outbox's schema: a worker runs only its own registry's tasks; "" in tasks of older relays
 	Signal        string
 	Receiver      string
 	TaskID        ulid.ULID
@@ -58,6 +60,9 @@ func Headers(m Meta) map[string]string {
 		headerCorrelationID: m.CorrelationID.String(),
 		headerDepth:         strconv.Itoa(m.Depth),
 		headerTimeout:       strconv.FormatInt(m.Timeout.Milliseconds(), 10),
+	}
+	if m.Schema != "" {
+		h[headerSchema] = m.Schema
 	}
 	if m.CausationID != (ulid.ULID{}) {
 		h[headerCausationID] = m.CausationID.String()
@@ -111,6 +116,7 @@ func Decode(taskType string, headers map[string]string) (Meta, error) {
 	}
 	m.Timeout = time.Duration(ms) * time.Millisecond
 	m.OrderingKey = headers[headerOrderingKey]
+	m.Schema = headers[headerSchema]
 	for k, v := range headers {
 		if !strings.HasPrefix(k, ReservedPrefix) {
 			if m.Headers == nil {

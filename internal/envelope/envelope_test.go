@@ -11,7 +11,7 @@ import (
 func TestHeadersRoundTrip(t *testing.T) {
 	for _, m := range []Meta{
 		{Signal: "order.placed", Receiver: "email", TaskID: ulid.Make(), EventID: ulid.Make(), CorrelationID: ulid.Make(), Timeout: 1500 * time.Millisecond},
-		{Signal: "a.b.c", Receiver: "x-y.z", TaskID: ulid.Make(), EventID: ulid.Make(), CorrelationID: ulid.Make(), CausationID: ulid.Make(), Depth: 3, Timeout: time.Hour, OrderingKey: "customer 42"},
+		{Schema: "tenant_a", Signal: "a.b.c", Receiver: "x-y.z", TaskID: ulid.Make(), EventID: ulid.Make(), CorrelationID: ulid.Make(), CausationID: ulid.Make(), Depth: 3, Timeout: time.Hour, OrderingKey: "customer 42"},
 	} {
 		got, err := Decode(TaskType(m.Signal, m.Receiver), Headers(m))
 		require.NoError(t, err)

@@ -172,7 +172,7 @@ func (r *Relay) enqueueAll(ctx context.Context, rows []store.Row) []result {
 }
 
 func (r *Relay) enqueue(ctx context.Context, row store.Row) result {
-	task, opts, err := Task(row, r.cfg.Retention)
+	task, opts, err := Task(row, r.queries.Schema(), r.cfg.Retention)
 	if err != nil {
 		return result{kind: classify(err), err: err}
 	}

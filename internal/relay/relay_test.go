@@ -52,14 +52,14 @@ func TestTaskCarriesTheRow(t *testing.T) {
 	row.CausationID, row.Depth = (*[16]byte)(&cause), 2
 	row.Queue, row.MaxRetry, row.TimeoutMS = "low", 3, 1500
 
-	task, opts, err := Task(row, 15*time.Minute)
+	task, opts, err := Task(row, "tenant_a", 15*time.Minute)
 	require.NoError(t, err)
 	require.Equal(t, "signals:order.placed:email-receipt", task.Type())
 	require.Equal(t, row.Payload, task.Payload(), "the payload travels untouched")
 	meta, err := envelope.Decode(task.Type(), task.Headers())
 	require.NoError(t, err)
 	require.Equal(t, envelope.Meta{
-		Signal: "order.placed", Receiver: "email-receipt",
+		Schema: "tenant_a", Signal: "order.placed", Receiver: "email-receipt",
 		TaskID: row.ID, EventID: row.EventID, CorrelationID: row.CorrelationID, CausationID: cause,
 		Depth: 2, Timeout: 1500 * time.Millisecond,
 	}, meta)
@@ -72,7 +72,7 @@ func TestTaskCarriesTheRow(t *testing.T) {
 	}, options(opts))
 
 	root := validRow()
-	task, _, err = Task(root, time.Minute)
+	task, _, err = Task(root, "signals", time.Minute)
 	require.NoError(t, err)
 	meta, err = envelope.Decode(task.Type(), task.Headers())
 	require.NoError(t, err)
@@ -99,7 +99,7 @@ func TestTaskSchedulesToTheNextWholeSecond(t *testing.T) {
 	row := validRow()
 	at := base.Add(250 * time.Millisecond)
 	row.ProcessAt = &at
-	_, opts, err := Task(row, time.Minute)
+	_, opts, err := Task(row, "signals", time.Minute)
 	require.NoError(t, err)
 	processAt, ok := options(opts)[asynq.ProcessAtOpt].(time.Time)
 	require.True(t, ok, "a delayed row is scheduled")
@@ -124,7 +124,7 @@ func TestTaskRejectsRowsNoRetryCanEnqueue(t *testing.T) {
 	} {
 		row := validRow()
 		c.change(&row)
-		task, opts, err := Task(row, time.Minute)
+		task, opts, err := Task(row, "signals", time.Minute)
 		require.ErrorIs(t, err, errInvalidRow, c.name)
 		require.Nil(t, task, c.name)
 		require.Nil(t, opts, c.name)
@@ -291,7 +291,7 @@ func TestBatchRecordsWhatItEnqueued(t *testing.T) {
 	again := b.insert(t, b.queue, "audit")
 	rows, err := b.queries.Pending(t.Context(), b.db)
 	require.NoError(t, err)
-	task, opts, err := Task(rows[len(rows)-1], time.Minute)
+	task, opts, err := Task(rows[len(rows)-1], "signals", time.Minute)
 	require.NoError(t, err)
 	_, err = asynq.NewClientFromRedisClient(b.redis).EnqueueContext(t.Context(), task, opts...)
 	require.NoError(t, err)

@@ -19,9 +19,9 @@ var errInvalidRow = errors.New("row cannot be enqueued")
 // maxTimeoutMS is the largest timeout_ms a time.Duration can hold.
 const maxTimeoutMS = math.MaxInt64 / int64(time.Millisecond)
 
-// Task turns an outbox row into its asynq task and enqueue options, or
-// explains why no retry could ever enqueue it.
-func Task(row store.Row, retention time.Duration) (*asynq.Task, []asynq.Option, error) {
+// Task turns an outbox row of schema into its asynq task and enqueue
+// options, or explains why no retry could ever enqueue it.
+func Task(row store.Row, schema string, retention time.Duration) (*asynq.Task, []asynq.Option, error) {
 	if row.TimeoutMS <= 0 || row.TimeoutMS > maxTimeoutMS || row.MaxRetry < 0 || row.Depth < 0 {
 		return nil, nil, fmt.Errorf("%w: timeout_ms %d (1 to %d), max_retry %d, depth %d out of range",
 			errInvalidRow, row.TimeoutMS, maxTimeoutMS, row.MaxRetry, row.Depth)
@@ -36,6 +36,7 @@ func Task(row store.Row, retention time.Duration) (*asynq.Task, []asynq.Option, 
 		}
 	}
 	meta := envelope.Meta{
+		Schema:        schema,
 		Signal:        row.Signal,
 		Receiver:      row.Receiver,
 		TaskID:        row.ID,

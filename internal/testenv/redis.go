@@ -47,6 +47,20 @@ func Queue(t testing.TB) string {
 	})
 }
 
+// DeleteQueueAtEnd deletes the keys of the asynq queue qname, a name the
+// test did not get from Queue (a registry's default queue, say), from the
+// Redis server at RedisAddr when the test and its subtests complete.
+func DeleteQueueAtEnd(t testing.TB, qname string) {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+		defer cancel()
+		if err := deleteQueue(ctx, RedisAddr(), qname); err != nil {
+			t.Errorf("testenv: delete queue %s from Redis at %s: %v (set %s)", qname, RedisAddr(), err, RedisAddrEnv)
+		}
+	})
+}
+
 // deleteQueue removes what asynq v0.26 keeps in Redis for queue qname: the
 // keys under the hash tag {qname}, and its entry in asynqQueuesKey.
 func deleteQueue(ctx context.Context, addr, qname string) error {

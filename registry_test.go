@@ -1,0 +1,125 @@
+package signals_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/relay"
+	"github.com/dj-signals/signals/internal/store"
+	"github.com/dj-signals/signals/internal/testenv"
+)
+
+// Two tenants of one binary, each a registry on a schema of its own with
+// the same signal and receiver names, each running a Dispatcher and a Worker
+// at their defaults on one Redis: every event runs once, by its own
+// tenant's receiver, and both outboxes empty.
+func TestRegistriesOnTwoSchemasKeepTheirEventsApart(t *testing.T) {
+	t.Parallel()
+	type tenant struct {
+		f       *fixture
+		sig     *signals.Signal[orderPlaced]
+		runs    *counter
+		foreign atomic.Int64 // runs of another tenant's event
+	}
+	const perTenant = 200
+	tenants := make([]*tenant, 2)
+	for i := range tenants {
+		tn := &tenant{f: setup(t), runs: newCounter()}
+		testenv.DeleteQueueAtEnd(t, tn.f.reg.Queue())
+		tn.sig = register[orderPlaced](t, tn.f.reg, "tenant.event")
+		prefix := fmt.Sprintf("tenant%d-", i)
+		tn.sig.Connect("recv", func(_ context.Context, e signals.Event[orderPlaced]) error {
+			if !strings.HasPrefix(e.Payload.OrderID, prefix) {
+				tn.foreign.Add(1)
+			}
+			tn.runs.add(e.Payload.OrderID)
+			return nil
+		}) // no Queue option: the registry's default queue
+		tn.f.runDispatcher(t, signals.DispatcherConfig{})
+		w, err := signals.NewWorker(tn.f.reg, tn.f.pool, tn.f.redis, signals.WorkerConfig{Logger: quietLogger()})
+		require.NoError(t, err)
+		run(t, w.Run)
+		tenants[i] = tn
+	}
+	require.NotEqual(t, tenants[0].f.reg.Queue(), tenants[1].f.reg.Queue(), "registries on different schemas default to different queues")
+
+	done := make(chan struct{})
+	for i, tn := range tenants {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			sendOrders(t, tn.f, tn.sig, fmt.Sprintf("tenant%d", i), perTenant)
+		}()
+	}
+	<-done
+	<-done
+	for _, tn := range tenants {
+		testenv.Eventually(t, eventually, func() bool { return tn.f.pending(t) == 0 },
+			"schema %s: %d rows still in the outbox", tn.f.schema, tn.f.pending(t))
+	}
+	for i, tn := range tenants {
+		require.Zero(t, tn.foreign.Load(), "tenant %d ran another tenant's events", i)
+		runs := tn.runs.snapshot()
+		require.Len(t, runs, perTenant, "tenant %d ran each of its events", i)
+		for id, n := range runs {
+			require.Equal(t, 1, n, "tenant %d ran %s %d times", i, id, n)
+		}
+	}
+}
+
+// A queue one registry's receivers use is refused to a registry on another
+// schema, at wiring time, with an error naming both schemas.
+func TestAQueueCarriesOneSchema(t *testing.T) {
+	t.Parallel()
+	a, b := setup(t), setup(t)
+	register[orderPlaced](t, a.reg, "tenant.event").Connect("recv", nop[orderPlaced], signals.Queue(a.queue))
+
+	err := register[orderPlaced](t, b.reg, "tenant.event").ConnectSafely("recv", nop[orderPlaced], signals.Queue(a.queue))
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+	require.ErrorContains(t, err, a.schema)
+	require.ErrorContains(t, err, b.schema)
+
+	_, err = signals.NewWorker(b.reg, b.pool, b.redis, signals.WorkerConfig{Queues: map[string]int{a.queue: 1}})
+	require.ErrorIs(t, err, signals.ErrInvalidConfig, "a Worker of b may not serve a's queue")
+	require.ErrorContains(t, err, a.schema)
+
+	same, err := signals.NewRegistry(signals.RegistryConfig{Schema: a.schema})
+	require.NoError(t, err)
+	require.NoError(t, register[orderPlaced](t, same, "other.event").ConnectSafely("recv", nop[orderPlaced], signals.Queue(a.queue)),
+		"a second registry on the same schema may share the queue")
+}
+
+// A task that another schema's Dispatcher enqueued (two processes set the
+// same queue by hand) is not run by this registry's receiver, and nothing
+// is recorded in this registry's outbox.
+func TestAWorkerNeverRunsAnotherSchemasTask(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	var runs atomic.Int64
+	register[orderPlaced](t, f.reg, "tenant.event").Connect("recv", func(context.Context, signals.Event[orderPlaced]) error {
+		runs.Add(1)
+		return nil
+	}, signals.Queue(f.queue))
+
+	id := ulid.Make()
+	row := store.Row{ID: id, EventID: id, CorrelationID: id, Signal: "tenant.event", Receiver: "recv", Queue: f.queue,
+		MaxRetry: 3, TimeoutMS: time.Second.Milliseconds(), Payload: []byte(`{"order_id":"other-tenant"}`)}
+	task, _, err := relay.Task(row, "tenant_other", time.Minute)
+	require.NoError(t, err)
+	err = f.reg.ProcessTask(t.Context(), task)
+	require.ErrorContains(t, err, `schema "tenant_other"`)
+	require.ErrorContains(t, err, "queues of its own")
+	require.Zero(t, runs.Load(), "the receiver never saw the other schema's payload")
+
+	task, _, err = relay.Task(row, f.schema, time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, f.reg.ProcessTask(t.Context(), task))
+	require.EqualValues(t, 1, runs.Load(), "its own schema's task runs")
+}
