@@ -39,7 +39,7 @@ func (l *cascadeLog) get(signal string) []cascadeMeta {
 
 // recordAndSend returns a receiver that records its event, then sends next
 // with the receiver's ctx, in a transaction of its own on db.
-func recordAndSend[T, U any](l *cascadeLog, db signals.TxBeginner, next *signals.Signal[U]) signals.ReceiverFunc[T] {
+func recordAndSend[T, U any](l *cascadeLog, db signals.DB, next *signals.Signal[U]) signals.ReceiverFunc[T] {
 	return func(ctx context.Context, e signals.Event[T]) error {
 		recordCascade(l, e)
 		var payload U
@@ -132,7 +132,7 @@ func testCascadeLoop(t *testing.T, through string) {
 	// A receiver that re-sends its own signal: a loop only MaxDepth ends.
 	// Sending through the Eager nests a commit inside each receiver, which
 	// must not wait for connections the outer levels hold.
-	var db signals.TxBeginner = f.pool
+	var db signals.DB = f.pool
 	if through == "eager" {
 		db = eager
 	}

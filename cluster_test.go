@@ -74,7 +74,7 @@ func TestRedisClusterLosesNoEvent(t *testing.T) {
 
 			st.requireAllRan(t, f, 25*time.Second)
 			require.NotEmpty(t, logs.Find(want), "the Dispatcher noticed the loss")
-			d, err := signals.NewDispatcher(f.reg, f.pool, opt, signals.DispatcherConfig{Logger: quietLogger()})
+			d, err := signals.NewLedger(f.reg, f.pool, opt)
 			require.NoError(t, err)
 			stats, err := d.Stats(t.Context())
 			require.NoError(t, err, "Stats reads asynq's view of the queues from a cluster")

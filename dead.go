@@ -67,7 +67,7 @@ type DeadLetter struct {
 	Headers map[string]string
 }
 
-// DeadFilter selects dead letters for [Dispatcher.DeadLetters]; every zero
+// DeadFilter selects dead letters for [Ledger.DeadLetters]; every zero
 // field matches all.
 type DeadFilter struct {
 	// Signal and Receiver match names exactly.
@@ -84,13 +84,13 @@ type DeadFilter struct {
 }
 
 // DeadLetters lists the dead letters f selects, the longest dead first.
-func (d *Dispatcher) DeadLetters(ctx context.Context, f DeadFilter) ([]DeadLetter, error) {
+func (l *Ledger) DeadLetters(ctx context.Context, f DeadFilter) ([]DeadLetter, error) {
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
 	var rows []store.Dead
-	err := pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) (err error) {
-		rows, err = d.reg.queries.ListDead(ctx, tx, store.DeadFilter{
+	err := pgx.BeginFunc(ctx, l.db, func(tx pgx.Tx) (err error) {
+		rows, err = l.reg.queries.ListDead(ctx, tx, store.DeadFilter{
 			Signal: f.Signal, Receiver: f.Receiver,
 			DeadSince: f.Since, DeadUntil: f.Until,
 			ErrorLike: f.ErrorContains, IDs: ids16(f.TaskIDs), Limit: f.Limit,
@@ -98,7 +98,7 @@ func (d *Dispatcher) DeadLetters(ctx context.Context, f DeadFilter) ([]DeadLette
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("signals: list dead letters: %w", d.reg.explain(err))
+		return nil, fmt.Errorf("signals: list dead letters: %w", l.reg.explain(err))
 	}
 	out := make([]DeadLetter, len(rows))
 	for i, r := range rows {
@@ -124,32 +124,32 @@ func (d *Dispatcher) DeadLetters(ctx context.Context, f DeadFilter) ([]DeadLette
 // asynq task, while its receiver sees the same Event.TaskID, so [Once]
 // still recognizes an effect already applied. It returns how many moved;
 // unknown IDs are ignored.
-func (d *Dispatcher) RequeueDead(ctx context.Context, taskIDs ...ulid.ULID) (int, error) {
-	n, err := d.moveDead(ctx, taskIDs, d.reg.queries.RequeueDead)
+func (l *Ledger) RequeueDead(ctx context.Context, taskIDs ...ulid.ULID) (int, error) {
+	n, err := l.moveDead(ctx, taskIDs, l.reg.queries.RequeueDead)
 	if err != nil {
 		return 0, fmt.Errorf("signals: requeue dead letters: %w", err)
 	}
-	wake.Notify(d.reg.Schema())
+	wake.Notify(l.reg.Schema())
 	return n, nil
 }
 
 // DiscardDead deletes dead letters for good and returns how many; unknown
 // IDs are ignored.
-func (d *Dispatcher) DiscardDead(ctx context.Context, taskIDs ...ulid.ULID) (int, error) {
-	n, err := d.moveDead(ctx, taskIDs, d.reg.queries.DiscardDead)
+func (l *Ledger) DiscardDead(ctx context.Context, taskIDs ...ulid.ULID) (int, error) {
+	n, err := l.moveDead(ctx, taskIDs, l.reg.queries.DiscardDead)
 	if err != nil {
 		return 0, fmt.Errorf("signals: discard dead letters: %w", err)
 	}
 	return n, nil
 }
 
-func (d *Dispatcher) moveDead(ctx context.Context, taskIDs []ulid.ULID, move func(context.Context, store.Executor, [][16]byte) (int64, error)) (int, error) {
+func (l *Ledger) moveDead(ctx context.Context, taskIDs []ulid.ULID, move func(context.Context, store.Executor, [][16]byte) (int64, error)) (int, error) {
 	var n int64
-	err := pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) (err error) {
+	err := pgx.BeginFunc(ctx, l.db, func(tx pgx.Tx) (err error) {
 		n, err = move(ctx, tx, ids16(taskIDs))
 		return err
 	})
-	return int(n), d.reg.explain(err)
+	return int(n), l.reg.explain(err)
 }
 
 // ids16 turns ULIDs into the store's byte arrays; nil stays nil.

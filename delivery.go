@@ -14,6 +14,7 @@ import (
 
 	"github.com/dj-signals/signals/internal/backoff"
 	"github.com/dj-signals/signals/internal/envelope"
+	"github.com/dj-signals/signals/internal/store"
 )
 
 // TaskTypePrefix starts the asynq task type of every signal task, which is
@@ -39,11 +40,12 @@ func (r *Registry) ProcessTask(ctx context.Context, t *asynq.Task) error {
 
 // ran is what one run of a task came to, for the ledger.
 type ran struct {
-	rowID   ulid.ULID  // the outbox row; zero if the task's ID cannot be read
-	ordered bool       // the row has an ordering key: its outcome frees the key's next row
-	attempt int        // 1 on the first run
-	dead    DeadReason // set when the delivery failed for good
-	err     error      // as asynq must see it: nil, retry, or SkipRetry
+	row      store.Ref  // the outbox row; a zero ID if the task's ID cannot be read
+	enqueued time.Time  // when the relay enqueued it; zero if unknown
+	ordered  bool       // the row has an ordering key: its outcome frees the key's next row
+	attempt  int        // 1 on the first run
+	dead     DeadReason // set when the delivery failed for good
+	err      error      // as asynq must see it: nil, retry, or SkipRetry
 }
 
 // run runs t's receiver inside the registry's middleware, logs a failure,
@@ -53,8 +55,9 @@ func (r *Registry) run(ctx context.Context, t *asynq.Task) ran {
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	res := ran{attempt: retried + 1}
-	res.rowID, _ = envelope.RowID(id)
+	rowID, _ := envelope.RowID(id)
 	meta, decodeErr := envelope.Decode(t.Type(), t.Headers())
+	res.row, res.enqueued = store.Ref{XID: meta.XID, ID: rowID}, meta.EnqueuedAt
 	if decodeErr == nil && meta.Schema != "" && meta.Schema != r.cfg.Schema {
 		// Another registry's Dispatcher enqueued it to a queue this registry
 		// serves too. Neither run it nor record anything in this outbox: the
@@ -75,7 +78,7 @@ func (r *Registry) run(ctx context.Context, t *asynq.Task) ran {
 		if err == nil {
 			return nil
 		}
-		attrs := []any{"signal", meta.Signal, "receiver", meta.Receiver, "event_id", idOrNil(meta.EventID), "task_id", idOrNil(res.rowID), "attempt", res.attempt, "error", err}
+		attrs := []any{"signal", meta.Signal, "receiver", meta.Receiver, "event_id", idOrNil(meta.EventID), "task_id", idOrNil(rowID), "attempt", res.attempt, "error", err}
 		var p *panicError
 		if errors.As(err, &p) {
 			attrs = append(attrs, "stack", p.stack)

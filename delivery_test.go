@@ -198,7 +198,7 @@ func TestDeadLettersAreRecordedWithTheirReason(t *testing.T) {
 		"never.registered:r":          {signals.ReasonUnknownReceiver, `no signal "never.registered" is registered in this worker`, 2},
 		"order.placed:only-in-sender": {signals.ReasonUnknownReceiver, `has no receiver "only-in-sender"`, 2},
 	}
-	d := f.dispatcher(t, signals.DispatcherConfig{})
+	d := f.ledger(t)
 	var dead []signals.DeadLetter
 	require.Eventually(t, func() bool {
 		var err error
@@ -250,8 +250,8 @@ func TestRowsThatCannotBeEnqueuedAreDeadAndRequeued(t *testing.T) {
 	}}))
 	send(t, f.pool, sig, orderPlaced{OrderID: "fine"})
 
-	d := f.dispatcher(t, signals.DispatcherConfig{})
-	run(t, d.Run)
+	run(t, f.dispatcher(t, signals.DispatcherConfig{}).Run)
+	d := f.ledger(t)
 	f.runWorker(t)
 
 	require.Eventually(t, func() bool { return runs.get("fine") == 1 }, eventually, tick, "a bad row blocks no other row")

@@ -18,7 +18,7 @@ import (
 // Dispatcher defaults, for the [DispatcherConfig] fields of the same names.
 const (
 	// DefaultDispatcherBatchSize is how many outbox rows one Dispatcher
-	// transaction claims.
+	// batch reads and enqueues.
 	DefaultDispatcherBatchSize = 500
 	// DefaultDispatcherConcurrency is how many enqueues a Dispatcher keeps
 	// in flight within a batch.
@@ -40,7 +40,8 @@ const (
 	// DefaultDispatcherMaxEnqueueAttempts is how many times a row may fail
 	// to enqueue while Redis is up before it is recorded as dead.
 	DefaultDispatcherMaxEnqueueAttempts = 10
-	// DefaultDispatcherBatchTimeout bounds one batch, from claim to commit.
+	// DefaultDispatcherBatchTimeout bounds one batch, from reading its rows
+	// to recording them.
 	DefaultDispatcherBatchTimeout = 30 * time.Second
 	// DefaultDispatcherBatchBytes caps the payload bytes one batch holds in
 	// memory: 16 MiB.
@@ -54,7 +55,7 @@ const (
 // zero field takes its default. The outbox's schema is not set here: it is
 // the [Registry]'s, given to [NewDispatcher].
 type DispatcherConfig struct {
-	// BatchSize is how many rows one transaction claims. Defaults to
+	// BatchSize is how many rows one batch reads and enqueues. Defaults to
 	// DefaultDispatcherBatchSize.
 	BatchSize int
 	// Concurrency is how many enqueues run at once within a batch. Defaults
@@ -77,17 +78,18 @@ type DispatcherConfig struct {
 	// and DefaultDispatcherBackoffMax.
 	BackoffMin, BackoffMax time.Duration
 	// MaxEnqueueAttempts is how many failed enqueues (while Redis answers)
-	// a row gets before it is recorded as dead (see [Dispatcher.DeadLetters]);
+	// a row gets before it is recorded as dead (see [Ledger.DeadLetters]);
 	// after each failure the row alone waits, BackoffMin doubling up to
 	// BackoffMax, while the other rows flow. Rows that can never be
 	// enqueued, such as one with an invalid queue name, are dead at once.
 	// Defaults to DefaultDispatcherMaxEnqueueAttempts.
 	MaxEnqueueAttempts int
-	// BatchTimeout bounds one batch from claim to commit. A batch in flight
+	// BatchTimeout bounds one batch, from reading its rows to recording
+	// them. A batch in flight
 	// when Run's ctx is canceled still finishes within it. Defaults to
 	// DefaultDispatcherBatchTimeout.
 	BatchTimeout time.Duration
-	// BatchBytes caps the payload bytes one batch claims: a batch holds
+	// BatchBytes caps the payload bytes one batch holds: a batch holds
 	// BatchSize rows or BatchBytes of payload, whichever is less (at least
 	// one row), so large payloads cannot balloon the Dispatcher's memory.
 	// Defaults to DefaultDispatcherBatchBytes.
@@ -143,12 +145,18 @@ func (c DispatcherConfig) validate() error {
 
 // Dispatcher is the relay: it moves committed outbox rows into asynq queues
 // and keeps them in the outbox, as the ledger, until their receivers
-// succeed; it sends again whatever Redis loses. Any number of Dispatchers,
-// in one process or many, may run on the same outbox; each row is enqueued
-// under its task ID, so Redis turns away a second copy.
+// succeed; it sends again whatever Redis loses. It writes nothing per row
+// in PostgreSQL on the way: which rows are enqueued follows from its
+// position over the sending transactions, which it keeps in Redis beside
+// the tasks. Any number of Dispatchers, in one process or many, may run on
+// the same outbox, with no leader: they take turns at the position, batch by
+// batch (a Dispatcher that dies mid-batch holds it at most 5 s), each row is
+// enqueued under its task ID, so Redis turns away a second copy, and rows
+// that need a write of their own (failed enqueues, ordering keys, repair)
+// are claimed with SKIP LOCKED.
 type Dispatcher struct {
 	reg   *Registry
-	db    TxBeginner
+	db    DB
 	redis asynq.RedisConnOpt
 	cfg   DispatcherConfig
 }
@@ -158,7 +166,7 @@ type Dispatcher struct {
 // describes. Pass [DefaultRegistry] for signals made with [New]. It never
 // closes db; Run opens its own Redis connections and closes them when it
 // returns. It returns [ErrInvalidConfig] for a config it cannot use.
-func NewDispatcher(reg *Registry, db TxBeginner, redisOpt asynq.RedisConnOpt, cfg DispatcherConfig) (*Dispatcher, error) {
+func NewDispatcher(reg *Registry, db DB, redisOpt asynq.RedisConnOpt, cfg DispatcherConfig) (*Dispatcher, error) {
 	if reg == nil || db == nil || redisOpt == nil {
 		return nil, fmt.Errorf("%w: NewDispatcher needs a registry (signals.DefaultRegistry for signals made with New), a database pool and a Redis connection option", ErrInvalidConfig)
 	}

@@ -6,7 +6,11 @@
 // # Guarantees
 //
 // PostgreSQL is the ledger and Redis the transport: an outbox row lives
-// until its receiver has succeeded or it is recorded as dead.
+// until its receiver has succeeded or it is recorded as dead. On the happy
+// path each event's row is written twice in PostgreSQL, the sender's INSERT
+// and the ack's DELETE: which rows are enqueued follows from the
+// Dispatchers' position over the sending transactions, kept in Redis beside
+// the tasks it accounts for.
 //
 //   - The sending transaction, or a savepoint around [Signal.SendReliable],
 //     rolls back: no receiver ever runs.
@@ -29,15 +33,15 @@
 //   - A receiver fails: only that receiver is retried, with backoff.
 //   - A receiver fails for good or its payload cannot be decoded: the
 //     delivery is recorded as dead in PostgreSQL with its reason
-//     ([Dispatcher.DeadLetters]), never trimmed.
+//     ([Ledger.DeadLetters]), never trimmed.
 //   - A worker does not know the signal or receiver: the task is retried,
 //     for a newer worker to take, and dead only when its retries run out.
 //   - A worker dies mid-receiver: the receiver runs again, whatever its
 //     retry budget, so receivers must be idempotent.
 //   - Events are not ordered with respect to each other, unless they carry
 //     an ordering key ([OrderingKey], [OrderBy]): then, for each receiver,
-//     the events of one key run one at a time in commit order, and a
-//     failing one holds back only its key.
+//     the events of one key run one at a time in commit order, also while
+//     Redis loses its data, and a failing one holds back only its key.
 //
 // # An event's trip
 //
@@ -48,9 +52,11 @@
 //   - outbox.go: [Signal.SendReliable] writes one outbox row per connected
 //     receiver, with a single statement, in the caller's transaction (the
 //     transactional outbox pattern).
-//   - dispatcher.go: a [Dispatcher] claims committed rows with SELECT ...
-//     FOR UPDATE SKIP LOCKED, enqueues each as an asynq task whose ID is the
-//     row's ID and records it as enqueued; it sends again what Redis lost.
+//   - dispatcher.go: a [Dispatcher] reads the committed rows past its
+//     position through transaction snapshots (so a transaction that commits
+//     late is still found), enqueues each as an asynq task whose ID is the
+//     row's ID and moves the position past them; it sends again what Redis
+//     lost.
 //   - worker.go: a [Worker], an asynq server, takes the task from Redis,
 //     and afterwards deletes the row (the receiver succeeded) or moves it to
 //     the dead letters (dead.go).
@@ -63,10 +69,10 @@
 // registry.go holds who listens to what and the settings all of these share;
 // middleware.go the hooks around send, enqueue and receive that tracing and
 // metrics plug into (the otelsignals module is the OpenTelemetry one);
-// stats.go the snapshot an operator reads ([Dispatcher.Stats], and the
-// signals command's status); dead.go the dead letters an operator lists,
-// requeues or discards; migrations.go the tables; errors.go every sentinel
-// error.
+// ledger.go the operator's view of the outbox: stats.go the snapshot an
+// operator reads ([Ledger.Stats], and the signals command's status), dead.go
+// the dead letters an operator lists, requeues or discards; migrations.go
+// the tables; errors.go every sentinel error.
 //
 // # Wiring
 //

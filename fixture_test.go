@@ -34,6 +34,7 @@ type fixture struct {
 	schema     string
 	reg        *signals.Registry
 	queries    *store.Queries
+	kit        *store.KitQueries
 	queue      string
 	redis      asynq.RedisClientOpt
 }
@@ -48,19 +49,34 @@ func setup(t *testing.T) *fixture {
 // schema and a quiet logger.
 func setupRegistry(t *testing.T, cfg signals.RegistryConfig) *fixture {
 	t.Helper()
+	f := newFixture(t, testenv.Schema(t), cfg)
+	require.NoError(t, signals.MigrateSchema(t.Context(), f.pool, f.schema))
+	return f
+}
+
+// setupOnSchema returns a fixture on schema as the test built it, not
+// migrated, for a test of the migrations.
+func setupOnSchema(t *testing.T, schema string) *fixture {
+	t.Helper()
+	return newFixture(t, schema, signals.RegistryConfig{})
+}
+
+func newFixture(t *testing.T, schema string, cfg signals.RegistryConfig) *fixture {
+	t.Helper()
 	f := &fixture{
 		statements: &testenv.Statements{},
-		schema:     testenv.Schema(t),
+		schema:     schema,
 		queue:      testenv.Queue(t),
 		redis:      asynq.RedisClientOpt{Addr: testenv.RedisAddr()},
 	}
 	f.pool = newPool(t, func(c *pgxpool.Config) { c.ConnConfig.Tracer = f.statements })
-	require.NoError(t, signals.MigrateSchema(t.Context(), f.pool, f.schema))
 	cfg.Schema, cfg.Logger = f.schema, quietLogger()
 	var err error
 	f.reg, err = signals.NewRegistry(cfg)
 	require.NoError(t, err)
 	f.queries, err = store.New(f.schema)
+	require.NoError(t, err)
+	f.kit, err = store.NewKitQueries(f.schema)
 	require.NoError(t, err)
 	return f
 }
@@ -128,7 +144,7 @@ func countedSignal(t *testing.T, f *fixture) (*signals.Signal[orderPlaced], *cou
 // returns the event's ID and the error of the send or of the commit (an
 // Eager's carries its receivers' errors). Receivers and goroutines use it;
 // tests use send.
-func commit[T any](ctx context.Context, db signals.TxBeginner, sig *signals.Signal[T], payload T, opts ...signals.SendOption) (ulid.ULID, error) {
+func commit[T any](ctx context.Context, db signals.DB, sig *signals.Signal[T], payload T, opts ...signals.SendOption) (ulid.ULID, error) {
 	var id ulid.ULID
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) (err error) {
 		id, err = sig.SendReliable(ctx, tx, payload, opts...)
@@ -138,7 +154,7 @@ func commit[T any](ctx context.Context, db signals.TxBeginner, sig *signals.Sign
 }
 
 // send commits one event through db and returns its ID.
-func send[T any](t *testing.T, db signals.TxBeginner, sig *signals.Signal[T], payload T, opts ...signals.SendOption) ulid.ULID {
+func send[T any](t *testing.T, db signals.DB, sig *signals.Signal[T], payload T, opts ...signals.SendOption) ulid.ULID {
 	t.Helper()
 	id, err := commit(t.Context(), db, sig, payload, opts...)
 	require.NoError(t, err)
@@ -169,7 +185,7 @@ func (f *fixture) begin(t *testing.T) pgx.Tx {
 // outbox returns the rows still in the fixture's outbox, oldest first.
 func (f *fixture) outbox(t *testing.T) []store.Row {
 	t.Helper()
-	rows, err := f.queries.Pending(context.Background(), f.pool)
+	rows, err := f.kit.Live(context.Background(), f.pool)
 	require.NoError(t, err)
 	return rows
 }
@@ -180,15 +196,20 @@ func (f *fixture) pending(t *testing.T) int {
 	t.Helper()
 	c, err := f.queries.Count(context.Background(), f.pool)
 	require.NoError(t, err)
-	return int(c.Pending + c.Enqueued)
+	return int(c.Live)
 }
 
-// notEnqueued counts the rows waiting for a Dispatcher to enqueue them.
+// notEnqueued counts the rows waiting for a Dispatcher to enqueue them, as
+// the ledger's Stats count them.
 func (f *fixture) notEnqueued(t *testing.T) int {
 	t.Helper()
-	c, err := f.queries.Count(context.Background(), f.pool)
+	st, err := f.ledger(t).Stats(context.Background())
 	require.NoError(t, err)
-	return int(c.Pending)
+	n := 0
+	for _, r := range st.Receivers {
+		n += r.Pending
+	}
+	return n
 }
 
 // eager returns an Eager running the fixture's receivers at commit.
@@ -197,6 +218,14 @@ func (f *fixture) eager(t *testing.T) *signalstest.Eager {
 	e, err := signalstest.NewEager(f.pool, f.reg)
 	require.NoError(t, err)
 	return e
+}
+
+// ledger returns the ledger of the fixture's registry, reading Redis too.
+func (f *fixture) ledger(t *testing.T) *signals.Ledger {
+	t.Helper()
+	l, err := signals.NewLedger(f.reg, f.pool, f.redis)
+	require.NoError(t, err)
+	return l
 }
 
 func (f *fixture) dispatcher(t *testing.T, cfg signals.DispatcherConfig) *signals.Dispatcher {

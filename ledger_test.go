@@ -146,7 +146,7 @@ func TestARowRedisRefusesHoldsBackNoOther(t *testing.T) {
 	f.runWorker(t)
 	require.Eventually(t, func() bool { return len(runs.snapshot()) == events }, eventually, tick, "the other rows flow")
 
-	d := f.dispatcher(t, signals.DispatcherConfig{})
+	d := f.ledger(t)
 	var dead []signals.DeadLetter
 	require.Eventually(t, func() bool {
 		var err error
@@ -189,7 +189,7 @@ func TestRequeuedDeadLetterKeepsItsTaskID(t *testing.T) {
 	f.runWorker(t)
 	send(t, f.pool, sig, orderPlaced{OrderID: "o-1"})
 
-	d := f.dispatcher(t, signals.DispatcherConfig{})
+	d := f.ledger(t)
 	var dead []signals.DeadLetter
 	require.Eventually(t, func() bool {
 		var err error
@@ -248,7 +248,7 @@ func TestUnknownReceiverWaitsForANewerWorker(t *testing.T) {
 	f.runWorker(t)
 	require.Eventually(t, func() bool { return ran.Load() == 1 }, eventually, tick, "the newer worker runs it")
 	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick)
-	dead, err := f.dispatcher(t, signals.DispatcherConfig{}).DeadLetters(t.Context(), signals.DeadFilter{})
+	dead, err := f.ledger(t).DeadLetters(t.Context(), signals.DeadFilter{})
 	require.NoError(t, err)
 	require.Empty(t, dead)
 }

@@ -123,7 +123,7 @@ func TestMiddlewareSeesEachStepAndHeadersTravel(t *testing.T) {
 	mu.Lock()
 	require.Equal(t, "from-order.placed", seen["ok"], "the ctx a middleware passes on is the receiver's")
 	mu.Unlock()
-	dead, err := f.dispatcher(t, signals.DispatcherConfig{}).DeadLetters(t.Context(), signals.DeadFilter{})
+	dead, err := f.ledger(t).DeadLetters(t.Context(), signals.DeadFilter{})
 	require.NoError(t, err)
 	require.Len(t, dead, 1)
 	require.Equal(t, want, dead[0].Headers, "a dead letter keeps the event's headers")

@@ -7,15 +7,16 @@ import (
 	"github.com/dj-signals/signals/internal/store"
 )
 
-// TxBeginner starts transactions: its one method is
-// Begin(ctx context.Context) (pgx.Tx, error), as pgx.BeginFunc needs.
-// *pgxpool.Pool, *pgx.Conn and pgx.Tx (a savepoint) all satisfy it. The
-// library never closes the pool or connection it is given.
-type TxBeginner = store.Beginner
+// DB is what the library reads and writes PostgreSQL through: it runs
+// statements (Exec, Query) and starts transactions (Begin, as
+// pgx.BeginFunc needs). A *pgxpool.Pool, usually; *pgx.Conn and pgx.Tx
+// satisfy it too. The library never closes the pool or connection it is
+// given.
+type DB = store.DB
 
 // Migrate creates or upgrades the outbox tables in [DefaultRegistrySchema]. See
 // [MigrateSchema].
-func Migrate(ctx context.Context, db TxBeginner) error {
+func Migrate(ctx context.Context, db DB) error {
 	return MigrateSchema(ctx, db, DefaultRegistrySchema)
 }
 
@@ -24,7 +25,7 @@ func Migrate(ctx context.Context, db TxBeginner) error {
 // table. It is idempotent and safe to call from several processes starting
 // at once: a transaction-scoped advisory lock serializes them. Pass the
 // schema of the [Registry] whose signals use it ([Registry.Schema]).
-func MigrateSchema(ctx context.Context, db TxBeginner, schema string) error {
+func MigrateSchema(ctx context.Context, db DB, schema string) error {
 	if err := store.Migrate(ctx, db, schema); err != nil {
 		return fmt.Errorf("signals: migrate schema %q: %w", schema, err)
 	}

@@ -87,7 +87,7 @@ func TestMultiProcessRunsEachDeliveryOnce(t *testing.T) {
 	var counts store.Counts
 	waitFor(t, children, "every outbox row done", func() (ok bool, err error) {
 		counts, err = f.queries.Count(context.Background(), f.pool)
-		return counts.Pending+counts.Enqueued == 0, err
+		return counts.Live == 0, err
 	})
 	require.Zero(t, counts.Dead, "dead letters")
 	done := time.Since(start)

@@ -11,10 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/testenv"
 )
 
 // step is one event of an ordered stream: its key and its place among the
@@ -87,7 +90,7 @@ type sendInTurn struct {
 	next map[string]int
 }
 
-func (s *sendInTurn) send(ctx context.Context, db signals.TxBeginner, sig *signals.Signal[step], key string, opts ...signals.SendOption) error {
+func (s *sendInTurn) send(ctx context.Context, db signals.DB, sig *signals.Signal[step], key string, opts ...signals.SendOption) error {
 	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, "ordering-test/"+key); err != nil {
 			return err
@@ -169,6 +172,67 @@ func TestOrderByRunsEachKeyInCommitOrder(t *testing.T) {
 	t.Logf("%d events over %d keys; at most %d keys ran at once", senders*each, len(check.seen), check.maxBusy)
 }
 
+// TestOrderHoldsWhileRedisLosesItsData streams keyed events through one
+// Dispatcher and two Workers while Redis loses its data (FLUSHALL) again
+// and again, receivers taking a while so that runs are under way at each
+// loss: per key, no two runs at once and none out of turn, and every event
+// ran. A keyed row whose task Redis lost waits out its receiver's timeout
+// before it goes again, so a run still going on in a worker ends first.
+func TestOrderHoldsWhileRedisLosesItsData(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartRedis(t)
+	f := setup(t)
+	f.redis = asynq.RedisClientOpt{Addr: srv.Addr}
+	sig := register[step](t, f.reg, "ledger.step")
+	check := newOrderChecker()
+	sig.Connect("ordered", func(ctx context.Context, e signals.Event[step]) error {
+		check.start(e.Payload)
+		defer check.end(e.Payload)
+		select {
+		case <-time.After(100 * time.Millisecond): // work under way when Redis loses it
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}, signals.Queue(f.queue), signals.OrderBy(func(s step) string { return s.Key }), signals.Timeout(time.Second), fastRetry)
+	f.runDispatcher(t, signals.DispatcherConfig{})
+	f.runWorker(t)
+	f.runWorker(t)
+
+	const events, keys, flushes = 400, 40, 4
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = rc.Close() })
+	turn := &sendInTurn{next: map[string]int{}}
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		pace := time.NewTicker(10 * time.Millisecond) // a stream over four seconds, not a burst
+		defer pace.Stop()
+		for i := range events {
+			<-pace.C
+			if err := turn.send(context.Background(), f.pool, sig, fmt.Sprintf("customer-%02d", i%keys)); err != nil {
+				t.Errorf("event %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	for i := range flushes {
+		require.Eventually(t, func() bool { return check.firstRuns() >= (i+1)*events/(flushes+1) }, eventually, tick)
+		require.NoError(t, rc.FlushAll(t.Context()).Err())
+	}
+	<-sent
+
+	require.Eventually(t, func() bool { return f.pending(t) == 0 }, 2*eventually, tick, "every row done")
+	require.Equal(t, events, check.firstRuns(), "every event ran")
+	require.Empty(t, check.overlaps, "events of one key ran at once")
+	require.Empty(t, check.outOfTurn, "events of one key ran out of commit order")
+	reruns := 0
+	for _, n := range check.ran {
+		reruns += n - 1
+	}
+	t.Logf("%d events over %d keys, %d FLUSHALLs: %d runs again (at least once)", events, keys, flushes, reruns)
+}
+
 // TestAKeyMovesOnOnceItsFailingEventIsDead requires that a failing event
 // holds back the later events of its key, and only those, until it is
 // dead, and that the key then goes on.
@@ -207,7 +271,7 @@ func TestAKeyMovesOnOnceItsFailingEventIsDead(t *testing.T) {
 	defer mu.Unlock()
 	require.ElementsMatch(t, []string{"free/0", "free/1", "stuck/1"}, order)
 	require.EqualValues(t, 3, stuckWaited.Load(), "stuck/1 waited for all of stuck/0's attempts")
-	dead, err := f.dispatcher(t, signals.DispatcherConfig{}).DeadLetters(t.Context(), signals.DeadFilter{})
+	dead, err := f.ledger(t).DeadLetters(t.Context(), signals.DeadFilter{})
 	require.NoError(t, err)
 	require.Len(t, dead, 1)
 }

@@ -337,7 +337,7 @@ type outage struct {
 	ins  *asynq.Inspector
 }
 
-func startOutage(t *testing.T, f *fixture, relayDB signals.TxBeginner, cfg signals.DispatcherConfig) *outage {
+func startOutage(t *testing.T, f *fixture, relayDB signals.DB, cfg signals.DispatcherConfig) *outage {
 	t.Helper()
 	o := &outage{f: f, log: &relayLog{}}
 	o.sig, o.runs = recordedSignal(t, f, fastRetry)
@@ -377,7 +377,7 @@ func (o *outage) requireRelayKeepsFailing(t *testing.T, began time.Time, lasting
 
 func (o *outage) requireNoneSetAside(t *testing.T) {
 	t.Helper()
-	dead, err := o.d.DeadLetters(t.Context(), signals.DeadFilter{})
+	dead, err := o.f.ledger(t).DeadLetters(t.Context(), signals.DeadFilter{})
 	require.NoError(t, err)
 	require.Empty(t, dead, "no row was recorded as dead")
 }

@@ -11,7 +11,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/dj-signals/signals/internal/relay"
 	"github.com/dj-signals/signals/internal/store"
 )
 
@@ -39,14 +41,14 @@ type ReceiverStats struct {
 	Pending int
 	// InFlight rows are enqueued; their receivers have not succeeded yet.
 	InFlight int
-	// Dead rows failed for good; see Dispatcher.DeadLetters.
+	// Dead rows failed for good; see Ledger.DeadLetters.
 	Dead int
 	// OldestPending is how long ago the oldest pending row was sent; zero
 	// when none is pending. A growing value means no Dispatcher keeps up.
 	OldestPending time.Duration
-	// OldestInFlight is how long ago the oldest in-flight row was enqueued;
-	// zero when none is. A growing value means its receiver keeps failing
-	// or no worker serves its queue.
+	// OldestInFlight is how long ago the oldest in-flight row was sent;
+	// zero when none is. A value growing past the receiver's retries means
+	// its receiver keeps failing or no worker serves its queue.
 	OldestInFlight time.Duration
 	// LatestDue is the latest delivery time a live row asked for with At or
 	// Delay; zero when none did. A date years away is work nobody will see
@@ -75,20 +77,22 @@ type QueueStats struct {
 const statsRetryScan = 1000
 
 // Stats takes a snapshot of the ledger and of the queues in Redis. It reads
-// each ledger table once (the outbox and in-flight tables hold only what is
-// not done yet) in one read-only REPEATABLE READ transaction, and makes a few Redis
-// calls per queue. A Redis that cannot be reached leaves Queues empty and
-// is returned as an error along with the ledger's figures.
-func (d *Dispatcher) Stats(ctx context.Context) (Stats, error) {
+// the outbox (which holds only what is not done yet) and the dead letters
+// once each, in one read-only REPEATABLE READ transaction, and makes a few
+// Redis calls per queue. A Redis that cannot be reached leaves Queues empty,
+// counts every row not done yet as pending, and is returned as an error
+// along with the ledger's figures.
+func (l *Ledger) Stats(ctx context.Context) (Stats, error) {
 	st := Stats{At: time.Now()}
+	pos, redisErr := l.position(ctx)
 	var rows []store.ReceiverStats
 	var queues []string
-	err := pgx.BeginFunc(ctx, d.db, func(tx pgx.Tx) (err error) {
-		rows, queues, err = d.reg.queries.Stats(ctx, tx)
+	err := pgx.BeginFunc(ctx, l.db, func(tx pgx.Tx) (err error) {
+		rows, queues, err = l.reg.queries.Stats(ctx, tx, pos)
 		return err
 	})
 	if err != nil {
-		return st, fmt.Errorf("signals: read the ledger's stats: %w", d.reg.explain(err))
+		return st, fmt.Errorf("signals: read the ledger's stats: %w", l.reg.explain(err))
 	}
 	seen := map[[2]string]bool{}
 	for _, r := range rows {
@@ -96,8 +100,8 @@ func (d *Dispatcher) Stats(ctx context.Context) (Stats, error) {
 		if r.OldestPending != nil {
 			rs.OldestPending = max(st.At.Sub(time.UnixMilli(int64(ulid.ULID(*r.OldestPending).Time()))), 0)
 		}
-		if r.OldestEnqueued != nil {
-			rs.OldestInFlight = max(st.At.Sub(*r.OldestEnqueued), 0)
+		if r.OldestInFlight != nil {
+			rs.OldestInFlight = max(st.At.Sub(time.UnixMilli(int64(ulid.ULID(*r.OldestInFlight).Time()))), 0)
 		}
 		if r.LatestProcessAt != nil {
 			rs.LatestDue = *r.LatestProcessAt
@@ -105,7 +109,7 @@ func (d *Dispatcher) Stats(ctx context.Context) (Stats, error) {
 		st.Receivers = append(st.Receivers, rs)
 		seen[[2]string{r.Signal, r.Receiver}] = true
 	}
-	for _, k := range d.reg.connected() {
+	for _, k := range l.reg.connected() {
 		if !seen[k] {
 			st.Receivers = append(st.Receivers, ReceiverStats{Signal: k[0], Receiver: k[1]})
 		}
@@ -114,18 +118,46 @@ func (d *Dispatcher) Stats(ctx context.Context) (Stats, error) {
 		a, b := st.Receivers[i], st.Receivers[j]
 		return a.Signal < b.Signal || a.Signal == b.Signal && a.Receiver < b.Receiver
 	})
-	st.Queues, err = d.queueStats(append(queues, d.reg.Queues()...))
+	if redisErr != nil {
+		return st, redisErr
+	}
+	st.Queues, err = l.queueStats(append(queues, l.reg.Queues()...))
 	if err != nil {
 		return st, fmt.Errorf("signals: read queue stats from redis: %w", err)
 	}
 	return st, nil
 }
 
+// position reads the Dispatchers' position from Redis: which rows without
+// an ordering key are enqueued. Without Redis, none counts as enqueued.
+func (l *Ledger) position(ctx context.Context) (store.Position, error) {
+	if l.redis == nil {
+		return store.Start, nil
+	}
+	var id [16]byte
+	if err := pgx.BeginFunc(ctx, l.db, func(tx pgx.Tx) (err error) {
+		id, err = l.reg.queries.LedgerID(ctx, tx)
+		return err
+	}); err != nil {
+		return store.Start, fmt.Errorf("signals: read the ledger's ID: %w", l.reg.explain(err))
+	}
+	rc, ok := l.redis.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return store.Start, fmt.Errorf("%w: %T does not make a go-redis client", ErrInvalidConfig, l.redis)
+	}
+	defer rc.Close()
+	p, err := relay.ReadPosition(ctx, rc, id)
+	if err != nil {
+		return store.Start, fmt.Errorf("signals: %w", err)
+	}
+	return p, nil
+}
+
 // queueStats reads the named queues' state from Redis.
-func (d *Dispatcher) queueStats(names []string) ([]QueueStats, error) {
+func (l *Ledger) queueStats(names []string) ([]QueueStats, error) {
 	slices.Sort(names)
 	names = slices.Compact(names)
-	insp := asynq.NewInspector(d.redis)
+	insp := asynq.NewInspector(l.redis)
 	defer insp.Close()
 	servers, err := insp.Servers()
 	if err != nil {

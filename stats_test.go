@@ -14,7 +14,7 @@ import (
 func TestStatsShowsTheLedgerAndTheQueues(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	d := f.dispatcher(t, signals.DispatcherConfig{})
+	d := f.ledger(t)
 
 	st, err := d.Stats(t.Context())
 	require.NoError(t, err)
@@ -74,7 +74,7 @@ func TestStatsCountsTasksNoWorkerKnows(t *testing.T) {
 	run(t, w.Run)
 	send(t, f.pool, sig, orderPlaced{OrderID: "o-1"})
 
-	d := f.dispatcher(t, signals.DispatcherConfig{})
+	d := f.ledger(t)
 	require.Eventually(t, func() bool {
 		st, err := d.Stats(t.Context())
 		require.NoError(t, err)

@@ -98,10 +98,10 @@ func (c WorkerConfig) validate() error {
 // receiver's backoff until its MaxRetries. It keeps the ledger: a success
 // removes the delivery's outbox row (in batches, within milliseconds); a
 // failure for good moves it to the dead letters with its reason (see
-// [Dispatcher.DeadLetters]).
+// [Ledger.DeadLetters]).
 type Worker struct {
 	reg   *Registry
-	db    TxBeginner
+	db    DB
 	redis asynq.RedisConnOpt
 	cfg   WorkerConfig
 
@@ -119,7 +119,7 @@ const ackInterval = 5 * time.Millisecond
 // [DefaultRegistry] for signals made with [New]. Run opens the Redis
 // connections and closes them when it returns. It returns
 // [ErrInvalidConfig] for a config it cannot use.
-func NewWorker(reg *Registry, db TxBeginner, redisOpt asynq.RedisConnOpt, cfg WorkerConfig) (*Worker, error) {
+func NewWorker(reg *Registry, db DB, redisOpt asynq.RedisConnOpt, cfg WorkerConfig) (*Worker, error) {
 	if reg == nil || db == nil || redisOpt == nil {
 		return nil, fmt.Errorf("%w: NewWorker needs a registry (signals.DefaultRegistry for signals made with New), a database pool and a Redis connection option", ErrInvalidConfig)
 	}
@@ -187,11 +187,11 @@ func (w *Worker) Run(ctx context.Context) error {
 // reportUnknownWork says once, at start, how much of the ledger's work is
 // for signals or receivers this worker does not know: during a rolling
 // deploy, a newer worker's to run; otherwise, work nobody will do.
-// Dispatcher.Stats and the signals command show it too.
+// Ledger.Stats and the signals command show it too.
 func (w *Worker) reportUnknownWork(ctx context.Context) {
 	var rows []store.ReceiverStats
 	err := pgx.BeginFunc(ctx, w.db, func(tx pgx.Tx) (err error) {
-		rows, _, err = w.reg.queries.Stats(ctx, tx)
+		rows, _, err = w.reg.queries.Stats(ctx, tx, store.Start)
 		return err
 	})
 	if err != nil {
@@ -224,9 +224,9 @@ func (w *Worker) process(ctx context.Context, t *asynq.Task) error {
 	}
 	res := w.reg.run(ctx, t)
 	switch {
-	case res.rowID == ulid.ULID{}:
+	case res.row.ID == [16]byte{}:
 	case res.err == nil:
-		w.acks.Add(res.rowID, res.ordered)
+		w.acks.Add(res.row, res.ordered)
 	case res.dead != "":
 		w.bury(ctx, res)
 	}
@@ -241,18 +241,25 @@ func (w *Worker) bury(ctx context.Context, res ran) {
 	defer cancel()
 	err := pgx.BeginFunc(bctx, w.db, func(tx pgx.Tx) error {
 		_, err := w.reg.queries.Bury(bctx, tx, []store.Burial{{
-			ID: res.rowID, Reason: string(res.dead), Error: res.err.Error(), Attempts: res.attempt,
+			Ref: res.row, Reason: string(res.dead), Error: res.err.Error(), Attempts: res.attempt, EnqueuedAt: timeOrNil(res.enqueued),
 		}})
 		return err
 	})
 	if err != nil {
 		w.cfg.Logger.Warn("signals: record a dead delivery; the Dispatcher's repair will record it from asynq's archive",
-			"task_id", res.rowID.String(), "error", w.reg.explain(err))
+			"task_id", ulid.ULID(res.row.ID).String(), "error", w.reg.explain(err))
 		return
 	}
 	if res.ordered {
 		wake.Notify(w.reg.Schema()) // its key's next row is free
 	}
+}
+
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }
 
 // asynqLogWindow is how often asynq's warnings and errors may reach the

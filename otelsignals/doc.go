@@ -21,7 +21,7 @@
 // The middleware counts deliveries sent, enqueued, turned away as
 // duplicates, succeeded, failed and dead, and records the delivery lag and
 // the receivers' durations. [ObserveStats] adds gauges of the backlog, its
-// oldest ages and the dead letters, read with [signals.Dispatcher.Stats]
+// oldest ages and the dead letters, read with [signals.Ledger.Stats]
 // when the metrics are collected.
 //
 // The README lists every span, attribute and instrument.

@@ -78,7 +78,9 @@ func TestPipeline(t *testing.T) {
 	require.NoError(t, err)
 	w, err := signals.NewWorker(reg, pool, redisOpt, signals.WorkerConfig{Logger: quiet, ShutdownTimeout: time.Second})
 	require.NoError(t, err)
-	gauges, err := otelsignals.ObserveStats(d, otelsignals.StatsConfig{MeterProvider: tm.mp})
+	ledger, err := signals.NewLedger(reg, pool, redisOpt)
+	require.NoError(t, err)
+	gauges, err := otelsignals.ObserveStats(ledger, otelsignals.StatsConfig{MeterProvider: tm.mp})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, gauges.Unregister()) })
 	run(t, d.Run, w.Run)
@@ -94,7 +96,7 @@ func TestPipeline(t *testing.T) {
 		return len(tm.ended("receive order.placed")) == 2 && len(tm.ended("receive receipt.sent")) == 1
 	}, 30*time.Second, 10*time.Millisecond, "every receiver ran")
 	require.Eventually(t, func() bool {
-		st, err := d.Stats(t.Context())
+		st, err := ledger.Stats(t.Context())
 		if err != nil {
 			return false
 		}

@@ -13,11 +13,11 @@ import (
 	"github.com/dj-signals/signals"
 )
 
-// DefaultStatsTimeout bounds one [signals.Dispatcher.Stats] call made to
+// DefaultStatsTimeout bounds one [signals.Ledger.Stats] call made to
 // collect the gauges.
 const DefaultStatsTimeout = 10 * time.Second
 
-// StatsReader takes a snapshot of the pipeline; *signals.Dispatcher is one.
+// StatsReader takes a snapshot of the pipeline; *signals.Ledger is one.
 type StatsReader interface {
 	Stats(ctx context.Context) (signals.Stats, error)
 }
@@ -43,7 +43,7 @@ func (c StatsConfig) withDefaults() StatsConfig {
 }
 
 // ObserveStats registers gauges that call src.Stats (a
-// *signals.Dispatcher) each time the metrics are collected, once for all
+// *signals.Ledger) each time the metrics are collected, once for all
 // of them:
 //
 //   - signals.backlog: deliveries per signal, receiver and state, pending
@@ -66,7 +66,7 @@ func (c StatsConfig) withDefaults() StatsConfig {
 // Unregister the returned registration to stop.
 func ObserveStats(src StatsReader, cfg StatsConfig) (metric.Registration, error) {
 	if src == nil {
-		return nil, fmt.Errorf("%w: ObserveStats needs a StatsReader, such as a *signals.Dispatcher", signals.ErrInvalidConfig)
+		return nil, fmt.Errorf("%w: ObserveStats needs a StatsReader, such as a *signals.Ledger", signals.ErrInvalidConfig)
 	}
 	cfg = cfg.withDefaults()
 	meter := cfg.MeterProvider.Meter(ScopeName)

@@ -60,12 +60,12 @@ const (
 // other's work when they Drain, and run it: have those that run in
 // parallel use Eager, and Drain only in tests that do not run in parallel.
 // Drain never closes db.
-func Drain(t testing.TB, db signals.TxBeginner, redisOpt asynq.RedisConnOpt, reg *signals.Registry) {
+func Drain(t testing.TB, db signals.DB, redisOpt asynq.RedisConnOpt, reg *signals.Registry) {
 	t.Helper()
 	drain(t, db, redisOpt, reg, DrainTimeout)
 }
 
-func drain(t testing.TB, db signals.TxBeginner, redisOpt asynq.RedisConnOpt, reg *signals.Registry, timeout time.Duration) {
+func drain(t testing.TB, db signals.DB, redisOpt asynq.RedisConnOpt, reg *signals.Registry, timeout time.Duration) {
 	t.Helper()
 	kit, err := store.NewKitQueries(reg.Schema())
 	if err != nil {
@@ -131,7 +131,7 @@ func drain(t testing.TB, db signals.TxBeginner, redisOpt asynq.RedisConnOpt, reg
 
 // work finds a registry's unfinished work.
 type work struct {
-	db      signals.TxBeginner
+	db      signals.DB
 	kit     *store.KitQueries
 	insp    *asynq.Inspector
 	queues  []string

@@ -87,7 +87,7 @@ func TestDrainReturnsOnceEveryReceiverHasRun(t *testing.T) {
 }
 
 // sendID commits one event of sig through db and returns its ID.
-func sendID[T any](t *testing.T, db signals.TxBeginner, sig *signals.Signal[T], payload T, opts ...signals.SendOption) ulid.ULID {
+func sendID[T any](t *testing.T, db signals.DB, sig *signals.Signal[T], payload T, opts ...signals.SendOption) ulid.ULID {
 	t.Helper()
 	var id ulid.ULID
 	require.NoError(t, pgx.BeginFunc(t.Context(), db, func(tx pgx.Tx) (err error) {

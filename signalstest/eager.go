@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/dj-signals/signals"
@@ -20,7 +21,7 @@ const eagerBatch = 100
 
 // Eager runs receivers in-process, right after each commit, with no relay
 // and no Redis. Pass it where the code under test takes a
-// signals.TxBeginner (pgx.BeginFunc accepts it too): when a transaction it
+// signals.DB (pgx.BeginFunc accepts it too): when a transaction it
 // began commits, Commit runs the receivers of the events sent through that
 // transaction, and returns their errors. Unlike an "eager" task backend
 // that swallows failures, a receiver's error reaches the test.
@@ -42,7 +43,7 @@ const eagerBatch = 100
 // An Eager is safe for concurrent use; each transaction, like any pgx.Tx,
 // is used by one goroutine at a time.
 type Eager struct {
-	db  signals.TxBeginner
+	db  signals.DB
 	reg *signals.Registry
 	q   *store.KitQueries
 }
@@ -50,7 +51,7 @@ type Eager struct {
 // NewEager returns an Eager beginning transactions on db (a *pgxpool.Pool)
 // and running the receivers of reg, whose schema holds the outbox. It never
 // closes db.
-func NewEager(db signals.TxBeginner, reg *signals.Registry) (*Eager, error) {
+func NewEager(db signals.DB, reg *signals.Registry) (*Eager, error) {
 	q, err := store.NewKitQueries(reg.Schema())
 	if err != nil {
 		return nil, err
@@ -66,6 +67,17 @@ func (e *Eager) Begin(ctx context.Context) (pgx.Tx, error) {
 		return nil, err
 	}
 	return &eagerTx{Tx: tx, eager: e}, nil
+}
+
+// Exec runs a statement on db, outside any transaction of the Eager's: an
+// event sent that way is not the Eager's to run.
+func (e *Eager) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return e.db.Exec(ctx, sql, args...)
+}
+
+// Query runs a query on db, outside any transaction of the Eager's.
+func (e *Eager) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return e.db.Query(ctx, sql, args...)
 }
 
 // eagerTx records the events sent through it. A savepoint's eagerTx hands

@@ -87,7 +87,7 @@ func TestEagerRunsSignalsSentByReceivers(t *testing.T) {
 	audited := register[int64](t, w, "user.audited")
 	eager, err := signalstest.NewEager(w.pool, w.reg)
 	require.NoError(t, err)
-	resend := func(db signals.TxBeginner, next *signals.Signal[int64]) signals.ReceiverFunc[signedUp] {
+	resend := func(db signals.DB, next *signals.Signal[int64]) signals.ReceiverFunc[signedUp] {
 		return func(ctx context.Context, e signals.Event[signedUp]) error {
 			return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 				_, err := next.SendReliable(ctx, tx, e.Payload.UserID)

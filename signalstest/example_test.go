@@ -19,7 +19,7 @@ import (
 	"github.com/dj-signals/signals/signalstest"
 )
 
-// Code under test that takes a signals.TxBeginner is given an Eager: its
+// Code under test that takes a signals.DB is given an Eager: its
 // receivers run when the transaction commits, and their errors come back
 // from Commit.
 func ExampleEager() {

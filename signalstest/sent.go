@@ -16,8 +16,8 @@ type DB = store.Executor
 
 // RequireSent fails the test unless db's outbox holds at least one event of
 // sig whose payload satisfies match (nil matches any), and returns the
-// matching payloads, one per event. Rows leave the outbox once a relay
-// enqueues them, so use it where no Dispatcher runs.
+// matching payloads, one per event. Rows leave the outbox once their
+// receivers succeed, so use it where no Worker runs.
 func RequireSent[T any](t testing.TB, db DB, sig *signals.Signal[T], match func(T) bool) []T {
 	t.Helper()
 	got := sent(t, db, sig, match)
@@ -38,7 +38,7 @@ func RequireNotSent[T any](t testing.TB, db DB, sig *signals.Signal[T], match fu
 
 func sent[T any](t testing.TB, db DB, sig *signals.Signal[T], match func(T) bool) []T {
 	t.Helper()
-	q, err := store.New(sig.Registry().Schema())
+	q, err := store.NewKitQueries(sig.Registry().Schema())
 	if err != nil {
 		t.Fatalf("signalstest: %v", err)
 	}

@@ -67,7 +67,7 @@ func (w world) count(t testing.TB, table string) int {
 	return n
 }
 
-func send[T any](t *testing.T, db signals.TxBeginner, sig *signals.Signal[T], payloads ...T) error {
+func send[T any](t *testing.T, db signals.DB, sig *signals.Signal[T], payloads ...T) error {
 	t.Helper()
 	return pgx.BeginFunc(t.Context(), db, func(tx pgx.Tx) error {
 		for _, p := range payloads {

@@ -185,16 +185,16 @@ func deadAct(ctx context.Context, verb string, args []string, stdout, stderr io.
 		return usagef("--all selects every dead letter: drop it, or drop the filters")
 	}
 
-	s, err := c.open(ctx, false, signals.DispatcherConfig{})
+	s, err := c.open(ctx, false)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	act := s.dispatcher.RequeueDead
+	act := s.ledger.RequeueDead
 	if verb == "discard" {
-		act = s.dispatcher.DiscardDead
+		act = s.ledger.DiscardDead
 	}
 	past := map[string]string{"requeue": "requeued", "discard": "discarded"}[verb]
 
@@ -214,7 +214,7 @@ func deadAct(ctx context.Context, verb string, args []string, stdout, stderr io.
 	if err != nil {
 		return err
 	}
-	letters, err := s.dispatcher.DeadLetters(ctx, df)
+	letters, err := s.ledger.DeadLetters(ctx, df)
 	if err != nil {
 		return s.explain(err)
 	}
@@ -247,14 +247,14 @@ func deadAct(ctx context.Context, verb string, args []string, stdout, stderr io.
 
 // readDead connects and lists the letters df selects.
 func readDead(ctx context.Context, c *connection, df signals.DeadFilter) ([]signals.DeadLetter, error) {
-	s, err := c.open(ctx, false, signals.DispatcherConfig{})
+	s, err := c.open(ctx, false)
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	letters, err := s.dispatcher.DeadLetters(ctx, df)
+	letters, err := s.ledger.DeadLetters(ctx, df)
 	return letters, s.explain(err)
 }
 

@@ -213,19 +213,21 @@ func (c *connection) addFlags(fs *flag.FlagSet) {
 }
 
 // session is an open connection to the outbox: a pool, the Redis to use,
-// and a Dispatcher on a registry without signals, which is all that
-// reading and repairing the ledger needs.
+// a registry without signals on the outbox's schema, and its ledger, which
+// is all that reading and repairing the ledger needs.
 type session struct {
-	conn       *connection
-	pool       *pgxpool.Pool
-	redis      asynq.RedisConnOpt
-	dispatcher *signals.Dispatcher
+	conn   *connection
+	pool   *pgxpool.Pool
+	redis  asynq.RedisConnOpt // nil unless opened withRedis
+	reg    *signals.Registry
+	ledger *signals.Ledger
 }
 
 // open checks the flags, connects to PostgreSQL and, if withRedis, pings
 // Redis, so that an unreachable server is named before any work starts.
-// The caller closes the session.
-func (c *connection) open(ctx context.Context, withRedis bool, cfg signals.DispatcherConfig) (*session, error) {
+// The ledger reads Redis only when opened withRedis. The caller closes the
+// session.
+func (c *connection) open(ctx context.Context, withRedis bool) (*session, error) {
 	c.databaseURL = cmp.Or(c.databaseURL, os.Getenv("DATABASE_URL"))
 	if c.databaseURL == "" {
 		return nil, usagef("no database: set --database-url or DATABASE_URL (as postgres://user:password@host:5432/database)")
@@ -247,7 +249,7 @@ func (c *connection) open(ctx context.Context, withRedis bool, cfg signals.Dispa
 	if err != nil {
 		return nil, usagef("--database-url: %v", err)
 	}
-	s := &session{conn: c, pool: pool, redis: redisOpt}
+	s := &session{conn: c, pool: pool, reg: reg}
 	pingCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	if err := pool.Ping(pingCtx); err != nil {
@@ -257,12 +259,13 @@ func (c *connection) open(ctx context.Context, withRedis bool, cfg signals.Dispa
 			c.postgresAddr(pgCfg), err)}
 	}
 	if withRedis {
+		s.redis = redisOpt
 		if err := s.pingRedis(pingCtx); err != nil {
 			pool.Close()
 			return nil, err
 		}
 	}
-	s.dispatcher, err = signals.NewDispatcher(reg, pool, redisOpt, cfg)
+	s.ledger, err = signals.NewLedger(reg, pool, s.redis)
 	if err != nil {
 		pool.Close()
 		return nil, err
@@ -362,6 +365,6 @@ func (s *session) explain(err error) error {
 // behind. Reading one dead letter is cheap on any ledger and reads every
 // column of the table the latest migrations built on.
 func (s *session) checkSchema(ctx context.Context) error {
-	_, err := s.dispatcher.DeadLetters(ctx, signals.DeadFilter{Limit: 1})
+	_, err := s.ledger.DeadLetters(ctx, signals.DeadFilter{Limit: 1})
 	return s.explain(err)
 }

@@ -277,7 +277,9 @@ func (b *bundle) deadLetters(t *testing.T) *ledger {
 // until the ledger's stats satisfy done, then stops them.
 func (b *bundle) deliver(t *testing.T, withWorker bool, done func(signals.Stats) bool) {
 	t.Helper()
-	d := b.dispatcher(t)
+	d, err := signals.NewDispatcher(b.reg, b.pool, b.redis, signals.DispatcherConfig{Logger: quietLogger()})
+	require.NoError(t, err)
+	outbox := b.outbox(t)
 	components := []func(context.Context) error{d.Run}
 	if withWorker {
 		w, err := signals.NewWorker(b.reg, b.pool, b.redis, signals.WorkerConfig{
@@ -297,7 +299,7 @@ func (b *bundle) deliver(t *testing.T, withWorker bool, done func(signals.Stats)
 	var st signals.Stats
 	require.Eventually(t, func() bool {
 		var err error
-		st, err = d.Stats(t.Context())
+		st, err = outbox.Stats(t.Context())
 		return err == nil && done(st)
 	}, eventually, 10*time.Millisecond, "stats: %+v", st.Receivers)
 	cancel()
@@ -306,18 +308,18 @@ func (b *bundle) deliver(t *testing.T, withWorker bool, done func(signals.Stats)
 	}
 }
 
-// dispatcher returns a Dispatcher on the bundle's registry, for its Stats.
-func (b *bundle) dispatcher(t *testing.T) *signals.Dispatcher {
+// outbox returns the ledger of the bundle's registry, for its Stats.
+func (b *bundle) outbox(t *testing.T) *signals.Ledger {
 	t.Helper()
-	d, err := signals.NewDispatcher(b.reg, b.pool, b.redis, signals.DispatcherConfig{Logger: quietLogger()})
+	l, err := signals.NewLedger(b.reg, b.pool, b.redis)
 	require.NoError(t, err)
-	return d
+	return l
 }
 
 // stats returns the receiver's stats, zero if it has none.
 func (b *bundle) stats(t *testing.T, signal, receiver string) signals.ReceiverStats {
 	t.Helper()
-	st, err := b.dispatcher(t).Stats(t.Context())
+	st, err := b.outbox(t).Stats(t.Context())
 	require.NoError(t, err)
 	for _, r := range st.Receivers {
 		if r.Signal == signal && r.Receiver == receiver {

@@ -29,7 +29,7 @@ func migrateCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		return printMigrations(stdout, c.schema, migrations)
 	}
 
-	s, err := c.open(ctx, false, signals.DispatcherConfig{})
+	s, err := c.open(ctx, false)
 	if err != nil {
 		return err
 	}

@@ -30,18 +30,22 @@ func relayCommand(ctx context.Context, args []string, _, stderr io.Writer) error
 	defer stop()
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 
-	s, err := c.open(ctx, true, signals.DispatcherConfig{Logger: log})
+	s, err := c.open(ctx, true)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	d, err := signals.NewDispatcher(s.reg, s.pool, s.redis, signals.DispatcherConfig{Logger: log})
+	if err != nil {
+		return err
+	}
 	checkCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	if err := s.checkSchema(checkCtx); err != nil {
 		return err
 	}
 	log.Info("signals relay started", "schema", c.schema, "redis", c.redisLabel())
-	if err := s.dispatcher.Run(ctx); err != nil {
+	if err := d.Run(ctx); err != nil {
 		return err
 	}
 	log.Info("signals relay stopped", "schema", c.schema)

@@ -75,12 +75,12 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 // readStats connects and takes the snapshot; every error means the status
 // could not be checked.
 func readStats(ctx context.Context, c *connection) (signals.Stats, error) {
-	s, err := c.open(ctx, true, signals.DispatcherConfig{})
+	s, err := c.open(ctx, true)
 	if err != nil {
 		return signals.Stats{}, err
 	}
 	defer s.Close()
-	st, err := s.dispatcher.Stats(ctx)
+	st, err := s.ledger.Stats(ctx)
 	var cannotCheck cannotCheckError
 	if err = s.explain(err); err != nil && !errors.As(err, &cannotCheck) {
 		err = cannotCheckError{err}

@@ -127,7 +127,11 @@ func run(ctx context.Context, addr string, demo bool, tel *telemetry, out io.Wri
 	if err != nil {
 		return err
 	}
-	gauges, err := otelsignals.ObserveStats(dispatcher, otelsignals.StatsConfig{MeterProvider: tel.meterProvider})
+	ledger, err := signals.NewLedger(signals.DefaultRegistry, pool, redis)
+	if err != nil {
+		return err
+	}
+	gauges, err := otelsignals.ObserveStats(ledger, otelsignals.StatsConfig{MeterProvider: tel.meterProvider})
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,8 @@
 // Package acks removes the outbox rows whose receivers succeeded, many per
 // statement: a worker hands each success to a Batcher, which deletes them
-// together within a few milliseconds. A crash before a flush loses no
-// event: the rows stay enqueued until repair finds their tasks completed.
+// together within a few milliseconds, one statement per flush. A crash
+// before a flush loses no event: the rows stay enqueued until repair finds
+// their tasks completed.
 package acks
 
 import (
@@ -9,8 +10,6 @@ import (
 	"log/slog"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/dj-signals/signals/internal/store"
 	"github.com/dj-signals/signals/internal/wake"
@@ -23,18 +22,18 @@ const MaxBatch = 1000
 // MaxBatch are waiting. It is safe for concurrent use.
 type Batcher struct {
 	queries  *store.Queries
-	db       store.Beginner
+	db       store.Executor
 	interval time.Duration
 	logger   *slog.Logger
 
 	mu      sync.Mutex
-	pending [][16]byte
+	pending []store.Ref
 	ordered bool          // a pending row has an ordering key
 	full    chan struct{} // signaled when pending reaches MaxBatch or an ordered row waits
 }
 
 // New returns a Batcher removing rows through db every interval.
-func New(queries *store.Queries, db store.Beginner, interval time.Duration, logger *slog.Logger) *Batcher {
+func New(queries *store.Queries, db store.Executor, interval time.Duration, logger *slog.Logger) *Batcher {
 	return &Batcher{queries: queries, db: db, interval: interval, logger: logger, full: make(chan struct{}, 1)}
 }
 
@@ -42,9 +41,9 @@ func New(queries *store.Queries, db store.Beginner, interval time.Duration, logg
 // frees its key's next row, which waits for it: it is flushed at once, and
 // relays in this process are woken to enqueue the next row rather than
 // wait for their next poll.
-func (b *Batcher) Add(id [16]byte, ordered bool) {
+func (b *Batcher) Add(row store.Ref, ordered bool) {
 	b.mu.Lock()
-	b.pending = append(b.pending, id)
+	b.pending = append(b.pending, row)
 	b.ordered = b.ordered || ordered
 	n := len(b.pending)
 	b.mu.Unlock()
@@ -81,7 +80,7 @@ func (b *Batcher) flush(ctx context.Context) {
 	for {
 		b.mu.Lock()
 		n := min(len(b.pending), MaxBatch)
-		ids := b.pending[:n:n]
+		refs := b.pending[:n:n]
 		b.pending = b.pending[n:]
 		ordered := b.ordered && len(b.pending) == 0
 		if ordered {
@@ -91,12 +90,10 @@ func (b *Batcher) flush(ctx context.Context) {
 		if n == 0 {
 			return
 		}
-		err := pgx.BeginFunc(ctx, b.db, func(tx pgx.Tx) error {
-			return b.queries.Delete(ctx, tx, ids)
-		})
+		err := b.queries.Delete(ctx, b.db, refs)
 		if err != nil {
 			b.mu.Lock()
-			b.pending = append(ids, b.pending...)
+			b.pending = append(refs, b.pending...)
 			b.ordered = b.ordered || ordered
 			b.mu.Unlock()
 			if ctx.Err() == nil { // a shutdown's last flush retries them at once

@@ -37,6 +37,12 @@ func TestBatcherRemovesManyRowsPerStatementAndFlushesOnStop(t *testing.T) {
 		require.NoError(t, q.Insert(t.Context(), pool, e, targets[start:start+500]))
 	}
 
+	kit, err := store.NewKitQueries(schema)
+	require.NoError(t, err)
+	live, err := kit.Live(t.Context(), pool)
+	require.NoError(t, err)
+	require.Len(t, live, rows)
+
 	counted := &testenv.Statements{Prefix: "DELETE"}
 	cfg, err := pgxpool.ParseConfig(testenv.DatabaseURL())
 	require.NoError(t, err)
@@ -54,8 +60,8 @@ func TestBatcherRemovesManyRowsPerStatementAndFlushesOnStop(t *testing.T) {
 		defer close(done)
 		b.Run(ctx)
 	}()
-	for _, tgt := range targets {
-		b.Add(tgt.TaskID, false)
+	for _, row := range live {
+		b.Add(row.Ref(), false)
 	}
 	testenv.Eventually(t, 10*time.Second, func() bool { return counted.Count() >= 2 }, "two full batches flush without waiting for the interval")
 	cancel()
@@ -63,12 +69,11 @@ func TestBatcherRemovesManyRowsPerStatementAndFlushesOnStop(t *testing.T) {
 
 	c, err := q.Count(t.Context(), pool)
 	require.NoError(t, err)
-	require.Zero(t, c.Pending, "the rest flushed on stop")
+	require.Zero(t, c.Live, "the rest flushed on stop")
 	// A full batch wakes a flush of everything waiting by then, in chunks
-	// of at most MaxBatch rows, two DELETEs a chunk (store.Delete): 3
-	// chunks when the adds outrun the flushes, a few more when a flush
-	// catches a partial tail.
+	// of at most MaxBatch rows, one DELETE a chunk: 3 chunks when the adds
+	// outrun the flushes, a few more when a flush catches a partial tail.
 	n := counted.Count()
-	require.GreaterOrEqual(t, n, int64(2*((rows+MaxBatch-1)/MaxBatch)))
-	require.LessOrEqual(t, n, int64(12), "%d rows in %d statements", rows, n)
+	require.GreaterOrEqual(t, n, int64((rows+MaxBatch-1)/MaxBatch))
+	require.LessOrEqual(t, n, int64(6), "%d rows in %d statements", rows, n)
 }

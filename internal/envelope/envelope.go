@@ -29,13 +29,20 @@ const (
 	headerTimeout       = "signals-timeout-ms"
 	headerOrderingKey   = "signals-ordering-key"
 	headerSchema        = "signals-schema"
+	headerXID           = "signals-xid"
+	headerEnqueuedAt    = "signals-enqueued-ms"
 )
+
+// legacyXID is the transaction ID of rows written before tasks carried
+// one: the migration that added it gave them all xid 1.
+const legacyXID = 1
 
 // Meta is everything a worker needs besides the payload.
 type Meta struct {
 	Schema        string // the outbox's schema: a worker runs only its own registry's tasks; "" in tasks of older relays
 	Signal        string
 	Receiver      string
+	XID           uint64 // the sending transaction's ID: with TaskID, the row's key
 	TaskID        ulid.ULID
 	EventID       ulid.ULID
 	CorrelationID ulid.ULID
@@ -43,6 +50,7 @@ type Meta struct {
 	Depth         int
 	Timeout       time.Duration
 	OrderingKey   string            // "" for none
+	EnqueuedAt    time.Time         // the relay's enqueue; zero in tasks of older relays
 	Headers       map[string]string // the event's own, set by middleware at send
 }
 
@@ -63,6 +71,12 @@ func Headers(m Meta) map[string]string {
 	}
 	if m.Schema != "" {
 		h[headerSchema] = m.Schema
+	}
+	if m.XID != 0 {
+		h[headerXID] = strconv.FormatUint(m.XID, 10)
+	}
+	if !m.EnqueuedAt.IsZero() {
+		h[headerEnqueuedAt] = strconv.FormatInt(m.EnqueuedAt.UnixMilli(), 10)
 	}
 	if m.CausationID != (ulid.ULID{}) {
 		h[headerCausationID] = m.CausationID.String()
@@ -117,6 +131,19 @@ func Decode(taskType string, headers map[string]string) (Meta, error) {
 	m.Timeout = time.Duration(ms) * time.Millisecond
 	m.OrderingKey = headers[headerOrderingKey]
 	m.Schema = headers[headerSchema]
+	if v, ok := headers[headerEnqueuedAt]; ok {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return m, fmt.Errorf("%w: header %s: %q", ErrMalformed, headerEnqueuedAt, v)
+		}
+		m.EnqueuedAt = time.UnixMilli(ms)
+	}
+	m.XID = legacyXID
+	if v, ok := headers[headerXID]; ok {
+		if m.XID, err = strconv.ParseUint(v, 10, 64); err != nil || m.XID == 0 {
+			return m, fmt.Errorf("%w: header %s: %q", ErrMalformed, headerXID, v)
+		}
+	}
 	for k, v := range headers {
 		if !strings.HasPrefix(k, ReservedPrefix) {
 			if m.Headers == nil {

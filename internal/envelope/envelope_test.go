@@ -10,13 +10,21 @@ import (
 
 func TestHeadersRoundTrip(t *testing.T) {
 	for _, m := range []Meta{
-		{Signal: "order.placed", Receiver: "email", TaskID: ulid.Make(), EventID: ulid.Make(), CorrelationID: ulid.Make(), Timeout: 1500 * time.Millisecond},
-		{Schema: "tenant_a", Signal: "a.b.c", Receiver: "x-y.z", TaskID: ulid.Make(), EventID: ulid.Make(), CorrelationID: ulid.Make(), CausationID: ulid.Make(), Depth: 3, Timeout: time.Hour, OrderingKey: "customer 42"},
+		{Signal: "order.placed", Receiver: "email", XID: 1, TaskID: ulid.Make(), EventID: ulid.Make(), CorrelationID: ulid.Make(), Timeout: 1500 * time.Millisecond},
+		{Schema: "tenant_a", Signal: "a.b.c", Receiver: "x-y.z", XID: 1 << 40, EnqueuedAt: time.UnixMilli(1_800_000_000_123), TaskID: ulid.Make(), EventID: ulid.Make(), CorrelationID: ulid.Make(), CausationID: ulid.Make(), Depth: 3, Timeout: time.Hour, OrderingKey: "customer 42"},
 	} {
 		got, err := Decode(TaskType(m.Signal, m.Receiver), Headers(m))
 		require.NoError(t, err)
 		require.Equal(t, m, got)
 	}
+}
+
+func TestATaskWithoutItsTransactionsIDIsALegacyRow(t *testing.T) {
+	h := Headers(Meta{TaskID: ulid.Make(), EventID: ulid.Make(), CorrelationID: ulid.Make(), Timeout: time.Second})
+	require.NotContains(t, h, headerXID)
+	m, err := Decode("signals:s:r", h)
+	require.NoError(t, err)
+	require.Equal(t, uint64(legacyXID), m.XID, "rows from before migration 6 have xid 1")
 }
 
 func TestDecodeRejectsMalformedTasks(t *testing.T) {
@@ -48,6 +56,9 @@ func TestDecodeRejectsMalformedTasks(t *testing.T) {
 		{"negative depth", "signals:s:r", with(headerDepth, "-1")},
 		{"zero timeout", "signals:s:r", with(headerTimeout, "0")},
 		{"no timeout", "signals:s:r", with(headerTimeout, "")},
+		{"bad xid", "signals:s:r", with(headerXID, "x")},
+		{"zero xid", "signals:s:r", with(headerXID, "0")},
+		{"bad enqueue time", "signals:s:r", with(headerEnqueuedAt, "soon")},
 	}
 	for _, c := range cases {
 		_, err := Decode(c.taskType, c.headers)

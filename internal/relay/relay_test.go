@@ -50,16 +50,20 @@ func TestTaskCarriesTheRow(t *testing.T) {
 	row := validRow()
 	cause := ulid.Make()
 	row.CausationID, row.Depth = (*[16]byte)(&cause), 2
-	row.Queue, row.MaxRetry, row.TimeoutMS = "low", 3, 1500
+	row.Queue, row.MaxRetry, row.TimeoutMS, row.XID = "low", 3, 1500, 1<<33
 
+	before := time.Now().Truncate(time.Millisecond)
 	task, opts, err := Task(row, "tenant_a", 15*time.Minute)
 	require.NoError(t, err)
 	require.Equal(t, "signals:order.placed:email-receipt", task.Type())
 	require.Equal(t, row.Payload, task.Payload(), "the payload travels untouched")
 	meta, err := envelope.Decode(task.Type(), task.Headers())
 	require.NoError(t, err)
+	require.False(t, meta.EnqueuedAt.Before(before), "the enqueue's time travels with the task")
+	require.False(t, meta.EnqueuedAt.After(time.Now()))
+	meta.EnqueuedAt = time.Time{}
 	require.Equal(t, envelope.Meta{
-		Schema: "tenant_a", Signal: "order.placed", Receiver: "email-receipt",
+		Schema: "tenant_a", Signal: "order.placed", Receiver: "email-receipt", XID: 1 << 33,
 		TaskID: row.ID, EventID: row.EventID, CorrelationID: row.CorrelationID, CausationID: cause,
 		Depth: 2, Timeout: 1500 * time.Millisecond,
 	}, meta)
@@ -179,7 +183,8 @@ func (f *faults) fails(cmd redis.Cmder) bool {
 // testBundle is what a Batch test works on besides its Relay.
 type testBundle struct {
 	queries *store.Queries
-	db      store.Executor
+	kit     *store.KitQueries
+	db      store.DB
 	redis   *redis.Client
 	queue   string
 }
@@ -192,6 +197,8 @@ func setup(t *testing.T, redisAddr string, maxAttempts int, hooks ...redis.Hook)
 	pool, schema := testenv.Pool(t), testenv.Schema(t)
 	require.NoError(t, store.Migrate(t.Context(), pool, schema))
 	queries, err := store.New(schema)
+	require.NoError(t, err)
+	kit, err := store.NewKitQueries(schema)
 	require.NoError(t, err)
 	rc := redis.NewClient(&redis.Options{Addr: redisAddr})
 	t.Cleanup(func() { _ = rc.Close() })
@@ -208,12 +215,34 @@ func setup(t *testing.T, redisAddr string, maxAttempts int, hooks ...redis.Hook)
 		RepairAge:          time.Second,
 		Logger:             slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}, nil)
-	return r, &testBundle{queries: queries, db: pool, redis: rc, queue: testenv.Queue(t)}
+	b := &testBundle{queries: queries, kit: kit, db: pool, redis: rc, queue: testenv.Queue(t)}
+	t.Cleanup(func() { b.forgetLedger(t) })
+	return r, b
 }
 
-// insert writes one row per receiver of a fresh event on queue and returns
-// the rows' task IDs.
+// forgetLedger deletes what the relays of the bundle's ledger keep in Redis
+// beside the queue: its marker, clock, position and lock.
+func (b *testBundle) forgetLedger(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id, err := b.queries.LedgerID(ctx, b.db)
+	if err != nil {
+		return // the schema is gone already
+	}
+	m := newMarker(b.redis, id)
+	k := newPositionKeys(m.key)
+	_ = b.redis.Del(ctx, m.key, "{"+m.key+"}:clock", k.position, k.lock).Err()
+}
+
+// insert writes one row per receiver of a fresh event on queue, in a
+// transaction of its own, and returns the rows' task IDs.
 func (b *testBundle) insert(t *testing.T, queue string, receivers ...string) []string {
+	t.Helper()
+	return b.insertWith(t, b.db, queue, receivers...)
+}
+
+// insertWith is insert through db, a transaction the caller commits, say.
+func (b *testBundle) insertWith(t *testing.T, db store.Executor, queue string, receivers ...string) []string {
 	t.Helper()
 	id := ulid.Make()
 	e := store.Event{ID: id, CorrelationID: id, Signal: "order.placed", Payload: []byte(`{"order_id":"o-1"}`)}
@@ -224,20 +253,31 @@ func (b *testBundle) insert(t *testing.T, queue string, receivers ...string) []s
 		targets = append(targets, store.Target{TaskID: task, Receiver: r, Queue: queue, MaxRetry: 20, TimeoutMS: 60_000})
 		ids = append(ids, task.String())
 	}
-	require.NoError(t, b.queries.Insert(t.Context(), b.db, e, targets))
+	require.NoError(t, b.queries.Insert(t.Context(), db, e, targets))
 	return ids
 }
 
-// pending returns the attempt count of each row not yet enqueued, by task
-// ID.
-func (b *testBundle) pending(t *testing.T) map[string]int {
+// live returns the attempt count of each live row, by task ID: what a
+// failed batch must leave as it was.
+func (b *testBundle) live(t *testing.T) map[string]int {
 	t.Helper()
-	rows, err := b.queries.Pending(t.Context(), b.db)
+	rows, err := b.kit.Live(t.Context(), b.db)
 	require.NoError(t, err)
 	out := map[string]int{}
 	for _, r := range rows {
-		if r.Enqueues == 0 {
-			out[ulid.ULID(r.ID).String()] = r.Attempts
+		out[ulid.ULID(r.ID).String()] = r.Attempts
+	}
+	return out
+}
+
+// failing returns the attempt count of each row that failed to enqueue
+// and waits for its next try, by task ID.
+func (b *testBundle) failing(t *testing.T) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for id, attempts := range b.live(t) {
+		if attempts > 0 {
+			out[id] = attempts
 		}
 	}
 	return out
@@ -269,6 +309,14 @@ func (b *testBundle) requireQueued(t *testing.T, ids ...string) {
 	}
 }
 
+// queued returns the task IDs waiting in the bundle's queue.
+func (b *testBundle) queued(t *testing.T) []string {
+	t.Helper()
+	ids, err := b.redis.LRange(t.Context(), "asynq:{"+b.queue+"}:pending", 0, -1).Result()
+	require.NoError(t, err)
+	return ids
+}
+
 func TestBatchRecordsWhatItEnqueued(t *testing.T) {
 	t.Parallel()
 	r, b := setup(t, testenv.RedisAddr(), 3)
@@ -280,16 +328,16 @@ func TestBatchRecordsWhatItEnqueued(t *testing.T) {
 	n, err = r.Batch(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
-	require.Equal(t, store.Counts{Enqueued: 2}, b.counts(t), "rows stay, as the ledger, until their receivers succeed")
+	require.Equal(t, store.Counts{Live: 2}, b.counts(t), "rows stay, as the ledger, until their receivers succeed")
 	b.requireQueued(t, ids...)
 	n, err = r.Batch(t.Context())
 	require.NoError(t, err)
-	require.Zero(t, n, "enqueued rows are not claimed again")
+	require.Zero(t, n, "enqueued rows are not read again: the position passed them")
 
-	// A row enqueued by a relay that died before recording it: its task ID
-	// is taken, so it counts as enqueued.
+	// A row enqueued by a relay that died before moving the position: its
+	// task ID is taken, so it counts as enqueued.
 	again := b.insert(t, b.queue, "audit")
-	rows, err := b.queries.Pending(t.Context(), b.db)
+	rows, err := b.kit.Live(t.Context(), b.db)
 	require.NoError(t, err)
 	task, opts, err := Task(rows[len(rows)-1], "signals", time.Minute)
 	require.NoError(t, err)
@@ -298,8 +346,9 @@ func TestBatchRecordsWhatItEnqueued(t *testing.T) {
 	n, err = r.Batch(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
-	require.Equal(t, store.Counts{Enqueued: 3}, b.counts(t))
+	require.Equal(t, store.Counts{Live: 3}, b.counts(t))
 	b.requireQueued(t, again...)
+	require.Len(t, b.queued(t), 3, "no task twice")
 }
 
 func TestBatchBuriesAnInvalidRowAtOnce(t *testing.T) {
@@ -311,7 +360,7 @@ func TestBatchBuriesAnInvalidRowAtOnce(t *testing.T) {
 	n, err := r.Batch(t.Context())
 	require.NoError(t, err, "a dead row is not a failed batch")
 	require.Equal(t, 2, n)
-	require.Equal(t, store.Counts{Enqueued: 1, Dead: 1}, b.counts(t))
+	require.Equal(t, store.Counts{Live: 1, Dead: 1}, b.counts(t))
 	b.requireQueued(t, good...)
 	dead := b.dead(t)
 	require.Len(t, dead, 1)
@@ -333,7 +382,7 @@ func TestBatchHoldsBackAFailingRowAloneThenBuriesIt(t *testing.T) {
 	n, err := r.Batch(t.Context())
 	require.NoError(t, err, "a row's failure does not back the relay off")
 	require.Equal(t, 1, n)
-	require.Equal(t, map[string]int{failing: 1}, b.pending(t))
+	require.Equal(t, map[string]int{failing: 1}, b.failing(t))
 
 	// The failing row waits out its own backoff; the others flow.
 	good := b.insert(t, b.queue, "r")
@@ -344,13 +393,19 @@ func TestBatchHoldsBackAFailingRowAloneThenBuriesIt(t *testing.T) {
 
 	// A second failure with no delay, as a batch records it with a backoff
 	// of zero, makes it due at once: its third attempt buries it.
-	id, err := ulid.ParseStrict(failing)
+	rows, err := b.kit.Live(t.Context(), b.db)
 	require.NoError(t, err)
-	require.NoError(t, b.queries.RetryLater(t.Context(), b.db, []store.Failure{{ID: id, Error: errInjected.Error()}}))
+	var ref store.Ref
+	for _, row := range rows {
+		if ulid.ULID(row.ID).String() == failing {
+			ref = row.Ref()
+		}
+	}
+	require.NoError(t, b.queries.RetryLater(t.Context(), b.db, []store.Failure{{Ref: ref, Error: errInjected.Error()}}))
 	n, err = r.Batch(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
-	require.Empty(t, b.pending(t))
+	require.Empty(t, b.failing(t))
 	dead := b.dead(t)
 	require.Len(t, dead, 1)
 	require.Equal(t, failing, ulid.ULID(dead[0].ID).String())
@@ -364,11 +419,11 @@ func TestBatchLeavesRowsUntouchedDuringAnOutage(t *testing.T) {
 	// was: no attempt counted, nothing buried.
 	requireOutage := func(t *testing.T, r *Relay, b *testBundle) {
 		t.Helper()
-		want := b.pending(t)
+		want := b.live(t)
 		require.NotEmpty(t, want)
 		_, err := r.Batch(t.Context())
 		require.Error(t, err)
-		require.Equal(t, want, b.pending(t))
+		require.Equal(t, want, b.live(t))
 		require.Empty(t, b.dead(t))
 	}
 

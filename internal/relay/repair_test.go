@@ -23,13 +23,14 @@ func TestBatchSendsAgainWhatAFlushedRedisLost(t *testing.T) {
 	b.requireQueued(t, ids...)
 
 	require.NoError(t, b.redis.FlushAll(t.Context()).Err())
-	// The next batch finds the ledger's marker gone, makes every enqueued
-	// row pending again and sends them anew, under the same task IDs.
+	// The position went with the data: the next batch starts over and
+	// sends every live row anew, under the same task IDs.
 	n, err = r.Batch(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
-	require.Equal(t, store.Counts{Enqueued: 2}, b.counts(t))
+	require.Equal(t, store.Counts{Live: 2}, b.counts(t))
 	b.requireQueued(t, ids...)
+	require.NoError(t, r.checkMarker(t.Context()))
 	queues, err := asynq.NewInspectorFromRedisClient(b.redis).Queues()
 	require.NoError(t, err)
 	require.Contains(t, queues, b.queue, "registered again, so asynqmon lists it")
@@ -42,26 +43,34 @@ func TestRepairReadsEachTasksStateInRedis(t *testing.T) {
 	n, err := r.Batch(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, 4, n)
+	// The relay saw the position cover them only now: nothing is old
+	// enough for repair yet, whatever RepairAge.
+	r.cfg.RepairAge = 0
+	checked, err := r.repair(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, checked, "no position seen before these rows were enqueued")
+	// As if the relay had read the position that covers them an hour ago.
+	pos, err := decodePosition(b.redis.Get(t.Context(), r.keys.position).Val())
+	require.NoError(t, err)
+	r.repairHorizon = horizon{seen: []seenAt{{at: time.Now().Add(-time.Hour), covered: pos.Covered}}}
 
 	alive, lost, completed, archived := ids[0], ids[1], ids[2], ids[3]
 	require.NoError(t, b.redis.Del(t.Context(), taskKey(b.queue, lost)).Err())
 	require.NoError(t, b.redis.HSet(t.Context(), taskKey(b.queue, completed), "state", stateCompleted).Err())
 	require.NoError(t, asynq.NewInspectorFromRedisClient(b.redis).ArchiveTask(b.queue, archived))
 
-	r.cfg.RepairAge = 0
-	checked, err := r.repair(t.Context())
+	checked, err = r.repair(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, 4, checked)
 
-	rows, err := b.queries.Pending(t.Context(), b.db)
+	rows, err := b.kit.Live(t.Context(), b.db)
 	require.NoError(t, err)
-	left := map[string]bool{}
+	left := map[string]int{}
 	for _, row := range rows {
-		left[ulid.ULID(row.ID).String()] = row.Enqueues > 0
+		left[ulid.ULID(row.ID).String()] = row.Enqueues
 	}
-	require.Equal(t, map[string]bool{alive: true, lost: true}, left, "the completed row is acked, the archived one buried")
-	require.Equal(t, map[string]int{}, b.pending(t)) // helper lists only never-enqueued rows
-	require.Equal(t, store.Counts{Pending: 1, Enqueued: 1, Dead: 1}, b.counts(t), "the lost row is pending again")
+	require.Equal(t, map[string]int{alive: 0, lost: 1}, left, "the completed row is acked, the archived one buried; the lost one counts its lost enqueue")
+	require.Equal(t, store.Counts{Live: 2, Dead: 1}, b.counts(t))
 	dead := b.dead(t)
 	require.Len(t, dead, 1)
 	require.Equal(t, archived, ulid.ULID(dead[0].ID).String())

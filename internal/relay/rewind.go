@@ -76,8 +76,9 @@ func (r *Relay) observeClock(v int64, now time.Time) bool {
 }
 
 // checkClock advances the ledger's clock in Redis, then, if Redis went
-// back in time (seen now or by a batch), makes the rows enqueued since
-// pending again.
+// back in time (seen now or by a batch), makes the keyed rows enqueued
+// since pending again. The rows without a key need nothing: the position
+// went back with Redis, and they go out again from there.
 func (r *Relay) checkClock(ctx context.Context) error {
 	now := time.Now()
 	v, err := r.redis.Incr(ctx, r.clockKey()).Result()
@@ -90,16 +91,15 @@ func (r *Relay) checkClock(ctx context.Context) error {
 	}
 	since := r.rewindSince
 	total, err := r.resetInChunks(ctx, func(tx pgx.Tx) (int64, error) {
-		return r.queries.ResetEnqueuedBetween(ctx, tx, since, now, r.cfg.BatchSize)
+		return r.queries.ResetKeyedSince(ctx, tx, since, r.cfg.BatchSize)
 	})
 	if err != nil {
-		return fmt.Errorf("make rows enqueued since %v pending after redis went back in time: %w", since, err)
+		return fmt.Errorf("make keyed rows enqueued since %v pending after redis went back in time: %w", since, err)
 	}
 	r.rewindSince = time.Time{}
-	r.client = newClient(r.redis)
-	if total > 0 {
-		r.cfg.Logger.Warn("signals: redis went back in time (a failover to a replica that missed the latest writes?); sending the rows enqueued since then again",
-			"rows", total, "since", since, "clock", v)
-	}
+	r.repairHorizon.forget()
+	r.renewClient()
+	r.cfg.Logger.Warn("signals: redis went back in time (a failover to a replica that missed the latest writes?); sending the rows enqueued since then again",
+		"since", since, "clock", v, "keyed_rows_waiting_out_their_timeout", total)
 	return nil
 }

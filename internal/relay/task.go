@@ -39,12 +39,14 @@ func Task(row store.Row, schema string, retention time.Duration) (*asynq.Task, [
 		Schema:        schema,
 		Signal:        row.Signal,
 		Receiver:      row.Receiver,
+		XID:           row.XID,
 		TaskID:        row.ID,
 		EventID:       row.EventID,
 		CorrelationID: row.CorrelationID,
 		Depth:         row.Depth,
 		Timeout:       time.Duration(row.TimeoutMS) * time.Millisecond,
 		Headers:       row.Headers,
+		EnqueuedAt:    time.Now(),
 	}
 	if row.OrderingKey != nil {
 		meta.OrderingKey = *row.OrderingKey

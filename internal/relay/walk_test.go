@@ -33,9 +33,9 @@ func TestKeysAreWalkedOnlyWhileThereMayBeKeyedRows(t *testing.T) {
 	r.keyedAt = time.Now().Add(-time.Hour)
 	require.Nil(t, r.walkKeys())
 
-	r.keys.Met = 3
+	r.cursor.Met = 3
 	require.NotNil(t, r.walkKeys(), "the last walk met keys")
-	r.keys.Met = 0
+	r.cursor.Met = 0
 	r.walked = time.Now().Add(-time.Hour)
 	require.NotNil(t, r.walkKeys(), "a PollInterval since the last walk: keyed rows of other processes")
 }

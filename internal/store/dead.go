@@ -44,7 +44,7 @@ type DeadFilter struct {
 	Limit     int
 }
 
-const listDeadSQL = `SELECT ` + rowColumns + `, reason, enqueued_at, dead_at
+var listDeadSQL = `SELECT ` + columns("", nil) + `, reason, enqueued_at, dead_at
 FROM {{schema}}.dead
 WHERE ($1 = '' OR signal = $1)
   AND ($2 = '' OR receiver = $2)
@@ -77,14 +77,14 @@ func timeOrNil(t time.Time) *time.Time {
 
 // A requeued row goes back to the outbox as pending, with its attempts
 // reset and its generation bumped: the archived asynq task may still hold
-// the old task ID, so the new one must differ.
-const requeueDeadSQL = `WITH moved AS (
+// the old task ID, so the new one must differ. Its xid is the requeueing
+// transaction's, so the Dispatchers' position finds it as a new row.
+var requeueDeadSQL = `WITH moved AS (
     DELETE FROM {{schema}}.dead WHERE id = ANY($1::uuid[])
-    RETURNING ` + rowColumns + `
+    RETURNING *
 )
-INSERT INTO {{schema}}.outbox (` + rowColumns + `)
-SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
-    max_retry, timeout_ms, process_at, payload, 0, last_error, enqueues, generation + 1, headers, ordering_key, ordering_seq
+INSERT INTO {{schema}}.outbox (` + columns("", nil) + `)
+SELECT ` + columns("", map[string]string{"attempts": "0", "generation": "generation + 1"}) + `
 FROM moved`
 
 // RequeueDead moves dead letters back to the outbox and reports how many

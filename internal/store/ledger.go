@@ -8,72 +8,82 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// The ledger's statements: what happens to a row after the relay claimed
-// it, until it is removed (its receiver succeeded) or buried (dead).
+// The ledger's statements off the position's happy path: rows that wait out
+// a failed enqueue and go out again when due, acks, and burials.
 type ledgerStatements struct {
-	markEnqueued   string
-	retryLater     string
-	buryPending    string
-	buryInflight   string
-	deleteInflight string
-	claimStale     string
-	touch          string
-	reset          string
-	reissue        string
-	resetEnqueued  string
-	resetBetween   string
-	ledgerID       string
-	counts         string
+	claimDue   string
+	sentDue    string
+	retryLater string
+	delete     string
+	bury       string
+	ledgerID   string
+	setMarker  string
+	counts     string
 }
 
 func newLedgerStatements(r *strings.Replacer) ledgerStatements {
 	return ledgerStatements{
-		markEnqueued:   r.Replace(markEnqueuedSQL),
-		retryLater:     r.Replace(retryLaterSQL),
-		buryPending:    r.Replace(strings.NewReplacer("{{from}}", "outbox", "{{enqueued_at}}", "NULL::timestamptz").Replace(burySQL)),
-		buryInflight:   r.Replace(strings.NewReplacer("{{from}}", "inflight", "{{enqueued_at}}", "enqueued_at").Replace(burySQL)),
-		deleteInflight: r.Replace(deleteInflightSQL),
-		claimStale:     r.Replace(claimStaleSQL),
-		touch:          r.Replace(touchSQL),
-		reset:          r.Replace(resetSQL),
-		reissue:        r.Replace(reissueSQL),
-		resetEnqueued:  r.Replace(resetEnqueuedSQL),
-		resetBetween:   r.Replace(resetEnqueuedBetweenSQL),
-		ledgerID:       r.Replace(ledgerIDSQL),
-		counts:         r.Replace(countsSQL),
+		claimDue:   r.Replace(claimDueSQL),
+		sentDue:    r.Replace(sentDueSQL),
+		retryLater: r.Replace(retryLaterSQL),
+		delete:     r.Replace(deleteSQL),
+		bury:       r.Replace(burySQL),
+		ledgerID:   r.Replace(ledgerIDSQL),
+		setMarker:  r.Replace(setMarkerSQL),
+		counts:     r.Replace(countsSQL),
 	}
 }
 
-// inflightColumns are the columns a row carries from outbox to inflight and
-// back: all but next_attempt_at, which only a pending row has.
-const inflightColumns = rowColumns
+// claimDueSQL locks the rows without an ordering key whose next_attempt_at
+// has come: rows that failed to enqueue, and rows repair sent back. Keyed
+// rows wait in next_attempt_at too, but take their turn in their key's walk.
+var claimDueSQL = `SELECT ` + liveColumns + `, octet_length(payload)
+FROM {{schema}}.outbox
+WHERE next_attempt_at <= now() AND ordering_key IS NULL
+ORDER BY next_attempt_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED`
 
-const markEnqueuedSQL = `WITH moved AS (
-    DELETE FROM {{schema}}.outbox WHERE id = ANY($1::uuid[])
-    RETURNING ` + inflightColumns + `
-)
-INSERT INTO {{schema}}.inflight (` + inflightColumns + `, enqueued_at)
-SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
-    max_retry, timeout_ms, process_at, payload, attempts, last_error, enqueues + 1, generation, headers, ordering_key, ordering_seq, now()
-FROM moved`
+// ClaimDue locks in tx up to limit rows without an ordering key that are due
+// again, whose payloads add up to at most maxBytes (always at least one),
+// skipping rows another relay holds.
+func (q *Queries) ClaimDue(ctx context.Context, tx pgx.Tx, limit, maxBytes int) ([]Row, error) {
+	rows, err := tx.Query(ctx, q.ledger.claimDue, limit)
+	if err != nil {
+		return nil, err
+	}
+	var out []Row
+	var total, size int
+	var row Row
+	_, err = pgx.ForEachRow(rows, append(row.liveFields(), &size), func() error {
+		if len(out) == 0 || total+size <= maxBytes {
+			out = append(out, row)
+			total += size
+		}
+		return nil
+	})
+	return out, err
+}
 
-// MarkEnqueued records that the rows' tasks are in Redis now: they move
-// from outbox to inflight.
-func (q *Queries) MarkEnqueued(ctx context.Context, db Executor, ids [][16]byte) error {
-	_, err := db.Exec(ctx, q.ledger.markEnqueued, ids)
-	return err
+// A due row sent again is enqueued like any other behind the position; repair
+// counts its age from now, as from a keyed row's enqueue.
+const sentDueSQL = `UPDATE {{schema}}.outbox SET next_attempt_at = NULL, checked_at = now() WHERE ` + byRef
+
+// SentDue records that due rows without an ordering key are in Redis again.
+func (q *Queries) SentDue(ctx context.Context, db Executor, refs []Ref) error {
+	return q.exec(ctx, db, q.ledger.sentDue, refs)
 }
 
 const retryLaterSQL = `UPDATE {{schema}}.outbox AS o
 SET attempts = o.attempts + 1, last_error = f.err,
     next_attempt_at = now() + f.delay_ms * interval '1 millisecond'
-FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS f(id, err, delay_ms)
-WHERE o.id = f.id`
+FROM unnest($1::xid8[], $2::uuid[], $3::text[], $4::bigint[]) AS f(xid, id, err, delay_ms)
+WHERE o.xid = f.xid AND o.id = f.id`
 
 // Failure is one row's failed enqueue and how long the row waits before
 // the next try.
 type Failure struct {
-	ID    [16]byte
+	Ref
 	Error string
 	Delay time.Duration
 }
@@ -81,14 +91,22 @@ type Failure struct {
 // RetryLater counts one failed enqueue on each row, with its error, and
 // holds the row back for its delay, so that it alone waits.
 func (q *Queries) RetryLater(ctx context.Context, db Executor, failures []Failure) error {
+	xids := make([]uint64, len(failures))
 	ids := make([][16]byte, len(failures))
 	errs := make([]string, len(failures))
 	delays := make([]int64, len(failures))
 	for i, f := range failures {
-		ids[i], errs[i], delays[i] = f.ID, f.Error, f.Delay.Milliseconds()
+		xids[i], ids[i], errs[i], delays[i] = f.XID, f.ID, f.Error, f.Delay.Milliseconds()
 	}
-	_, err := db.Exec(ctx, q.ledger.retryLater, ids, errs, delays)
+	_, err := db.Exec(ctx, q.ledger.retryLater, xids, ids, errs, delays)
 	return err
+}
+
+const deleteSQL = `DELETE FROM {{schema}}.outbox WHERE ` + byRef
+
+// Delete removes the rows refs name: their receivers succeeded.
+func (q *Queries) Delete(ctx context.Context, db Executor, refs []Ref) error {
+	return q.exec(ctx, db, q.ledger.delete, refs)
 }
 
 // Reasons a row is dead, stored in dead.reason.
@@ -104,143 +122,42 @@ const (
 
 // Burial is why one row is dead.
 type Burial struct {
-	ID       [16]byte
+	Ref
 	Reason   string // one of the Reason constants
 	Error    string
 	Attempts int // failed attempts: enqueues for ReasonUnenqueueable, receiver runs otherwise
+	// EnqueuedAt is the last enqueue, if the burier knows it (a worker
+	// reads it from the task); a keyed row's is on the row.
+	EnqueuedAt *time.Time
 }
 
-// burySQL moves rows from {{from}}, outbox or inflight, to dead, with
-// {{enqueued_at}}: NULL for a pending row, which has no enqueue to record.
-const burySQL = `WITH moved AS (
-    DELETE FROM {{schema}}.{{from}} AS o
-    USING unnest($1::uuid[], $2::text[], $3::text[], $4::int[]) AS f(id, reason, err, attempts)
-    WHERE o.id = f.id
-    RETURNING o.*, f.reason AS dead_reason, f.err AS dead_error, f.attempts AS dead_attempts
+// burySQL moves rows from outbox to dead, each with its reason, error,
+// attempts and last enqueue.
+var burySQL = `WITH moved AS (
+    DELETE FROM {{schema}}.outbox AS o
+    USING unnest($1::xid8[], $2::uuid[], $3::text[], $4::text[], $5::int[], $6::timestamptz[])
+        AS f(xid, id, reason, err, attempts, enqueued_at)
+    WHERE o.xid = f.xid AND o.id = f.id
+    RETURNING o.*, f.reason AS dead_reason, f.err AS dead_error, f.attempts AS dead_attempts,
+        coalesce(f.enqueued_at, o.enqueued_at) AS dead_enqueued_at
 )
-INSERT INTO {{schema}}.dead (` + rowColumns + `, enqueued_at, reason)
-SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
-    max_retry, timeout_ms, process_at, payload, dead_attempts, dead_error, enqueues, generation, headers, ordering_key, ordering_seq,
-    {{enqueued_at}}, dead_reason
+INSERT INTO {{schema}}.dead (` + columns("", nil) + `, enqueued_at, reason)
+SELECT ` + columns("", map[string]string{"attempts": "dead_attempts", "last_error": "dead_error"}) + `, dead_enqueued_at, dead_reason
 FROM moved`
 
-// Bury moves rows, pending or in flight, to the dead letters, each with
-// why, and reports how many moved: a row already removed or buried is not
-// there to move. As for Delete, its two statements must not share a
-// snapshot: run it in a transaction or on a pool.
+// Bury moves rows to the dead letters, each with why, and reports how many
+// moved: a row already removed or buried is not there to move.
 func (q *Queries) Bury(ctx context.Context, db Executor, burials []Burial) (int64, error) {
+	xids := make([]uint64, len(burials))
 	ids := make([][16]byte, len(burials))
 	reasons := make([]string, len(burials))
 	errs := make([]string, len(burials))
 	attempts := make([]int32, len(burials))
+	enqueued := make([]*time.Time, len(burials))
 	for i, b := range burials {
-		ids[i], reasons[i], errs[i], attempts[i] = b.ID, b.Reason, b.Error, int32(b.Attempts)
+		xids[i], ids[i], reasons[i], errs[i], attempts[i], enqueued[i] = b.XID, b.ID, b.Reason, b.Error, int32(b.Attempts), b.EnqueuedAt
 	}
-	var n int64
-	for _, stmt := range []string{q.ledger.buryPending, q.ledger.buryInflight} {
-		tag, err := db.Exec(ctx, stmt, ids, reasons, errs, attempts)
-		if err != nil {
-			return n, err
-		}
-		n += tag.RowsAffected()
-	}
-	return n, nil
-}
-
-const deleteInflightSQL = `DELETE FROM {{schema}}.inflight WHERE id = ANY($1::uuid[])`
-
-// Stale is an enqueued row whose task repair checks in Redis.
-type Stale struct {
-	ID         [16]byte
-	Queue      string
-	Generation int
-	Attempts   int
-}
-
-const claimStaleSQL = `SELECT id, queue, generation, attempts
-FROM {{schema}}.inflight
-WHERE coalesce(checked_at, enqueued_at) < now() - $1::bigint * interval '1 millisecond'
-ORDER BY coalesce(checked_at, enqueued_at)
-LIMIT $2
-FOR UPDATE SKIP LOCKED`
-
-// ClaimStale locks in tx up to limit rows enqueued (or last found alive in
-// Redis) longer than age ago, longest first, skipping rows another relay's
-// repair holds.
-func (q *Queries) ClaimStale(ctx context.Context, tx pgx.Tx, age time.Duration, limit int) ([]Stale, error) {
-	rows, err := tx.Query(ctx, q.ledger.claimStale, age.Milliseconds(), limit)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Stale, error) {
-		var s Stale
-		err := r.Scan(&s.ID, &s.Queue, &s.Generation, &s.Attempts)
-		return s, err
-	})
-}
-
-const touchSQL = `UPDATE {{schema}}.inflight SET checked_at = now() WHERE id = ANY($1::uuid[])`
-
-// Touch records that the rows' tasks were found alive in Redis.
-func (q *Queries) Touch(ctx context.Context, db Executor, ids [][16]byte) error {
-	_, err := db.Exec(ctx, q.ledger.touch, ids)
-	return err
-}
-
-// pendingAgainSQL moves rows from inflight back to outbox, pending, with
-// {{generation}} as their new generation.
-const pendingAgainSQL = `WITH moved AS (
-    DELETE FROM {{schema}}.inflight WHERE {{which}}
-    RETURNING ` + inflightColumns + `
-)
-INSERT INTO {{schema}}.outbox (` + inflightColumns + `)
-SELECT id, event_id, correlation_id, causation_id, depth, signal, receiver, queue,
-    max_retry, timeout_ms, process_at, payload, attempts, last_error, enqueues, {{generation}}, headers, ordering_key, ordering_seq
-FROM moved`
-
-var resetSQL = strings.NewReplacer("{{which}}", "id = ANY($1::uuid[])", "{{generation}}", "generation").Replace(pendingAgainSQL)
-
-// Reset makes the rows pending again, for the relay to enqueue anew under
-// the same task IDs: Redis no longer has their tasks.
-func (q *Queries) Reset(ctx context.Context, db Executor, ids [][16]byte) error {
-	_, err := db.Exec(ctx, q.ledger.reset, ids)
-	return err
-}
-
-var reissueSQL = strings.NewReplacer("{{which}}", "id = ANY($1::uuid[])", "{{generation}}", "generation + 1").Replace(pendingAgainSQL)
-
-// Reissue makes the rows pending again under a fresh asynq task ID: their
-// old tasks sit in asynq's archive, which would turn the same ID away.
-func (q *Queries) Reissue(ctx context.Context, db Executor, ids [][16]byte) error {
-	_, err := db.Exec(ctx, q.ledger.reissue, ids)
-	return err
-}
-
-var resetEnqueuedSQL = strings.NewReplacer(
-	"{{which}}", "id IN (SELECT id FROM {{schema}}.inflight LIMIT $1 FOR UPDATE SKIP LOCKED)",
-	"{{generation}}", "generation",
-).Replace(pendingAgainSQL)
-
-var resetEnqueuedBetweenSQL = strings.NewReplacer(
-	"{{which}}", `id IN (SELECT id FROM {{schema}}.inflight
-        WHERE coalesce(checked_at, enqueued_at) >= $2 AND enqueued_at >= $2 AND enqueued_at < $3
-        LIMIT $1 FOR UPDATE SKIP LOCKED)`,
-	"{{generation}}", "generation",
-).Replace(pendingAgainSQL)
-
-// ResetEnqueuedBetween makes up to limit rows enqueued at or after since
-// and before until pending again and reports how many: Redis went back to
-// a time before since. Call it until it reports fewer than limit.
-func (q *Queries) ResetEnqueuedBetween(ctx context.Context, db Executor, since, until time.Time, limit int) (int64, error) {
-	tag, err := db.Exec(ctx, q.ledger.resetBetween, limit, since, until)
-	return tag.RowsAffected(), err
-}
-
-// ResetEnqueued makes up to limit enqueued rows pending again and reports
-// how many: after Redis lost its data, every enqueued row may have lost its
-// task. Call it until it reports fewer than limit.
-func (q *Queries) ResetEnqueued(ctx context.Context, db Executor, limit int) (int64, error) {
-	tag, err := db.Exec(ctx, q.ledger.resetEnqueued, limit)
+	tag, err := db.Exec(ctx, q.ledger.bury, xids, ids, reasons, errs, attempts, enqueued)
 	return tag.RowsAffected(), err
 }
 
@@ -249,38 +166,49 @@ const ledgerIDSQL = `SELECT id FROM {{schema}}.ledger LIMIT 1`
 // LedgerID returns the ID that names this outbox, one per database and
 // schema.
 func (q *Queries) LedgerID(ctx context.Context, db Executor) ([16]byte, error) {
-	var id [16]byte
 	rows, err := db.Query(ctx, q.ledger.ledgerID)
 	if err != nil {
-		return id, err
+		return [16]byte{}, err
 	}
-	id, err = pgx.CollectExactlyOneRow(rows, pgx.RowTo[[16]byte])
-	return id, err
+	return pgx.CollectExactlyOneRow(rows, pgx.RowTo[[16]byte])
+}
+
+const setMarkerSQL = `UPDATE {{schema}}.ledger AS l SET marker = $1
+FROM (SELECT id, marker FROM {{schema}}.ledger FOR UPDATE) AS old
+WHERE l.id = old.id
+RETURNING old.marker`
+
+// SetMarker records the marker a relay set in Redis and reports whether one
+// was recorded before: if so, the marker it replaces was lost with Redis's
+// data; if not, this is the ledger's first.
+func (q *Queries) SetMarker(ctx context.Context, db Executor, marker string) (bool, error) {
+	rows, err := db.Query(ctx, q.ledger.setMarker, marker)
+	if err != nil {
+		return false, err
+	}
+	old, err := pgx.CollectExactlyOneRow(rows, pgx.RowTo[*string])
+	return old != nil, err
 }
 
 const countsSQL = `SELECT
     (SELECT count(*) FROM {{schema}}.outbox),
-    (SELECT count(*) FROM {{schema}}.inflight),
     (SELECT count(*) FROM {{schema}}.dead)`
 
-// Counts is how many rows are in each state.
+// Counts is how many rows are live and dead.
 type Counts struct {
-	Pending  int64 // waiting to be enqueued
-	Enqueued int64 // in Redis, receiver not done yet
-	Dead     int64
+	Live int64 // their receivers have not succeeded yet, pending or in flight
+	Dead int64
 }
 
-// Count returns how many rows are pending, enqueued and dead.
+// Count returns how many rows are live and dead.
 func (q *Queries) Count(ctx context.Context, db Executor) (Counts, error) {
-	var c Counts
 	rows, err := db.Query(ctx, q.ledger.counts)
 	if err != nil {
-		return c, err
+		return Counts{}, err
 	}
-	c, err = pgx.CollectExactlyOneRow(rows, func(r pgx.CollectableRow) (Counts, error) {
+	return pgx.CollectExactlyOneRow(rows, func(r pgx.CollectableRow) (Counts, error) {
 		var c Counts
-		err := r.Scan(&c.Pending, &c.Enqueued, &c.Dead)
+		err := r.Scan(&c.Live, &c.Dead)
 		return c, err
 	})
-	return c, err
 }

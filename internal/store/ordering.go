@@ -2,9 +2,27 @@ package store
 
 import (
 	"context"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
+
+// The statements of the rows with an ordering key: one at a time per key
+// and receiver, each recording its own enqueue, since the position over
+// the transactions (window.go) cannot tell which of a key's rows is in
+// flight.
+type keyedStatements struct {
+	heads, lockKeys, claimHeads, markEnqueued string
+}
+
+func newKeyedStatements(r *strings.Replacer) keyedStatements {
+	return keyedStatements{
+		heads:        r.Replace(headsSQL),
+		lockKeys:     r.Replace(lockKeysSQL),
+		claimHeads:   r.Replace(claimHeadsSQL),
+		markEnqueued: r.Replace(markEnqueuedSQL),
+	}
+}
 
 // KeyCursor is where a relay's walk over the ordering keys stopped: the
 // next batch goes on from there, so that every key gets its turn however
@@ -17,16 +35,17 @@ type KeyCursor struct {
 }
 
 // walkPerHead bounds the keys one batch walks, per head it may take: keys
-// whose first row is in flight, waiting out a retry or not yet due are
-// walked past, and a batch must not walk thousands of them.
+// whose first row is in flight or waiting out a retry are walked past, and
+// a batch must not walk thousands of them.
 const walkPerHead = 4
 
-// headsSQL walks the distinct (signal, receiver, key) of the pending keyed
-// rows after the cursor, one index probe per key however many rows a key
-// holds (a skip scan: PostgreSQL has none of its own), for at most $1 keys,
+// headsSQL walks the distinct (signal, receiver, key) of the keyed rows
+// after the cursor, one index probe per key however many rows a key holds
+// (a skip scan: PostgreSQL has none of its own), for at most $1 keys,
 // numbered in walk order, and says of each whether its first row is free:
-// due, and nothing of its key in flight. A key's first row is its lowest
-// ordering_seq among the committed rows.
+// not in flight and due. A key's first row is its lowest ordering_seq among
+// the committed rows; a row stays until its receiver succeeds or it dies,
+// so a key whose first row is in flight is busy.
 const headsSQL = `WITH RECURSIVE walk AS (
     (SELECT 1 AS n, signal, receiver, ordering_key FROM {{schema}}.outbox
      WHERE ordering_key IS NOT NULL AND (signal, receiver, ordering_key) > ($2, $3, $4)
@@ -41,14 +60,10 @@ const headsSQL = `WITH RECURSIVE walk AS (
     WHERE w.n < $1
 )
 SELECT w.n, w.signal, w.receiver, w.ordering_key,
-    (h.next_attempt_at IS NULL OR h.next_attempt_at <= now())
-    AND NOT EXISTS (
-        SELECT 1 FROM {{schema}}.inflight AS i
-        WHERE i.ordering_key IS NOT NULL
-          AND i.signal = w.signal AND i.receiver = w.receiver AND i.ordering_key = w.ordering_key)
+    h.enqueued_at IS NULL AND (h.next_attempt_at IS NULL OR h.next_attempt_at <= now())
 FROM walk AS w
 CROSS JOIN LATERAL (
-    SELECT next_attempt_at FROM {{schema}}.outbox AS o
+    SELECT enqueued_at, next_attempt_at FROM {{schema}}.outbox AS o
     WHERE o.ordering_key IS NOT NULL
       AND o.signal = w.signal AND o.receiver = w.receiver AND o.ordering_key = w.ordering_key
     ORDER BY o.ordering_seq LIMIT 1
@@ -57,8 +72,8 @@ CROSS JOIN LATERAL (
 // lockKeysSQL takes, for the claiming transaction, a lock on each key that
 // no other relay holds, and returns the keys it got. A relay holds a key's
 // lock from before it looks at the key's rows until its batch commits, so
-// the next relay to look sees what it moved to inflight: no two relays
-// ever put two rows of one key in flight. The schema is in the lock's name:
+// the next relay to look sees the enqueue it recorded: no two relays ever
+// put two rows of one key in flight. The schema is in the lock's name:
 // advisory locks are per database, and outboxes in other schemas of it
 // have keys of their own. A hash collision only makes a key sit out one
 // batch.
@@ -67,27 +82,20 @@ FROM unnest($1::text[], $2::text[], $3::text[]) AS k(signal, receiver, key)
 WHERE pg_try_advisory_xact_lock(hashtextextended('dj-signals/ordering/{{schema}}.' || k.signal || chr(31) || k.receiver || chr(31) || k.key, 0))`
 
 // claimHeadsSQL looks again, in a snapshot taken after the keys' locks, at
-// each locked key's first row, and locks it if it is still free. A row whose
-// sender committed after the walk, with a lower number, is the first row now.
-const claimHeadsSQL = `SELECT id, octet_length(payload)
-FROM {{schema}}.outbox
-WHERE id IN (
-    SELECT h.id
-    FROM unnest($1::text[], $2::text[], $3::text[]) AS k(signal, receiver, key)
-    CROSS JOIN LATERAL (
-        SELECT id, next_attempt_at FROM {{schema}}.outbox AS o
-        WHERE o.ordering_key IS NOT NULL
-          AND o.signal = k.signal AND o.receiver = k.receiver AND o.ordering_key = k.key
-        ORDER BY o.ordering_seq LIMIT 1
-    ) AS h
-    WHERE (h.next_attempt_at IS NULL OR h.next_attempt_at <= now())
-      AND NOT EXISTS (
-        SELECT 1 FROM {{schema}}.inflight AS i
-        WHERE i.ordering_key IS NOT NULL
-          AND i.signal = k.signal AND i.receiver = k.receiver AND i.ordering_key = k.key)
-)
-ORDER BY id
-FOR UPDATE SKIP LOCKED`
+// each locked key's first row, and returns it if it is still free. A row
+// whose sender committed after the walk, with a lower number, is the first
+// row now. The keys' locks, not row locks, keep other relays off these rows
+// until the batch records their enqueue.
+var claimHeadsSQL = `SELECT h.` + strings.ReplaceAll(liveColumns, ", ", ", h.") + `, octet_length(h.payload)
+FROM unnest($1::text[], $2::text[], $3::text[]) AS k(signal, receiver, key)
+CROSS JOIN LATERAL (
+    SELECT * FROM {{schema}}.outbox AS o
+    WHERE o.ordering_key IS NOT NULL
+      AND o.signal = k.signal AND o.receiver = k.receiver AND o.ordering_key = k.key
+    ORDER BY o.ordering_seq LIMIT 1
+) AS h
+WHERE h.enqueued_at IS NULL AND (h.next_attempt_at IS NULL OR h.next_attempt_at <= now())
+ORDER BY h.xid, h.id`
 
 // keys are ordering keys, as the three arrays the statements take.
 type keys struct{ signals, receivers, keys []string }
@@ -101,7 +109,7 @@ func (k *keys) add(c KeyCursor) {
 // considered, or back to the start once the walk reached the last key.
 func (q *Queries) freeKeys(ctx context.Context, tx pgx.Tx, limit int, cursor *KeyCursor) (keys, error) {
 	budget := walkPerHead * limit
-	rows, err := tx.Query(ctx, q.heads, budget, cursor.Signal, cursor.Receiver, cursor.Key)
+	rows, err := tx.Query(ctx, q.keyed.heads, budget, cursor.Signal, cursor.Receiver, cursor.Key)
 	if err != nil {
 		return keys{}, err
 	}
@@ -126,6 +134,10 @@ func (q *Queries) freeKeys(ctx context.Context, tx pgx.Tx, limit int, cursor *Ke
 	switch {
 	case err != nil:
 		return keys{}, err
+	case walked == 0 && (cursor.Signal != "" || cursor.Receiver != "" || cursor.Key != ""):
+		// Past the last key: the keys before the cursor are the walk's.
+		*cursor = KeyCursor{}
+		return q.freeKeys(ctx, tx, limit, cursor)
 	case walked < budget && len(free.keys) < limit:
 		*cursor = KeyCursor{} // the walk reached the last key: start over
 	default:
@@ -135,23 +147,18 @@ func (q *Queries) freeKeys(ctx context.Context, tx pgx.Tx, limit int, cursor *Ke
 	return free, nil
 }
 
-// claimOrdered locks in tx the first rows of up to limit free keys,
-// walking from cursor, and returns their IDs and payload bytes, stopping
-// before maxBytes (always at least one row).
-func (q *Queries) claimOrdered(ctx context.Context, tx pgx.Tx, limit, maxBytes int, cursor *KeyCursor) ([][16]byte, int, error) {
+// ClaimKeyed returns the first rows of up to limit free keys, walking from
+// cursor, whose payloads add up to at most maxBytes (always at least one),
+// each key locked for tx: no other relay takes a row of those keys until tx
+// ends. Record their enqueue with MarkEnqueued in tx.
+func (q *Queries) ClaimKeyed(ctx context.Context, tx pgx.Tx, limit, maxBytes int, cursor *KeyCursor) ([]Row, error) {
 	free, err := q.freeKeys(ctx, tx, limit, cursor)
 	if err != nil || len(free.keys) == 0 {
-		return nil, 0, err
+		return nil, err
 	}
-	return q.claimKeys(ctx, tx, free, maxBytes)
-}
-
-// claimKeys locks the keys no other relay holds and, looking again under
-// those locks, the first row of each that is still free.
-func (q *Queries) claimKeys(ctx context.Context, tx pgx.Tx, free keys, maxBytes int) ([][16]byte, int, error) {
-	rows, err := tx.Query(ctx, q.lockKeys, free.signals, free.receivers, free.keys)
+	rows, err := tx.Query(ctx, q.keyed.lockKeys, free.signals, free.receivers, free.keys)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	var locked keys
 	var k KeyCursor
@@ -159,10 +166,31 @@ func (q *Queries) claimKeys(ctx context.Context, tx pgx.Tx, free keys, maxBytes 
 		locked.add(k)
 		return nil
 	}); err != nil || len(locked.keys) == 0 {
-		return nil, 0, err
+		return nil, err
 	}
-	if rows, err = tx.Query(ctx, q.claimHeads, locked.signals, locked.receivers, locked.keys); err != nil {
-		return nil, 0, err
+	if rows, err = tx.Query(ctx, q.keyed.claimHeads, locked.signals, locked.receivers, locked.keys); err != nil {
+		return nil, err
 	}
-	return takeWithin(rows, nil, 0, maxBytes)
+	var out []Row
+	var total int
+	var row Row
+	var size int
+	_, err = pgx.ForEachRow(rows, append(row.liveFields(), &size), func() error {
+		if len(out) == 0 || total+size <= maxBytes {
+			out = append(out, row)
+			total += size
+		}
+		return nil
+	})
+	return out, err
+}
+
+const markEnqueuedSQL = `UPDATE {{schema}}.outbox
+SET enqueued_at = now(), checked_at = NULL, next_attempt_at = NULL
+WHERE ` + byRef
+
+// MarkEnqueued records that the keyed rows' tasks are in Redis now: their
+// keys are busy until the rows are acked or dead.
+func (q *Queries) MarkEnqueued(ctx context.Context, db Executor, refs []Ref) error {
+	return q.exec(ctx, db, q.keyed.markEnqueued, refs)
 }

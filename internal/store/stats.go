@@ -15,52 +15,70 @@ type ReceiverStats struct {
 	Pending          int64
 	InFlight         int64
 	Dead             int64
-	OldestPending    *[16]byte  // the lowest pending row ID: a ULID, so its send time
-	OldestEnqueued   *time.Time // the earliest enqueue among in-flight rows
+	OldestPending    *[16]byte  // the ID of the first sent of the earliest transaction's pending rows: a ULID, so its send time
+	OldestInFlight   *[16]byte  // the same among in-flight rows
 	LatestProcessAt  *time.Time // the latest delivery time asked for, pending or in flight
 }
 
 type statsStatements struct {
-	pending, inflight, dead string
+	live, dead string
 }
 
 func newStatsStatements(r *strings.Replacer) statsStatements {
 	return statsStatements{
-		pending:  r.Replace(statsPendingSQL),
-		inflight: r.Replace(statsInflightSQL),
-		dead:     r.Replace(statsDeadSQL),
+		live: r.Replace(statsLiveSQL),
+		dead: r.Replace(statsDeadSQL),
 	}
 }
 
-// One GROUP BY per table: outbox and inflight hold only what is not done
-// yet, so the passes are as long as the backlog, not the history. The
-// live rows' queues come from the same passes, grouped by queue too (a
-// receiver moved to another queue has rows in both): a separate UNION of
-// the queues cost two to three times the counts on a million rows.
-const (
-	// The oldest pending row of each receiver comes from the primary key,
-	// in ID (so send) order: PostgreSQL 15 has no min(uuid), and min over
-	// the ID as text costs more than the count itself.
-	statsPendingSQL = `SELECT g.signal, g.receiver, g.queue, g.n, o.id, g.latest
+// isPendingOf says of a live row, with the table alias a, whether it waits
+// for a Dispatcher: a row without a key is pending until the position ($1
+// to $4) passed it, or while it waits out next_attempt_at; a keyed row
+// until its enqueue is recorded.
+func isPendingOf(a string) string {
+	return strings.NewReplacer("@", a+".").Replace(`(CASE WHEN @ordering_key IS NULL
+    THEN @next_attempt_at IS NOT NULL OR NOT (pg_visible_in_snapshot(@xid, $1::text::pg_snapshot)
+        OR $2::text IS NOT NULL AND pg_visible_in_snapshot(@xid, $2::text::pg_snapshot) AND (@xid, @id) <= ($3::xid8, $4::uuid))
+    ELSE @enqueued_at IS NULL END)`)
+}
+
+// One pass over outbox, which holds only what is not done yet, grouped by
+// queue too (a receiver moved to another queue has rows in both). The
+// oldest row of each state comes from its group's lowest transaction ID,
+// then one probe of the primary key: PostgreSQL 15 has no min(uuid), and
+// the ID as text costs more than the count itself.
+var (
+	statsLiveSQL = `SELECT g.signal, g.receiver, g.queue, g.pending, g.inflight, p.id, i.id, g.latest
 FROM (
-    SELECT signal, receiver, queue, count(*) AS n, max(process_at) AS latest
-    FROM {{schema}}.outbox GROUP BY signal, receiver, queue
+    SELECT signal, receiver, queue,
+        count(*) FILTER (WHERE pending) AS pending, count(*) FILTER (WHERE NOT pending) AS inflight,
+        min(xid) FILTER (WHERE pending) AS pending_xid, min(xid) FILTER (WHERE NOT pending) AS inflight_xid,
+        max(process_at) AS latest
+    FROM (SELECT signal, receiver, queue, xid, process_at, ` + isPendingOf("o") + ` AS pending FROM {{schema}}.outbox AS o) AS r
+    GROUP BY signal, receiver, queue
 ) AS g
-CROSS JOIN LATERAL (
-    SELECT id FROM {{schema}}.outbox AS r
-    WHERE r.signal = g.signal AND r.receiver = g.receiver AND r.queue = g.queue
+LEFT JOIN LATERAL (
+    SELECT id FROM {{schema}}.outbox AS o
+    WHERE o.xid = g.pending_xid AND o.signal = g.signal AND o.receiver = g.receiver AND o.queue = g.queue
+      AND ` + isPendingOf("o") + `
     ORDER BY id LIMIT 1
-) AS o`
-	statsInflightSQL = `SELECT signal, receiver, queue, count(*), min(enqueued_at), max(process_at)
-FROM {{schema}}.inflight GROUP BY signal, receiver, queue`
+) AS p ON true
+LEFT JOIN LATERAL (
+    SELECT id FROM {{schema}}.outbox AS o
+    WHERE o.xid = g.inflight_xid AND o.signal = g.signal AND o.receiver = g.receiver AND o.queue = g.queue
+      AND NOT ` + isPendingOf("o") + `
+    ORDER BY id LIMIT 1
+) AS i ON true`
 	statsDeadSQL = `SELECT signal, receiver, count(*) FROM {{schema}}.dead GROUP BY signal, receiver`
 )
 
 // Stats returns, per signal and receiver, how many rows are pending, in
 // flight and dead, with the ages an operator watches, and the queues the
 // live rows address, all from one snapshot: tx must be fresh, as Stats
-// makes it a read-only REPEATABLE READ transaction.
-func (q *Queries) Stats(ctx context.Context, tx pgx.Tx) ([]ReceiverStats, []string, error) {
+// makes it a read-only REPEATABLE READ transaction. p is the Dispatchers'
+// position; Start, when it cannot be read, counts every row without a key
+// as pending.
+func (q *Queries) Stats(ctx context.Context, tx pgx.Tx, p Position) ([]ReceiverStats, []string, error) {
 	if _, err := tx.Exec(ctx, `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY`); err != nil {
 		return nil, nil, err
 	}
@@ -76,63 +94,45 @@ func (q *Queries) Stats(ctx context.Context, tx pgx.Tx) ([]ReceiverStats, []stri
 		order = append(order, s)
 		return s
 	}
-	each := func(sql string, scan func(pgx.CollectableRow) error) error {
-		rows, err := tx.Query(ctx, sql)
-		if err != nil {
-			return err
-		}
-		_, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (struct{}, error) { return struct{}{}, scan(r) })
-		return err
-	}
-	var signal, receiver, queue string
-	var n int64
 	var queues []string
 	seen := map[string]bool{}
-	live := func(queue string) {
+	var upto *string
+	if p.Upto != "" {
+		upto = &p.Upto
+	}
+	rows, err := tx.Query(ctx, q.stats.live, p.Covered, upto, p.After.XID, p.After.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	var signal, receiver, queue string
+	var pending, inflight int64
+	var oldestPending, oldestInFlight *[16]byte
+	var latest *time.Time
+	_, err = pgx.ForEachRow(rows, []any{&signal, &receiver, &queue, &pending, &inflight, &oldestPending, &oldestInFlight, &latest}, func() error {
 		if !seen[queue] {
 			seen[queue] = true
 			queues = append(queues, queue)
 		}
-	}
-	err := each(q.stats.pending, func(r pgx.CollectableRow) error {
-		var oldest [16]byte
-		var latest *time.Time
-		if err := r.Scan(&signal, &receiver, &queue, &n, &oldest, &latest); err != nil {
-			return err
-		}
-		live(queue)
 		s := get(signal, receiver)
-		s.Pending += n
-		if s.OldestPending == nil || bytes.Compare(oldest[:], s.OldestPending[:]) < 0 {
-			s.OldestPending = &oldest
-		}
+		s.Pending += pending
+		s.InFlight += inflight
+		s.OldestPending = lower(s.OldestPending, oldestPending)
+		s.OldestInFlight = lower(s.OldestInFlight, oldestInFlight)
 		s.LatestProcessAt = later(s.LatestProcessAt, latest)
 		return nil
 	})
-	if err == nil {
-		err = each(q.stats.inflight, func(r pgx.CollectableRow) error {
-			var enqueued, latest *time.Time
-			if err := r.Scan(&signal, &receiver, &queue, &n, &enqueued, &latest); err != nil {
-				return err
-			}
-			live(queue)
-			s := get(signal, receiver)
-			s.InFlight += n
-			s.OldestEnqueued = earlier(s.OldestEnqueued, enqueued)
-			s.LatestProcessAt = later(s.LatestProcessAt, latest)
-			return nil
-		})
-	}
-	if err == nil {
-		err = each(q.stats.dead, func(r pgx.CollectableRow) error {
-			if err := r.Scan(&signal, &receiver, &n); err != nil {
-				return err
-			}
-			get(signal, receiver).Dead = n
-			return nil
-		})
-	}
 	if err != nil {
+		return nil, nil, err
+	}
+	rows, err = tx.Query(ctx, q.stats.dead)
+	if err != nil {
+		return nil, nil, err
+	}
+	var dead int64
+	if _, err = pgx.ForEachRow(rows, []any{&signal, &receiver, &dead}, func() error {
+		get(signal, receiver).Dead = dead
+		return nil
+	}); err != nil {
 		return nil, nil, err
 	}
 	out := make([]ReceiverStats, len(order))
@@ -142,9 +142,10 @@ func (q *Queries) Stats(ctx context.Context, tx pgx.Tx) ([]ReceiverStats, []stri
 	return out, queues, nil
 }
 
-// earlier returns the earlier of two optional times.
-func earlier(a, b *time.Time) *time.Time {
-	if a == nil || (b != nil && b.Before(*a)) {
+// lower returns the lower of two optional row IDs: ULIDs, so the earlier
+// sent.
+func lower(a, b *[16]byte) *[16]byte {
+	if a == nil || (b != nil && bytes.Compare(b[:], a[:]) < 0) {
 		return b
 	}
 	return a

@@ -8,12 +8,15 @@ import (
 )
 
 // KitQueries holds the statements of the public test kit, package
-// signalstest, for one schema: reads and claims narrowed to the work of one
-// test, where the relay's statements take every row.
+// signalstest, and of the library's own tests, for one schema: reads and
+// takes narrowed to the work of one test, where the relay's statements
+// take every row.
 type KitQueries struct {
 	takeEvents   string
 	countPending string
 	listPending  string
+	sent         string
+	live         string
 }
 
 // NewKitQueries returns the test kit's statements for schema, which must
@@ -27,20 +30,23 @@ func NewKitQueries(schema string) (*KitQueries, error) {
 		takeEvents:   r.Replace(kitTakeEventsSQL),
 		countPending: r.Replace(kitCountPendingSQL),
 		listPending:  r.Replace(kitListPendingSQL),
+		sent:         r.Replace(kitSentSQL),
+		live:         r.Replace(kitLiveSQL),
 	}, nil
 }
 
-// No index serves causation_id: the kit runs on test-sized outboxes.
-const kitTakeEventsSQL = `WITH taken AS (
+// No index serves event_id or causation_id: the kit runs on test-sized
+// outboxes.
+var kitTakeEventsSQL = `WITH taken AS (
     DELETE FROM {{schema}}.outbox
-    WHERE id IN (
-        SELECT id FROM {{schema}}.outbox
+    WHERE (xid, id) IN (
+        SELECT xid, id FROM {{schema}}.outbox
         WHERE event_id = ANY($1::uuid[]) OR causation_id = ANY($1::uuid[])
         ORDER BY id
         LIMIT $2
         FOR UPDATE SKIP LOCKED
     )
-    RETURNING ` + rowColumns + `
+    RETURNING ` + liveColumns + `
 )
 SELECT * FROM taken ORDER BY id`
 
@@ -53,24 +59,23 @@ func (k *KitQueries) TakeEvents(ctx context.Context, db Executor, events [][16]b
 	if err != nil {
 		return nil, err
 	}
-	return collectRows(rows)
+	return collectLive(rows)
 }
 
 // Task IDs are ULIDs, so "id >= since" keeps the rows written from since's
 // millisecond on: uuid comparison is bytewise and a ULID starts with its
-// time, big-endian. Rows are pending (outbox) or in flight (inflight).
-const kitPendingRows = `SELECT ` + rowColumns + ` FROM {{schema}}.outbox WHERE signal = ANY($1::text[]) AND id >= $2
-UNION ALL
-SELECT ` + rowColumns + ` FROM {{schema}}.inflight WHERE signal = ANY($1::text[]) AND id >= $2`
+// time, big-endian.
+var kitPendingRows = `SELECT ` + liveColumns + ` FROM {{schema}}.outbox WHERE signal = ANY($1::text[]) AND id >= $2`
 
-const kitCountPendingSQL = `SELECT count(*) FROM (` + kitPendingRows + `) AS rows`
+var kitCountPendingSQL = `SELECT count(*) FROM (` + kitPendingRows + `) AS rows`
 
-const kitListPendingSQL = kitPendingRows + `
+var kitListPendingSQL = kitPendingRows + `
 ORDER BY id
 LIMIT $3`
 
-// CountPending counts the rows of the given signals whose ID is at least
-// since and whose receivers have not succeeded, pending or in flight. Rows other transactions hold locked are counted too.
+// CountPending counts the live rows of the given signals whose ID is at
+// least since: their receivers have not succeeded, pending or in flight.
+// Rows other transactions hold locked are counted too.
 func (k *KitQueries) CountPending(ctx context.Context, db Executor, signals []string, since [16]byte) (int64, error) {
 	rows, err := db.Query(ctx, k.countPending, signals, since)
 	if err != nil {
@@ -86,5 +91,28 @@ func (k *KitQueries) ListPending(ctx context.Context, db Executor, signals []str
 	if err != nil {
 		return nil, err
 	}
-	return collectRows(rows)
+	return collectLive(rows)
+}
+
+var kitSentSQL = `SELECT ` + liveColumns + ` FROM {{schema}}.outbox WHERE signal = $1 ORDER BY id`
+
+// Sent lists the live rows of one signal, oldest first.
+func (k *KitQueries) Sent(ctx context.Context, db Executor, signal string) ([]Row, error) {
+	rows, err := db.Query(ctx, k.sent, signal)
+	if err != nil {
+		return nil, err
+	}
+	return collectLive(rows)
+}
+
+var kitLiveSQL = `SELECT ` + liveColumns + ` FROM {{schema}}.outbox ORDER BY id`
+
+// Live lists every live row, oldest first, without locking any: for tests
+// and tools that look at the outbox, not for a relay.
+func (k *KitQueries) Live(ctx context.Context, db Executor) ([]Row, error) {
+	rows, err := db.Query(ctx, k.live)
+	if err != nil {
+		return nil, err
+	}
+	return collectLive(rows)
 }

@@ -17,12 +17,12 @@ var ErrPaymentDeclined = errors.New("payment declined")
 
 // Service places orders.
 type Service struct {
-	db   signals.TxBeginner
+	db   signals.DB
 	repo *Repository
 }
 
 // NewService returns a service beginning its transactions on db.
-func NewService(db signals.TxBeginner, repo *Repository) *Service {
+func NewService(db signals.DB, repo *Repository) *Service {
 	return &Service{db: db, repo: repo}
 }
 

@@ -1,0 +1,149 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Position is how far the Dispatchers have enqueued the rows without an
+// ordering key, read through transaction snapshots as PgQ reads its ticks:
+// a row is enqueued once its sending transaction is visible in Covered, or
+// visible in Upto (the window being relayed) and no later than After in
+// (xid, id) order; unless it waits in next_attempt_at. A transaction that
+// commits after transactions with later IDs is visible in a later snapshot,
+// so its rows come in a later window: none is skipped, and nothing is
+// written per row to tell enqueued rows from pending ones.
+type Position struct {
+	Covered string // a pg_snapshot in text form
+	Upto    string // "" when no window is open
+	After   Ref    // the last row of the open window enqueued
+}
+
+// Start is the position before every row: the first Dispatcher of a ledger,
+// or one whose Redis lost its data, enqueues every live row.
+var Start = Position{Covered: "1:1:"}
+
+// Window is one read of the rows past a position.
+type Window struct {
+	// Upto is the snapshot the window reads up to: the position's, or the
+	// reading statement's own when no window was open.
+	Upto string
+	// Rows are the next rows of the window, in (xid, id) order.
+	Rows []Row
+	// Done says Rows are the window's last: the position may move on to
+	// Covered: Upto.
+	Done bool
+	// Next is the database's next transaction ID, the xmax of a snapshot
+	// taken now: a position past it was taken on another database, or
+	// before this one was restored from a backup.
+	Next uint64
+}
+
+// windowSQL reads the rows whose transactions are visible in the window's
+// snapshot and not in the covered one, in two index ranges: transactions
+// from the covered snapshot's xmax on ($2), and those it saw in progress
+// ($3, its xip list; PgQ's batch query). A transaction held open for long
+// stays in the second, one index probe per read, and holds back no one
+// else's rows.
+var windowSQL = `SELECT u.upto::text, pg_snapshot_xmax(pg_current_snapshot()), o.*
+FROM (SELECT coalesce($1::text::pg_snapshot, pg_current_snapshot()) AS upto) AS u
+LEFT JOIN LATERAL (
+    (SELECT ` + liveColumns + `, octet_length(payload) FROM {{schema}}.outbox
+     WHERE xid >= $2::xid8 AND xid < pg_snapshot_xmax(u.upto) AND (xid, id) > ($4::xid8, $5::uuid)
+       AND pg_visible_in_snapshot(xid, u.upto) AND ordering_key IS NULL AND next_attempt_at IS NULL
+     ORDER BY xid, id LIMIT $6)
+    UNION ALL
+    (SELECT ` + liveColumns + `, octet_length(payload) FROM {{schema}}.outbox
+     WHERE xid = ANY($3::xid8[]) AND (xid, id) > ($4::xid8, $5::uuid)
+       AND pg_visible_in_snapshot(xid, u.upto) AND ordering_key IS NULL AND next_attempt_at IS NULL
+     ORDER BY xid, id LIMIT $6)
+    ORDER BY 1, 2 LIMIT $6
+) AS o ON true`
+
+// Window reads up to limit rows past p whose payloads add up to at most
+// maxBytes (always at least one), without locking or writing anything. The
+// rows past maxBytes are read and dropped, not kept: a batch of large
+// payloads stays small in memory.
+func (q *Queries) Window(ctx context.Context, db Executor, p Position, limit, maxBytes int) (Window, error) {
+	var upto *string
+	if p.Upto != "" {
+		upto = &p.Upto
+	}
+	xmax, xip, err := parseSnapshot(p.Covered)
+	if err != nil {
+		return Window{}, err
+	}
+	rows, err := db.Query(ctx, q.window, upto, xmax, xip, p.After.XID, p.After.ID, limit)
+	if err != nil {
+		return Window{}, err
+	}
+	defer rows.Close()
+	var w Window
+	var row Row
+	var size, total, read int
+	capped := false
+	dests := append(append([]any{&w.Upto, &w.Next}, row.liveFields()...), &size)
+	for rows.Next() {
+		if rows.RawValues()[2] == nil { // no row past p: the LEFT JOIN's empty side
+			if err := rows.Scan(append([]any{&w.Upto, &w.Next}, make([]any, len(rows.RawValues())-2)...)...); err != nil {
+				return Window{}, err
+			}
+			continue
+		}
+		read++
+		row = Row{}
+		if err := rows.Scan(dests...); err != nil {
+			return Window{}, err
+		}
+		if capped = capped || len(w.Rows) > 0 && total+size > maxBytes; capped {
+			continue // the rows stay in order: none after this one either
+		}
+		w.Rows = append(w.Rows, row)
+		total += size
+	}
+	if err := rows.Err(); err != nil {
+		return Window{}, err
+	}
+	w.Done = read < limit && len(w.Rows) == read
+	return w, nil
+}
+
+// parseSnapshot reads the xmax and the in-progress IDs of a pg_snapshot's
+// text form, "xmin:xmax:xip,xip".
+func parseSnapshot(s string) (uint64, []uint64, error) {
+	parts := strings.SplitN(s, ":", 3)
+	if len(parts) != 3 {
+		return 0, nil, fmt.Errorf("snapshot %q: want xmin:xmax:xip", s)
+	}
+	xmax, err := strconv.ParseUint(parts[1], 10, 64)
+	if err != nil {
+		return 0, nil, fmt.Errorf("snapshot %q: %w", s, err)
+	}
+	xip := []uint64{}
+	if parts[2] != "" {
+		for _, f := range strings.Split(parts[2], ",") {
+			x, err := strconv.ParseUint(f, 10, 64)
+			if err != nil {
+				return 0, nil, fmt.Errorf("snapshot %q: %w", s, err)
+			}
+			xip = append(xip, x)
+		}
+	}
+	return xmax, xip, nil
+}
+
+// restampSQL gives rows whose transaction IDs are ahead of the database's
+// xid 1, older than every transaction: rows restored from another
+// cluster's dump carry that cluster's IDs, and no snapshot here would see
+// them for a long while.
+const restampSQL = `UPDATE {{schema}}.outbox SET xid = '1' WHERE xid > pg_current_xact_id()`
+
+// Restamp makes rows carrying transaction IDs from ahead of the database's
+// own visible to every position past Start, and reports how many it
+// changed: a restored database's Dispatchers then start over from Start.
+func (q *Queries) Restamp(ctx context.Context, db Executor) (int64, error) {
+	tag, err := db.Exec(ctx, q.restamp)
+	return tag.RowsAffected(), err
+}
