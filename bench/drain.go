@@ -63,7 +63,7 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 	if err != nil {
 		return err
 	}
-	progress("drain: Dispatcher.Stats with %d rows pending took %v", n, statsPending.Round(time.Millisecond))
+	progress("drain: Ledger.Stats with %d rows pending took %v", n, statsPending.Round(time.Millisecond))
 
 	// Baseline: the relay's own tasks for rows like the backlog's, enqueued
 	// straight from memory to the same Redis, as many in flight as the
@@ -86,7 +86,7 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 	if err != nil {
 		return err
 	}
-	progress("drain: Dispatcher.Stats with %d rows in flight took %v", inFlight, statsInFlight.Round(time.Millisecond))
+	progress("drain: Ledger.Stats with %d rows in flight took %v", inFlight, statsInFlight.Round(time.Millisecond))
 
 	status := ""
 	switch {
@@ -103,7 +103,7 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 			"Time runs from the child's start. RSS is the child's: VmRSS sampled from /proc when 25/50/75/100%% of the rows are in the queue, and VmHWM (peak) at the end. "+
 			"Baseline: the relay's own asynq tasks (type, headers, payload and options as the relay builds them) for %s rows like the backlog's, "+
 			"enqueued with asynq Client.Enqueue to the same Redis, %d in flight, no PostgreSQL: the relay's ceiling on this machine. "+
-			"Dispatcher.Stats (what signals status reads) is timed once, from this process, after the load (every row pending) and once after the drain (every row in flight, "+
+			"Ledger.Stats (what signals status reads) is timed once, from this process, after the load (every row pending) and once after the drain (every row in flight, "+
 			"its task queued in the same Redis). One run.",
 			fmtCount(n), loadTime.Round(time.Millisecond), dispatcherBatchSize, dispatcherConcurrency,
 			target.describe(), fmtCount(ceilN), dispatcherConcurrency),
@@ -114,8 +114,8 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 		[]string{"drain time", fmtDur(d.elapsed), ""},
 		[]string{"asynq enqueue ceiling tasks/s (baseline)", fmtRate(ceil), "1.00×"},
 		[]string{"relay peak RSS (VmHWM)", fmt.Sprintf("%.1f MB", mb(d.hwm)), ""},
-		[]string{fmt.Sprintf("Dispatcher.Stats, %s rows pending", fmtCount(n)), fmtDur(statsPending), ""},
-		[]string{fmt.Sprintf("Dispatcher.Stats, %s rows in flight", fmtCount(inFlight)), fmtDur(statsInFlight), ""},
+		[]string{fmt.Sprintf("Ledger.Stats, %s rows pending", fmtCount(n)), fmtDur(statsPending), ""},
+		[]string{fmt.Sprintf("Ledger.Stats, %s rows in flight", fmtCount(inFlight)), fmtDur(statsInFlight), ""},
 	)
 	for _, s := range d.samples {
 		t.rows = append(t.rows, []string{fmt.Sprintf("relay VmRSS at %d%% drained", s.pct), fmt.Sprintf("%.1f MB", mb(s.rss)), ""})
@@ -129,11 +129,11 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 	return nil
 }
 
-// timeStats times one Dispatcher.Stats on f's outbox, reading the queues
+// timeStats times one Ledger.Stats on f's outbox, reading the queues
 // from target, and warns unless the snapshot counts want rows: a drain cut
 // short is still measured.
 func timeStats(ctx context.Context, e *env, f *fixture, target *drainRedis, want int, count func(signals.ReceiverStats) int) (time.Duration, error) {
-	d, err := signals.NewDispatcher(f.registry, e.admin, asynq.RedisClientOpt{Addr: target.addr}, signals.DispatcherConfig{Logger: quiet})
+	d, err := signals.NewLedger(f.registry, e.admin, asynq.RedisClientOpt{Addr: target.addr})
 	if err != nil {
 		return 0, err
 	}
@@ -141,14 +141,14 @@ func timeStats(ctx context.Context, e *env, f *fixture, target *drainRedis, want
 	st, err := d.Stats(ctx)
 	took := time.Since(start)
 	if err != nil {
-		return 0, fmt.Errorf("dispatcher stats: %w", err)
+		return 0, fmt.Errorf("ledger stats: %w", err)
 	}
 	got := 0
 	for _, r := range st.Receivers {
 		got += count(r)
 	}
 	if got != want {
-		f.report.warn("Dispatcher.Stats counted %d rows, want %d", got, want)
+		f.report.warn("Ledger.Stats counted %d rows, want %d", got, want)
 	}
 	return took, nil
 }
@@ -330,20 +330,18 @@ func drainOnce(ctx context.Context, e *env, f *fixture, target *drainRedis, n in
 			marks = marks[1:]
 		}
 		if queued >= int64(n) {
-			left, dead, err := f.outbox.pending(ctx, e.admin)
-			if err != nil {
+			// Every row's task is in Redis: the relay enqueued them all.
+			if res.dead, err = f.outbox.dead(ctx, e.admin); err != nil {
 				return drainResult{}, err
 			}
-			if left == 0 {
-				res.drained, res.dead = int64(n), dead
-				break
-			}
+			res.drained = int64(n)
+			break
 		}
 		if time.Now().After(deadline) {
 			res.drained = queued
 			// Rows the relay recorded as dead never reach the queue; say so rather than
 			// report a plain timeout.
-			if _, res.dead, err = f.outbox.pending(ctx, e.admin); err != nil {
+			if res.dead, err = f.outbox.dead(ctx, e.admin); err != nil {
 				return drainResult{}, err
 			}
 			break

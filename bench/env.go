@@ -93,6 +93,7 @@ type fixture struct {
 	queue       string // asynq queue (dj-signals and plain asynq) and River queue
 
 	insertOrder, insertNote string // SQL of the business transaction
+	customer                string // the order row's; its length sets the row's size
 	outbox                  outboxTables
 	report                  *report // receives cleanup warnings
 
@@ -108,7 +109,7 @@ type fixture struct {
 
 func (e *env) newFixture(ctx context.Context, name string, r *report) (*fixture, error) {
 	id := fmt.Sprintf("bench_%s_%d", name, os.Getpid())
-	f := &fixture{env: e, schema: id, riverSchema: id + "_river", queue: id, report: r}
+	f := &fixture{env: e, schema: id, riverSchema: id + "_river", queue: id, customer: "customer", report: r}
 	f.track.Store(newTracker(0))
 	if err := f.setup(ctx); err != nil {
 		f.close()
@@ -217,7 +218,7 @@ func (f *fixture) close() {
 func (f *fixture) placeOrder(ctx context.Context, pool *pgxpool.Pool, seq int64, extra func(ctx context.Context, tx pgx.Tx, o order) error) error {
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		o := order{Seq: seq}
-		err := tx.QueryRow(ctx, f.insertOrder, "customer", 1234).Scan(&o.OrderID)
+		err := tx.QueryRow(ctx, f.insertOrder, f.customer, 1234).Scan(&o.OrderID)
 		if err != nil || extra == nil {
 			return err
 		}

@@ -1,11 +1,11 @@
 // Command bench measures dj-signals against its baselines on local
 // PostgreSQL and Redis: send overhead, end-to-end throughput, latency,
-// backlog drain, many application processes on one outbox, and per-key
-// ordering. It prints
-// each table as it completes and, with -out, writes the whole report as
-// markdown.
+// backlog drain, many application processes on one outbox, per-key
+// ordering, and the cost per event in WAL and CPU on servers of its own. It
+// prints each table as it completes and, with -out, writes the whole report
+// as markdown.
 //
-//	cd bench && go run . -out results.md   # 13–20 minutes on 2 cores (make bench)
+//	cd bench && go run . -out results.md   # 17–25 minutes on 2 cores (make bench)
 //	cd bench && go run . -quick            # a few minutes, smoke run
 //
 // It exits 0 when every scenario measured, whatever the figures: missed
@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,7 @@ type options struct {
 	latencyDur   time.Duration
 	rows         int // drain backlog
 	drainTimeout time.Duration
+	burnDown     int // cost scenario's backlog
 }
 
 type scenario struct {
@@ -56,6 +58,7 @@ var scenarios = []scenario{
 	{"drain", runDrain},
 	{"procs", runProcs},
 	{"ordering", runOrdering},
+	{"cost", runCost},
 }
 
 func main() {
@@ -69,21 +72,24 @@ func main() {
 		redis  string
 		child  string
 		procs  string
+		prof   string
 		logErr = func(err error) { fmt.Fprintln(os.Stderr, "bench:", err); os.Exit(2) }
 	)
 	flag.DurationVar(&o.duration, "duration", 4*time.Second, "length of one send-overhead run")
-	flag.IntVar(&o.reps, "reps", 3, "repetitions of the send-overhead and e2e runs (the median is reported); e2e's dj-signals pair with and without OpenTelemetry runs 2×reps+1 times")
-	flag.IntVar(&o.events, "events", 20_000, "events per end-to-end run")
+	flag.IntVar(&o.reps, "reps", 3, "repetitions of the send-overhead, e2e and cost runs (the median is reported); e2e's dj-signals pair with and without OpenTelemetry runs 2×reps+1 times")
+	flag.IntVar(&o.events, "events", 20_000, "events per end-to-end run (e2e and cost scenarios)")
 	flag.StringVar(&rates, "rates", "200,2000", "latency send rates, events/s, comma-separated")
 	flag.DurationVar(&o.latencyDur, "latency-duration", 10*time.Second, "length of one latency run (after 1s of warm-up)")
 	flag.IntVar(&o.rows, "rows", 1_000_000, "outbox rows in the drain backlog")
 	flag.DurationVar(&o.drainTimeout, "drain-timeout", 4*time.Minute, "give up the drain after this long and report the rate so far")
-	flag.BoolVar(&quick, "quick", false, "smoke run of a few minutes: -duration 500ms -events 2000 -latency-duration 1s -rows 100000 (flags given explicitly win)")
-	flag.StringVar(&only, "only", "send,e2e,latency,drain,procs,ordering", "scenarios to run, comma-separated")
+	flag.IntVar(&o.burnDown, "burndown-events", 50_000, "events in the cost scenario's burn-down backlog")
+	flag.BoolVar(&quick, "quick", false, "smoke run of a few minutes: -duration 500ms -events 2000 -latency-duration 1s -rows 100000 -burndown-events 5000 (flags given explicitly win)")
+	flag.StringVar(&only, "only", "send,e2e,latency,drain,procs,ordering,cost", "scenarios to run, comma-separated")
 	flag.StringVar(&out, "out", "", "write the markdown report to this file")
 	flag.StringVar(&dbURL, "db", getenv("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"), "PostgreSQL URL ($DATABASE_URL)")
 	flag.StringVar(&redis, "redis", getenv("REDIS_ADDR", "127.0.0.1:6379"), "Redis address ($REDIS_ADDR)")
 	flag.StringVar(&child, "relay-child", "", "internal: run one Dispatcher on this schema until SIGTERM (the drain scenario's relay process)")
+	flag.StringVar(&prof, "cpuprofile", "", "write a CPU profile of this process (senders, relays and workers of the in-process systems) to this file")
 	flag.StringVar(&procs, "procs-child", "", "internal: run one application process of the procs scenario, its part given as JSON")
 	flag.Parse()
 
@@ -102,7 +108,7 @@ func main() {
 	if quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		for name, v := range map[string]string{"duration": "500ms", "events": "2000", "latency-duration": "1s", "rows": "100000"} {
+		for name, v := range map[string]string{"duration": "500ms", "events": "2000", "latency-duration": "1s", "rows": "100000", "burndown-events": "5000"} {
 			if !set[name] {
 				_ = flag.Set(name, v)
 			}
@@ -115,12 +121,23 @@ func main() {
 		}
 		o.rates = append(o.rates, n)
 	}
-	if o.reps < 1 || o.events < 1 || o.rows < 1 {
-		logErr(errors.New("-reps, -events and -rows must be positive"))
+	if o.reps < 1 || o.events < 1 || o.rows < 1 || o.burnDown < 1 {
+		logErr(errors.New("-reps, -events, -rows and -burndown-events must be positive"))
 	}
 	selected, err := selectScenarios(only)
 	if err != nil {
 		logErr(err)
+	}
+
+	if prof != "" {
+		f, err := os.Create(prof)
+		if err != nil {
+			logErr(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			logErr(err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -139,6 +156,7 @@ func main() {
 	}
 	r.notes = append(r.notes, "Every scenario works in its own fresh PostgreSQL schemas (the outbox's, and River's) and asynq queue, dropped at the end; "+
 		"queues on the shared Redis are deleted in bounded steps (SCAN and UNLINK), and the drain scenario's backlog of tasks goes to a throwaway redis-server of its own. "+
+		"The cost scenario runs on a throwaway PostgreSQL cluster and redis-server of its own, so that their CPU time is its systems' alone. "+
 		"PostgreSQL, Redis, the senders and the delivery side all share this machine's cores, so figures are for comparison within one run: "+
 		"each is also given as a ratio to the baselines measured in the same run.")
 

@@ -34,11 +34,17 @@ func (o outboxTables) insert(ctx context.Context, tx pgx.Tx, e store.Event, targ
 	return o.q.Insert(ctx, tx, e, targets)
 }
 
-// pending counts the rows the relay has not enqueued yet, and the dead
-// ones.
-func (o outboxTables) pending(ctx context.Context, db *pgxpool.Pool) (pending, dead int64, err error) {
+// dead counts the dead letters.
+func (o outboxTables) dead(ctx context.Context, db *pgxpool.Pool) (int64, error) {
 	c, err := o.q.Count(ctx, db)
-	return c.Pending, c.Dead, err
+	return c.Dead, err
+}
+
+// unfinished counts the rows whose receivers have not succeeded yet:
+// pending or enqueued, dead ones aside.
+func (o outboxTables) unfinished(ctx context.Context, db *pgxpool.Pool) (int64, error) {
+	c, err := o.q.Count(ctx, db)
+	return c.Live, err
 }
 
 // load writes rows into the outbox with COPY and returns how many.

@@ -259,7 +259,7 @@ func procsOnce(ctx context.Context, e *env, f *fixture, parts []procsPart) (proc
 		if err != nil {
 			return procsRun{}, err
 		}
-		if c.Pending+c.Enqueued == 0 {
+		if c.Live == 0 {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -104,8 +104,10 @@ func launchScratchRedis(ctx context.Context, bin string) (*scratchRedis, error) 
 	s.cmd = exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", "")
 	s.cmd.Stdout, s.cmd.Stderr = &s.log, &s.log
-	// Dies with the benchmark, even if the benchmark is killed.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Dies with the benchmark, even if the benchmark is killed; its own
+	// process group keeps a terminal's ^C away from it, so that an
+	// interrupted run still cleans up through it before stopping it.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := s.cmd.Start(); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start redis-server: %w", err)

@@ -28,7 +28,7 @@ func runSend(ctx context.Context, e *env, o options, r *report) error {
 		return err
 	}
 	defer f.close()
-	rc, err := f.newRiver(e.admin, riverMaxWorkers) // insert-only: never started
+	rc, err := f.newRiver(e.admin, river.QueueConfig{MaxWorkers: riverMaxWorkers}) // insert-only: never started
 	if err != nil {
 		return err
 	}

@@ -42,8 +42,8 @@ const (
 const riverMaxWorkers = 100
 
 // newRiver returns a River client on f's River schema, working f's queue
-// with maxWorkers no-op workers that report to the tracker once started.
-func (f *fixture) newRiver(pool *pgxpool.Pool, maxWorkers int) (*river.Client[pgx.Tx], error) {
+// as queue says with no-op workers that report to the tracker once started.
+func (f *fixture) newRiver(pool *pgxpool.Pool, queue river.QueueConfig) (*river.Client[pgx.Tx], error) {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, river.WorkFunc(func(_ context.Context, j *river.Job[order]) error {
 		f.track.Load().started(j.Args.Seq)
@@ -51,7 +51,7 @@ func (f *fixture) newRiver(pool *pgxpool.Pool, maxWorkers int) (*river.Client[pg
 	}))
 	return river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Schema:  f.riverSchema,
-		Queues:  map[string]river.QueueConfig{f.queue: {MaxWorkers: maxWorkers}},
+		Queues:  map[string]river.QueueConfig{f.queue: queue},
 		Workers: workers,
 		Logger:  quiet,
 	})
@@ -85,8 +85,8 @@ func (f *fixture) systems() []system {
 	return []system{
 		f.signalsSystem(sysSignals, signals.DispatcherConfig{}, signals.WorkerConfig{}),
 		f.asynqSystem(),
-		f.riverSystem(sysRiver, riverMaxWorkers),
-		f.riverSystem(sysRiverTuned, 1000),
+		f.riverSystem(sysRiver, river.QueueConfig{MaxWorkers: riverMaxWorkers}),
+		f.riverSystem(sysRiverTuned, river.QueueConfig{MaxWorkers: 1000}),
 	}
 }
 
@@ -244,13 +244,7 @@ func (f *fixture) asynqSystem() system {
 	return system{
 		name: sysAsynq,
 		start: func(ctx context.Context) (func(), error) {
-			srv := asynq.NewServer(e.redis, asynq.Config{
-				Concurrency:              workerConcurrency,
-				Queues:                   map[string]int{f.queue: 1},
-				TaskCheckInterval:        workerTaskCheckInterval,
-				DelayedTaskCheckInterval: workerDelayedTaskCheckInterval,
-				LogLevel:                 asynq.WarnLevel,
-			})
+			srv := f.newAsynqServer()
 			err := srv.Start(asynq.HandlerFunc(func(_ context.Context, t *asynq.Task) error {
 				var o order
 				if err := json.Unmarshal(t.Payload(), &o); err != nil {
@@ -278,9 +272,21 @@ func (f *fixture) asynqSystem() system {
 	}
 }
 
+// newAsynqServer returns an asynq server on f's queue with the dj-signals
+// Worker's defaults.
+func (f *fixture) newAsynqServer() *asynq.Server {
+	return asynq.NewServer(f.env.redis, asynq.Config{
+		Concurrency:              workerConcurrency,
+		Queues:                   map[string]int{f.queue: 1},
+		TaskCheckInterval:        workerTaskCheckInterval,
+		DelayedTaskCheckInterval: workerDelayedTaskCheckInterval,
+		LogLevel:                 asynq.WarnLevel,
+	})
+}
+
 // riverSystem inserts River jobs in the business transaction; the River
 // client (started per run) has its own pool of pgxpool's default size.
-func (f *fixture) riverSystem(name string, maxWorkers int) system {
+func (f *fixture) riverSystem(name string, queue river.QueueConfig) system {
 	e := f.env
 	var rc atomic.Pointer[river.Client[pgx.Tx]]
 	return system{
@@ -290,7 +296,7 @@ func (f *fixture) riverSystem(name string, maxWorkers int) system {
 			if err != nil {
 				return nil, err
 			}
-			c, err := f.newRiver(pool, maxWorkers)
+			c, err := f.newRiver(pool, queue)
 			if err == nil {
 				err = c.Start(context.WithoutCancel(ctx))
 			}
