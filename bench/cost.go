@@ -92,7 +92,7 @@ func runCost(ctx context.Context, _ *env, o options, r *report) error {
 		{system: f.riverSystem(sysRiver, river.QueueConfig{MaxWorkers: riverMaxWorkers}), delivers: true, empty: f.riverEmpty},
 	}
 	runs := map[string][]cost{}
-	var top []statementCost // dj-signals, last rep
+	top := map[string][]statementCost{} // dj-signals' and the minimum ledger's, last rep
 	for rep := range o.reps {
 		for _, s := range systems {
 			c, err := w.costOnce(ctx, s, o.events)
@@ -100,14 +100,15 @@ func runCost(ctx context.Context, _ *env, o options, r *report) error {
 				return fmt.Errorf("%s: %w", s.name, err)
 			}
 			runs[s.name] = append(runs[s.name], c)
-			if s.name == sysSignals {
-				top = c.top
+			if s.name == sysSignals || s.name == sysMinLedger {
+				top[s.name] = c.top
 			}
 			progress("cost rep %d %-15s %s", rep+1, s.name, c.describe(o.events))
 		}
 	}
 	costTable(r, w, runs, o)
-	topTable(r, w, top, o.events, o.reps)
+	topTable(r, w, sysSignals, top[sysSignals], o.events, o.reps)
+	topTable(r, w, sysMinLedger, top[sysMinLedger], o.events, o.reps)
 
 	// The burn-down: dj-signals and River alternate.
 	riverBacklog, err := f.riverBacklogSystem()
@@ -486,12 +487,12 @@ func costTable(r *report, w *costWorld, runs map[string][]cost, o options) {
 	}
 }
 
-// topTable adds the statements that took dj-signals' PostgreSQL the most
-// time in its last run.
-func topTable(r *report, w *costWorld, top []statementCost, n, reps int) {
+// topTable adds the statements that took system's PostgreSQL the most time
+// in its last run.
+func topTable(r *report, w *costWorld, system string, top []statementCost, n, reps int) {
 	t := &table{
-		title: "Cost per event: dj-signals' top statements",
-		note: fmt.Sprintf("The %d statements with the most total execution time in dj-signals' last run of the cost-per-event table (run %d of %d; %s events), from pg_stat_statements "+
+		title: "Cost per event: " + system + "'s top statements",
+		note: fmt.Sprintf("The %d statements with the most total execution time in "+system+"'s last run of the cost-per-event table (run %d of %d; %s events), from pg_stat_statements "+
 			"(schema names left out, text cut). WAL is what the statement itself wrote (pg_stat_statements.wal_bytes), full-page images included; commit records belong to no statement.", costTop, reps, reps, fmtCount(n)),
 		header: []string{"statement", "calls", "calls/event", "total ms", "µs/call", "WAL B", "WAL B/event"},
 	}

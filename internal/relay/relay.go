@@ -99,8 +99,9 @@ const markerEvery = time.Second
 
 // Run relays until ctx is done, then returns nil. Errors are logged and
 // retried with capped exponential backoff; they never end the loop. Each
-// turn runs the relay's duties, each at its own cadence: the marker and
-// the clock (a Redis that lost its data or went back in time, every
+// turn runs the relay's duties, each at its own cadence: the marker, the
+// clock and the database's transaction IDs (a Redis that lost its data or
+// went back in time, a database restored behind the position; every
 // second), repair (rows long enqueued, every RepairAge/4), the position's
 // batch (whenever woken), keyed rows (while there may be any) and due rows
 // (every PollInterval, or at once while there are).
@@ -138,7 +139,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		if err == nil && time.Since(lastMarker) >= markerEvery {
 			if err = r.checkMarker(ctx); err == nil {
-				err = r.checkClock(ctx)
+				if err = r.checkClock(ctx); err == nil {
+					err = r.checkBehind(ctx)
+				}
 			}
 			lastMarker = time.Now()
 		} else if err == nil && !r.rewindSince.IsZero() {

@@ -46,19 +46,6 @@ func (r *Relay) windowOnce(ctx context.Context) (int, bool, error) {
 	if err != nil {
 		return 0, false, fmt.Errorf("read the outbox past the position: %w", err)
 	}
-	if ahead(h.pos, w.Next) {
-		// The database is behind the position: it was restored from a
-		// backup, or is another cluster. Start over.
-		r.cfg.Logger.Warn("signals: the position in redis is ahead of the database (restored from a backup?); sending every live row again",
-			"position", h.pos.Covered, "next_xid", w.Next)
-		if err := r.restamp(ctx); err != nil {
-			return 0, false, err
-		}
-		moved = true
-		_, err = r.putPosition(ctx, h, store.Start, false)
-		return 0, true, err
-	}
-
 	r.markResends(h.pos, w.Rows)
 	s := r.send(ctx, w.Rows)
 	if len(s.later)+len(s.dead) > 0 {
@@ -68,6 +55,7 @@ func (r *Relay) windowOnce(ctx context.Context) (int, bool, error) {
 	}
 	next := h.pos
 	switch {
+	case w.Upto == "": // no window was open and none is: the next read goes as far
 	case s.handled == len(w.Rows) && w.Done:
 		next = store.Position{Covered: w.Upto}
 	case s.handled > 0:
@@ -99,6 +87,37 @@ func (r *Relay) markResends(p store.Position, rows []store.Row) {
 			rows[i].Enqueues++
 		}
 	}
+}
+
+// checkBehind starts the position over when the database is behind it:
+// restored from a backup (the transaction IDs it hands out went back), or
+// another cluster. No window past such a position would ever find a row.
+func (r *Relay) checkBehind(ctx context.Context) error {
+	next, err := r.queries.NextXID(ctx, r.db)
+	if err != nil {
+		return fmt.Errorf("read the database's next transaction ID: %w", err)
+	}
+	kept := r.kept != nil
+	h, err := r.takePosition(ctx)
+	if isBusy(err) {
+		return nil // the relay that holds it checks too
+	} else if err != nil {
+		return err
+	}
+	if !ahead(h.pos, next) {
+		if !kept {
+			r.releasePosition(h)
+		}
+		return nil
+	}
+	r.cfg.Logger.Warn("signals: the position in redis is ahead of the database (restored from a backup?); sending every live row again",
+		"position", h.pos.Covered, "next_xid", next)
+	if err := r.restamp(ctx); err != nil {
+		r.releasePosition(h)
+		return err
+	}
+	_, err = r.putPosition(ctx, h, store.Start, false)
+	return err
 }
 
 // ahead reports whether p was taken on a database whose next transaction

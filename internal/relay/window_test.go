@@ -106,7 +106,8 @@ func TestAPositionAheadOfTheDatabaseStartsOver(t *testing.T) {
 
 	n, err := r.Batch(t.Context())
 	require.NoError(t, err)
-	require.Zero(t, n, "the batch notices and starts over")
+	require.Zero(t, n, "no window past such a position finds a row")
+	require.NoError(t, r.checkBehind(t.Context()), "the check every second notices and starts over")
 	n, err = r.Batch(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, 2, n)

@@ -49,7 +49,7 @@ const staleColumns = `xid, id, queue, generation, attempts`
 // last vacuum; a transaction held open elsewhere holds back none of them.
 const claimStaleSQL = `SELECT ` + staleColumns + `
 FROM {{schema}}.outbox
-WHERE xid < pg_snapshot_xmax($1::text::pg_snapshot) AND pg_visible_in_snapshot(xid, $1::text::pg_snapshot)
+WHERE xid < pg_snapshot_xmax($1::pg_snapshot) AND pg_visible_in_snapshot(xid, $1::pg_snapshot)
   AND ordering_key IS NULL AND next_attempt_at IS NULL
   AND (checked_at IS NULL OR checked_at < now() - $2::bigint * interval '1 millisecond')
 ORDER BY xid, id

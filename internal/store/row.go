@@ -98,10 +98,12 @@ func refArrays(refs []Ref) ([]uint64, [][16]byte) {
 	return xids, ids
 }
 
-// byRef selects the rows refs name, pair by pair, through the primary key:
-// a row requeued from dead keeps its ID under a new xid, so the two arrays
-// matched apart could take a row for a stale ref of its old one.
-const byRef = `(xid, id) IN (SELECT * FROM unnest($1::xid8[], $2::uuid[]))`
+// byRef selects the rows refs name through the primary key, scanned for
+// the two arrays' values, then pair by pair: a row requeued from dead keeps
+// its ID under a new xid, so the two arrays matched apart could take a row
+// for a stale ref of its old one. (A join on unnest of the pairs was
+// planned as a hash join over the whole table.)
+const byRef = `xid = ANY($1::xid8[]) AND id = ANY($2::uuid[]) AND ($1::xid8[])[array_position($2::uuid[], id)] = xid`
 
 // headersOrNil stores no headers as NULL rather than an empty object.
 func headersOrNil(h map[string]string) map[string]string {

@@ -37,8 +37,8 @@ func newStatsStatements(r *strings.Replacer) statsStatements {
 // until its enqueue is recorded.
 func isPendingOf(a string) string {
 	return strings.NewReplacer("@", a+".").Replace(`(CASE WHEN @ordering_key IS NULL
-    THEN @next_attempt_at IS NOT NULL OR NOT (pg_visible_in_snapshot(@xid, $1::text::pg_snapshot)
-        OR $2::text IS NOT NULL AND pg_visible_in_snapshot(@xid, $2::text::pg_snapshot) AND (@xid, @id) <= ($3::xid8, $4::uuid))
+    THEN @next_attempt_at IS NOT NULL OR NOT (pg_visible_in_snapshot(@xid, $1::pg_snapshot)
+        OR $2::pg_snapshot IS NOT NULL AND pg_visible_in_snapshot(@xid, $2::pg_snapshot) AND (@xid, @id) <= ($3::xid8, $4::uuid))
     ELSE @enqueued_at IS NULL END)`)
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Position is how far the Dispatchers have enqueued the rows without an
@@ -28,70 +30,62 @@ var Start = Position{Covered: "1:1:"}
 // Window is one read of the rows past a position.
 type Window struct {
 	// Upto is the snapshot the window reads up to: the position's, or the
-	// reading statement's own when no window was open.
+	// reading statement's own when no window was open; "" when no window
+	// was open and no row was read (the position stays as it is).
 	Upto string
 	// Rows are the next rows of the window, in (xid, id) order.
 	Rows []Row
 	// Done says Rows are the window's last: the position may move on to
 	// Covered: Upto.
 	Done bool
-	// Next is the database's next transaction ID, the xmax of a snapshot
-	// taken now: a position past it was taken on another database, or
-	// before this one was restored from a backup.
-	Next uint64
 }
+
+// upto is the window's snapshot: the position's ($1), or the statement's
+// own when no window is open, taken once (an InitPlan) rather than per row.
+const upto = `coalesce($1::pg_snapshot, (SELECT pg_current_snapshot()))`
 
 // windowSQL reads the rows whose transactions are visible in the window's
 // snapshot and not in the covered one, in two index ranges: transactions
 // from the covered snapshot's xmax on ($2), and those it saw in progress
 // ($3, its xip list; PgQ's batch query). A transaction held open for long
 // stays in the second, one index probe per read, and holds back no one
-// else's rows.
-var windowSQL = `SELECT u.upto::text, pg_snapshot_xmax(pg_current_snapshot()), o.*
-FROM (SELECT coalesce($1::text::pg_snapshot, pg_current_snapshot()) AS upto) AS u
-LEFT JOIN LATERAL (
-    (SELECT ` + liveColumns + `, octet_length(payload) FROM {{schema}}.outbox
-     WHERE xid >= $2::xid8 AND xid < pg_snapshot_xmax(u.upto) AND (xid, id) > ($4::xid8, $5::uuid)
-       AND pg_visible_in_snapshot(xid, u.upto) AND ordering_key IS NULL AND next_attempt_at IS NULL
-     ORDER BY xid, id LIMIT $6)
-    UNION ALL
-    (SELECT ` + liveColumns + `, octet_length(payload) FROM {{schema}}.outbox
-     WHERE xid = ANY($3::xid8[]) AND (xid, id) > ($4::xid8, $5::uuid)
-       AND pg_visible_in_snapshot(xid, u.upto) AND ordering_key IS NULL AND next_attempt_at IS NULL
-     ORDER BY xid, id LIMIT $6)
-    ORDER BY 1, 2 LIMIT $6
-) AS o ON true`
+// else's rows. Flat, with plain parameters, so that its plan is cheap and
+// cached.
+var windowSQL = `(SELECT ` + upto + `::text, ` + liveColumns + `, octet_length(payload) FROM {{schema}}.outbox
+ WHERE xid >= $2::xid8 AND xid < pg_snapshot_xmax(` + upto + `) AND (xid, id) > ($4::xid8, $5::uuid)
+   AND pg_visible_in_snapshot(xid, ` + upto + `) AND ordering_key IS NULL AND next_attempt_at IS NULL
+ ORDER BY xid, id LIMIT $6)
+UNION ALL
+(SELECT ` + upto + `::text, ` + liveColumns + `, octet_length(payload) FROM {{schema}}.outbox
+ WHERE xid = ANY($3::xid8[]) AND (xid, id) > ($4::xid8, $5::uuid)
+   AND pg_visible_in_snapshot(xid, ` + upto + `) AND ordering_key IS NULL AND next_attempt_at IS NULL
+ ORDER BY xid, id LIMIT $6)
+ORDER BY 2, 3 LIMIT $6`
 
 // Window reads up to limit rows past p whose payloads add up to at most
 // maxBytes (always at least one), without locking or writing anything. The
 // rows past maxBytes are read and dropped, not kept: a batch of large
 // payloads stays small in memory.
 func (q *Queries) Window(ctx context.Context, db Executor, p Position, limit, maxBytes int) (Window, error) {
-	var upto *string
+	var uptoArg *string
 	if p.Upto != "" {
-		upto = &p.Upto
+		uptoArg = &p.Upto
 	}
 	xmax, xip, err := parseSnapshot(p.Covered)
 	if err != nil {
 		return Window{}, err
 	}
-	rows, err := db.Query(ctx, q.window, upto, xmax, xip, p.After.XID, p.After.ID, limit)
+	rows, err := db.Query(ctx, q.window, uptoArg, xmax, xip, p.After.XID, p.After.ID, limit)
 	if err != nil {
 		return Window{}, err
 	}
 	defer rows.Close()
-	var w Window
+	w := Window{Upto: p.Upto}
 	var row Row
 	var size, total, read int
 	capped := false
-	dests := append(append([]any{&w.Upto, &w.Next}, row.liveFields()...), &size)
+	dests := append(append([]any{&w.Upto}, row.liveFields()...), &size)
 	for rows.Next() {
-		if rows.RawValues()[2] == nil { // no row past p: the LEFT JOIN's empty side
-			if err := rows.Scan(append([]any{&w.Upto, &w.Next}, make([]any, len(rows.RawValues())-2)...)...); err != nil {
-				return Window{}, err
-			}
-			continue
-		}
 		read++
 		row = Row{}
 		if err := rows.Scan(dests...); err != nil {
@@ -108,6 +102,19 @@ func (q *Queries) Window(ctx context.Context, db Executor, p Position, limit, ma
 	}
 	w.Done = read < limit && len(w.Rows) == read
 	return w, nil
+}
+
+const nextXIDSQL = `SELECT pg_snapshot_xmax(pg_current_snapshot())`
+
+// NextXID returns the database's next transaction ID, the xmax of a
+// snapshot taken now: a position past it was taken on another database,
+// or before this one was restored from a backup.
+func (q *Queries) NextXID(ctx context.Context, db Executor) (uint64, error) {
+	rows, err := db.Query(ctx, nextXIDSQL)
+	if err != nil {
+		return 0, err
+	}
+	return pgx.CollectExactlyOneRow(rows, pgx.RowTo[uint64])
 }
 
 // parseSnapshot reads the xmax and the in-progress IDs of a pg_snapshot's
