@@ -192,6 +192,7 @@ func (s *Signal[T]) deliver(ctx context.Context, d delivery) error {
 		Depth:         d.meta.Depth,
 		OrderingKey:   d.meta.OrderingKey,
 		registry:      s.reg,
+		xid:           d.meta.XID,
 	}
 	ctx, cancel := context.WithTimeout(withCause(ctx, d.meta), d.meta.Timeout)
 	defer cancel()

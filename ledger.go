@@ -1,14 +1,16 @@
 package signals
 
 import (
+	"context"
 	"fmt"
+	"time"
 
 	"github.com/hibiken/asynq"
 )
 
 // Ledger is a registry's outbox as an operator sees it: what it holds, per
-// receiver and queue ([Ledger.Stats]), and the dead letters to list,
-// requeue or discard. It reads and writes PostgreSQL through the db it is
+// receiver and queue ([Ledger.Stats]), the dead letters to list, requeue or
+// discard, and the inbox of [Once] to prune. It reads and writes PostgreSQL through the db it is
 // given, never closed; only Stats reads Redis. Dispatchers and Workers
 // change the same rows, each through the transitions the ledger's rows go
 // through (pending → enqueued → done; → dead → pending again). A Ledger is
@@ -29,4 +31,31 @@ func NewLedger(reg *Registry, db DB, redisOpt asynq.RedisConnOpt) (*Ledger, erro
 		return nil, fmt.Errorf("%w: NewLedger needs a registry (signals.DefaultRegistry for signals made with New) and a database pool", ErrInvalidConfig)
 	}
 	return &Ledger{reg: reg, db: db, redis: redisOpt}, nil
+}
+
+// pruneChunk is how many inbox rows one PruneInbox transaction removes.
+const pruneChunk = 10_000
+
+// PruneInbox removes the inbox rows that [Once] recorded more than
+// olderThan ago, in transactions of pruneChunk rows each, and returns how
+// many it removed. Keep olderThan longer than an event can take to be
+// delivered again (retries, a Redis that lost its data, a requeued dead
+// letter): a delivery whose inbox row is gone applies its effects again.
+// [Consume] needs no pruning.
+func (l *Ledger) PruneInbox(ctx context.Context, olderThan time.Duration) (int, error) {
+	if olderThan <= 0 {
+		return 0, fmt.Errorf("%w: PruneInbox needs a positive age, got %v", ErrInvalidConfig, olderThan)
+	}
+	before := time.Now().Add(-olderThan)
+	total := 0
+	for {
+		n, err := l.reg.queries.PruneInbox(ctx, l.db, before, pruneChunk)
+		total += int(n)
+		if err != nil {
+			return total, fmt.Errorf("signals: prune the inbox: %w", l.reg.explain(err))
+		}
+		if n < pruneChunk {
+			return total, nil
+		}
+	}
 }

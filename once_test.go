@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -12,9 +14,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/relay"
+	"github.com/dj-signals/signals/signalstest"
 )
 
-// onceTest is what the Once tests share: the fixture, "order.placed",
+// onceTest is what the Once and Consume tests share: the fixture, "order.placed",
 // and the effect under test, a receipts table with no unique key, so that a
 // second insert would show as a second row.
 type onceTest struct {
@@ -45,17 +49,40 @@ func (o *onceTest) apply(ctx context.Context, tx pgx.Tx, e signals.Event[orderPl
 	if err != nil || !first {
 		return false, err
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO `+o.table+` (order_id) VALUES ($1)`, e.Payload.OrderID)
-	return true, err
+	return true, o.record(ctx, tx, e)
+}
+
+// consume is apply with Consume in place of Once.
+func (o *onceTest) consume(ctx context.Context, tx pgx.Tx, e signals.Event[orderPlaced]) (bool, error) {
+	mine, err := signals.Consume(ctx, tx, e)
+	if err != nil || !mine {
+		return false, err
+	}
+	return true, o.record(ctx, tx, e)
+}
+
+// record is the effect: one receipt for e's order.
+func (o *onceTest) record(ctx context.Context, tx pgx.Tx, e signals.Event[orderPlaced]) error {
+	_, err := tx.Exec(ctx, `INSERT INTO `+o.table+` (order_id) VALUES ($1)`, e.Payload.OrderID)
+	return err
 }
 
 // deliver runs apply in a transaction of its own and commits it.
 func (o *onceTest) deliver(ctx context.Context, e signals.Event[orderPlaced]) (first bool, err error) {
+	return o.inTx(ctx, o.apply, e)
+}
+
+// deliverConsuming runs consume in a transaction of its own and commits it.
+func (o *onceTest) deliverConsuming(ctx context.Context, e signals.Event[orderPlaced]) (mine bool, err error) {
+	return o.inTx(ctx, o.consume, e)
+}
+
+func (o *onceTest) inTx(ctx context.Context, body func(context.Context, pgx.Tx, signals.Event[orderPlaced]) (bool, error), e signals.Event[orderPlaced]) (applied bool, err error) {
 	err = pgx.BeginFunc(ctx, o.f.pool, func(tx pgx.Tx) (err error) {
-		first, err = o.apply(ctx, tx, e)
+		applied, err = body(ctx, tx, e)
 		return err
 	})
-	return first, err
+	return applied, err
 }
 
 // requireDeliver is deliver on the test's ctx, which must succeed.
@@ -77,10 +104,25 @@ func (o *onceTest) applyOpen(t *testing.T, e signals.Event[orderPlaced]) pgx.Tx 
 }
 
 // receipts counts the receipts of order o-1.
-func (o *onceTest) receipts(t *testing.T) int {
+func (o *onceTest) receipts(t testing.TB) int {
+	t.Helper()
+	return o.receiptsOf(t, "o-1")
+}
+
+// receiptsOf counts the receipts of order orderID.
+func (o *onceTest) receiptsOf(t testing.TB, orderID string) int {
 	t.Helper()
 	var n int
-	require.NoError(t, o.f.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+o.table+` WHERE order_id = 'o-1'`).Scan(&n))
+	require.NoError(t, o.f.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+o.table+` WHERE order_id = $1`, orderID).Scan(&n))
+	return n
+}
+
+// inbox counts the rows of the fixture's inbox table, where Once records
+// deliveries.
+func (o *onceTest) inbox(t testing.TB) int {
+	t.Helper()
+	var n int
+	require.NoError(t, o.f.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{o.f.schema, "inbox"}.Sanitize()).Scan(&n))
 	return n
 }
 
@@ -257,4 +299,407 @@ func TestOnceKeepsTheEffectSingleWhenTheReceiverFailsAfterCommit(t *testing.T) {
 	require.Equal(t, []bool{true, false}, firsts, "applied on attempt 1, skipped on the retry")
 	mu.Unlock()
 	require.Equal(t, 1, o.receipts(t))
+}
+
+// verdicts records what Consume said on each run of a receiver, in order.
+type verdicts struct {
+	mu   sync.Mutex
+	said []bool
+}
+
+func (v *verdicts) add(mine bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.said = append(v.said, mine)
+}
+
+func (v *verdicts) get() []bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append([]bool(nil), v.said...)
+}
+
+// consumed is what a delivery running in another goroutine got from
+// consume.
+type consumed struct {
+	mine bool
+	err  error
+}
+
+// receive waits for ch's value for as long as a test waits for anything.
+func receive[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(eventually):
+		t.Fatalf("no %s within %v", what, eventually)
+		panic("unreachable")
+	}
+}
+
+// heldDelivery sends order o-1 through an Eager and returns the Event that
+// its receiver "record-receipt" was given: a delivered one, whose outbox
+// row the Eager keeps while the receiver runs. The receiver returns only
+// when the test ends, so the row stays until something consumes it.
+func (o *onceTest) heldDelivery(t *testing.T) signals.Event[orderPlaced] {
+	t.Helper()
+	delivered := make(chan signals.Event[orderPlaced], 1)
+	release := make(chan struct{})
+	o.sig.Connect("record-receipt", func(_ context.Context, e signals.Event[orderPlaced]) error {
+		delivered <- e
+		<-release
+		return nil
+	}, signals.Queue(o.f.queue))
+	eager := o.f.eager(t)
+	sent := make(chan struct{})
+	var sendErr error
+	go func() {
+		defer close(sent)
+		// Not the test's ctx: it ends before the cleanup below releases
+		// the receiver, and the Eager still has the row to remove.
+		_, sendErr = commit(context.WithoutCancel(t.Context()), eager, o.sig, orderPlaced{OrderID: "o-1"})
+	}()
+	t.Cleanup(func() {
+		close(release)
+		<-sent
+		require.NoError(t, sendErr, "the Eager's Commit")
+	})
+	select {
+	case e := <-delivered:
+		return e
+	case <-sent:
+		t.Fatalf("the Eager returned without running the receiver: %v", sendErr)
+	case <-time.After(eventually):
+		t.Fatalf("the Eager did not run the receiver within %v", eventually)
+	}
+	panic("unreachable")
+}
+
+// consumeBehind starts a second delivery of e, consuming it in a
+// transaction of its own, and returns that transaction and the delivery's
+// outcome once PostgreSQL reports it waiting for holder.
+func (o *onceTest) consumeBehind(t *testing.T, holder pgx.Tx, e signals.Event[orderPlaced]) (pgx.Tx, <-chan consumed) {
+	t.Helper()
+	waiter := o.f.begin(t)
+	done := make(chan consumed, 1)
+	go func() {
+		mine, err := o.consume(t.Context(), waiter, e)
+		done <- consumed{mine, err}
+	}()
+	holderPID, waiterPID := holder.Conn().PgConn().PID(), waiter.Conn().PgConn().PID()
+	require.Eventually(t, func() bool {
+		var waits bool
+		err := o.f.pool.QueryRow(t.Context(), `SELECT $2::int = ANY(pg_blocking_pids($1))`, waiterPID, holderPID).Scan(&waits)
+		return err == nil && waits
+	}, eventually, tick, "the second delivery waits for the first one's transaction")
+	return waiter, done
+}
+
+func TestConsumeKeepsTheEffectSingleWhenTheReceiverFailsAfterCommit(t *testing.T) {
+	t.Parallel()
+	o := setupOnce(t)
+	f := o.f
+
+	var said verdicts
+	o.sig.Connect("record-receipt", func(ctx context.Context, e signals.Event[orderPlaced]) error {
+		mine, err := o.deliverConsuming(ctx, e)
+		said.add(mine)
+		if err != nil {
+			return err
+		}
+		if e.Attempt == 1 {
+			// The effect is committed; the process dies before asynq
+			// hears of it, so the task runs again.
+			return errors.New("crashed after commit")
+		}
+		return nil
+	}, signals.Queue(f.queue), fastRetry)
+	f.runDispatcher(t, signals.DispatcherConfig{})
+	f.runWorker(t)
+
+	send(t, f.pool, o.sig, orderPlaced{OrderID: "o-1"})
+
+	insp := f.inspector(t)
+	require.Eventually(t, func() bool {
+		info, err := insp.GetQueueInfo(f.queue)
+		return err == nil && info.Completed == 1
+	}, eventually, tick)
+	require.Equal(t, []bool{true, false}, said.get(), "applied on attempt 1, skipped on the retry")
+	require.Equal(t, 1, o.receipts(t))
+	require.Zero(t, f.pending(t), "attempt 1's commit removed the row")
+	require.Zero(t, o.inbox(t), "Consume writes nothing to the inbox")
+}
+
+func TestConsumeWaitsForAConcurrentDeliveryAndSkipsWhenItCommits(t *testing.T) {
+	t.Parallel()
+	o := setupOnce(t)
+	e := o.heldDelivery(t)
+
+	holder := o.f.begin(t)
+	mine, err := o.consume(t.Context(), holder, e)
+	require.NoError(t, err)
+	require.True(t, mine, "the first delivery finds the row")
+	waiter, done := o.consumeBehind(t, holder, e)
+
+	require.NoError(t, holder.Commit(t.Context()))
+	r := receive(t, done, "outcome of the second delivery")
+	require.NoError(t, r.err)
+	require.False(t, r.mine, "the first delivery committed: the event is applied")
+	require.NoError(t, waiter.Commit(t.Context()))
+	require.Equal(t, 1, o.receipts(t))
+	require.Zero(t, o.f.pending(t))
+}
+
+func TestConsumeWaitsForAConcurrentDeliveryAndAppliesWhenItRollsBack(t *testing.T) {
+	t.Parallel()
+	o := setupOnce(t)
+	e := o.heldDelivery(t)
+
+	holder := o.f.begin(t)
+	mine, err := o.consume(t.Context(), holder, e)
+	require.NoError(t, err)
+	require.True(t, mine, "the first delivery finds the row")
+	waiter, done := o.consumeBehind(t, holder, e)
+
+	require.NoError(t, holder.Rollback(t.Context()))
+	r := receive(t, done, "outcome of the second delivery")
+	require.NoError(t, r.err)
+	require.True(t, r.mine, "the first delivery rolled back, leaving the row to the waiting one")
+	require.NoError(t, waiter.Commit(t.Context()))
+	require.Equal(t, 1, o.receipts(t))
+
+	again, err := o.deliverConsuming(t.Context(), e)
+	require.NoError(t, err)
+	require.False(t, again, "the waiting delivery's commit consumed the row: a later delivery skips")
+	require.Equal(t, 1, o.receipts(t))
+}
+
+func TestConsumeAfterARolledBackRunLeavesTheRowForTheRetry(t *testing.T) {
+	t.Parallel()
+	o := setupOnce(t)
+	f := o.f
+
+	var said verdicts
+	o.sig.Connect("record-receipt", func(ctx context.Context, e signals.Event[orderPlaced]) error {
+		var mine bool
+		err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) (err error) {
+			mine, err = o.consume(ctx, tx, e)
+			if err == nil && e.Attempt == 1 {
+				err = errors.New("failed before commit") // rolls back Consume and the effect
+			}
+			return err
+		})
+		said.add(mine)
+		if err == nil && e.Attempt == 2 {
+			return errors.New("crashed after commit")
+		}
+		return err
+	}, signals.Queue(f.queue), fastRetry)
+	f.runDispatcher(t, signals.DispatcherConfig{})
+	f.runWorker(t)
+
+	send(t, f.pool, o.sig, orderPlaced{OrderID: "o-1"})
+
+	insp := f.inspector(t)
+	require.Eventually(t, func() bool {
+		info, err := insp.GetQueueInfo(f.queue)
+		return err == nil && info.Completed == 1
+	}, eventually, tick)
+	require.Equal(t, []bool{true, true, false}, said.get(),
+		"attempt 1 rolled back and left the row, attempt 2 consumed it and committed, attempt 3 skips")
+	require.Equal(t, 1, o.receipts(t))
+	require.Zero(t, f.pending(t))
+	require.Zero(t, o.inbox(t))
+}
+
+// A Redis that lost its data, or a worker that died after the receiver's
+// commit, delivers a task whose row is already consumed.
+func TestConsumeSkipsARedeliveryOfAConsumedTask(t *testing.T) {
+	t.Parallel()
+	o := setupOnce(t)
+	f := o.f
+
+	var said verdicts
+	o.sig.Connect("record-receipt", func(ctx context.Context, e signals.Event[orderPlaced]) error {
+		mine, err := o.deliverConsuming(ctx, e)
+		said.add(mine)
+		return err
+	}, signals.Queue(f.queue))
+	send(t, f.pool, o.sig, orderPlaced{OrderID: "o-1"})
+	rows := f.outbox(t)
+	require.Len(t, rows, 1)
+	task, _, err := relay.Task(rows[0], f.schema, time.Minute)
+	require.NoError(t, err)
+
+	require.NoError(t, f.reg.ProcessTask(t.Context(), task), "first delivery")
+	require.Zero(t, f.pending(t), "the receiver's commit removed the row, with no ack")
+	require.NoError(t, f.reg.ProcessTask(t.Context(), task), "the same task again")
+
+	require.Equal(t, []bool{true, false}, said.get(), "the redelivery finds no row")
+	require.Equal(t, 1, o.receipts(t))
+	require.Zero(t, o.inbox(t))
+}
+
+func TestConsumeAppliesARequeuedDeadLetterOnce(t *testing.T) {
+	t.Parallel()
+	o := setupOnce(t)
+	f := o.f
+
+	var runs atomic.Int64
+	var said verdicts
+	o.sig.Connect("record-receipt", func(ctx context.Context, e signals.Event[orderPlaced]) error {
+		run := runs.Add(1)
+		if run == 1 {
+			return signals.Permanent(errors.New("card declined")) // before Consume: nothing applied
+		}
+		mine, err := o.deliverConsuming(ctx, e)
+		said.add(mine)
+		if err == nil && run == 2 {
+			return errors.New("crashed after commit")
+		}
+		return err
+	}, signals.Queue(f.queue), fastRetry)
+	f.runDispatcher(t, signals.DispatcherConfig{})
+	f.runWorker(t)
+
+	send(t, f.pool, o.sig, orderPlaced{OrderID: "o-1"})
+
+	l := f.ledger(t)
+	var dead []signals.DeadLetter
+	require.Eventually(t, func() bool {
+		var err error
+		dead, err = l.DeadLetters(t.Context(), signals.DeadFilter{})
+		return err == nil && len(dead) == 1
+	}, eventually, tick)
+	require.Equal(t, signals.ReasonPermanent, dead[0].Reason)
+	n, err := l.RequeueDead(t.Context(), dead[0].TaskID)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+
+	insp := f.inspector(t)
+	require.Eventually(t, func() bool {
+		info, err := insp.GetQueueInfo(f.queue)
+		return err == nil && info.Completed == 1
+	}, eventually, tick, "the requeued delivery runs to success")
+	require.Equal(t, []bool{true, false}, said.get(),
+		"the requeued row, written anew, is consumed by its first run; its retry skips")
+	require.Equal(t, 1, o.receipts(t))
+	require.Zero(t, f.pending(t))
+	dead, err = l.DeadLetters(t.Context(), signals.DeadFilter{})
+	require.NoError(t, err)
+	require.Empty(t, dead)
+	require.Zero(t, o.inbox(t))
+}
+
+func TestConsumeFreesTheOrderingKeyAtCommit(t *testing.T) {
+	t.Parallel()
+	o := setupOnce(t)
+	f := o.f
+
+	firstOpen := make(chan struct{}, 1)     // o-1's transaction consumed its row and is open
+	commitFirst := make(chan struct{})      // the test lets o-1's transaction commit
+	release := make(chan struct{})          // the test lets o-1's receiver return
+	secondStarted := make(chan struct{}, 1) // o-2's receiver started
+	o.sig.Connect("record-receipt", func(ctx context.Context, e signals.Event[orderPlaced]) error {
+		if e.Payload.OrderID != "o-1" {
+			select {
+			case secondStarted <- struct{}{}:
+			default:
+			}
+			_, err := o.deliverConsuming(ctx, e)
+			return err
+		}
+		err := pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+			mine, err := o.consume(ctx, tx, e)
+			if err != nil || !mine {
+				return err
+			}
+			select {
+			case firstOpen <- struct{}{}:
+			default:
+			}
+			select {
+			case <-commitFirst:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+		if err != nil {
+			return err
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}, signals.Queue(f.queue), signals.OrderBy(func(orderPlaced) string { return "customer-1" }))
+	f.runDispatcher(t, signals.DispatcherConfig{PollInterval: 10 * time.Millisecond})
+	f.runWorker(t)
+	releaseFirst := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseFirst) // before the Worker stops
+
+	send(t, f.pool, o.sig, orderPlaced{OrderID: "o-1"})
+	send(t, f.pool, o.sig, orderPlaced{OrderID: "o-2"})
+
+	receive(t, firstOpen, "open transaction of o-1's receiver")
+	require.Never(t, func() bool { return len(secondStarted) > 0 }, 500*time.Millisecond, tick,
+		"o-2 does not start while o-1's transaction is open")
+
+	close(commitFirst)
+	receive(t, secondStarted, "start of o-2's receiver after o-1's commit, while o-1's receiver still runs")
+	require.Eventually(t, func() bool { return o.receiptsOf(t, "o-2") == 1 }, eventually, tick)
+	require.Equal(t, 1, o.receipts(t))
+
+	releaseFirst()
+	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick)
+}
+
+func TestConsumeUnderEagerFindsTheRowAndAppliesOnce(t *testing.T) {
+	t.Parallel()
+	o := setupOnce(t)
+	f := o.f
+
+	var said verdicts
+	var delivered signals.Event[orderPlaced]
+	leftAfterCommit := int64(-1)
+	o.sig.Connect("record-receipt", func(ctx context.Context, e signals.Event[orderPlaced]) error {
+		delivered = e
+		mine, err := o.deliverConsuming(ctx, e)
+		said.add(mine)
+		if err != nil {
+			return err
+		}
+		c, err := f.queries.Count(ctx, f.pool)
+		leftAfterCommit = c.Live
+		return err
+	}, signals.Queue(f.queue))
+
+	_, err := commit(t.Context(), f.eager(t), o.sig, orderPlaced{OrderID: "o-1"})
+	require.NoError(t, err, "Commit runs the receiver, which succeeds")
+	require.Equal(t, []bool{true}, said.get(), "the Eager keeps the row while the receiver runs, so Consume finds it")
+	require.Zero(t, leftAfterCommit, "the receiver's commit removed the row")
+	require.Equal(t, 1, o.receipts(t))
+	require.Zero(t, f.pending(t))
+	require.Zero(t, o.inbox(t))
+
+	again, err := o.deliverConsuming(t.Context(), delivered)
+	require.NoError(t, err)
+	require.False(t, again, "a redelivery of the consumed Event skips")
+	require.Equal(t, 1, o.receipts(t))
+}
+
+func TestConsumeOfAnEventFromNewEventFallsBackToTheInbox(t *testing.T) {
+	t.Parallel()
+	o := setupOnce(t)
+
+	receiver := func(ctx context.Context, e signals.Event[orderPlaced]) error {
+		_, err := o.deliverConsuming(ctx, e)
+		return err
+	}
+	signalstest.RequireIdempotent(t, receiver, o.event(), func(t testing.TB) {
+		require.Equal(t, 1, o.receipts(t), "the second call skips the effect")
+		require.Equal(t, 1, o.inbox(t), "an Event with no outbox row is recorded in the inbox")
+	})
 }

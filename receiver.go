@@ -46,7 +46,8 @@ type Event[T any] struct {
 	// [OrderBy]), or "" if its deliveries run in no particular order.
 	OrderingKey string
 
-	registry *Registry // where Once records the event; nil means DefaultRegistry
+	registry *Registry // where Once and Consume find the event; nil means DefaultRegistry
+	xid      uint64    // the sending transaction's ID: with TaskID, the row's key; 0 if not delivered
 }
 
 // NewEvent builds the Event a receiver connected as receiver would get on

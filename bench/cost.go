@@ -67,13 +67,14 @@ type costSystem struct {
 // costWorld is the scenario's own PostgreSQL and Redis, the fixture on
 // them, and the pools that live through every run.
 type costWorld struct {
-	pg      *scratchPostgres
-	redis   *scratchRedis
-	env     *env
-	f       *fixture
-	min     *minLedger
-	senders *pgxpool.Pool
-	meter   *costMeter
+	pg        *scratchPostgres
+	redis     *scratchRedis
+	env       *env
+	f         *fixture
+	min       *minLedger
+	senders   *pgxpool.Pool
+	receivers *pgxpool.Pool // the transactions of receivers that write
+	meter     *costMeter
 }
 
 func runCost(ctx context.Context, _ *env, o options, r *report) error {
@@ -90,6 +91,13 @@ func runCost(ctx context.Context, _ *env, o options, r *report) error {
 		{system: w.min.system(sysMinLedger), delivers: true, empty: w.min.empty},
 		{system: f.signalsSystem(sysSignals, signals.DispatcherConfig{}, signals.WorkerConfig{}), delivers: true, empty: f.outboxEmpty},
 		{system: f.riverSystem(sysRiver, river.QueueConfig{MaxWorkers: riverMaxWorkers}), delivers: true, empty: f.riverEmpty},
+	}
+	effects, err := f.effectSystems(w.receivers)
+	if err != nil {
+		return err
+	}
+	for _, s := range effects {
+		systems = append(systems, costSystem{system: s, delivers: true, empty: f.outboxEmpty})
 	}
 	runs := map[string][]cost{}
 	top := map[string][]statementCost{} // dj-signals' and the minimum ledger's, last rep
@@ -109,6 +117,7 @@ func runCost(ctx context.Context, _ *env, o options, r *report) error {
 	costTable(r, w, runs, o)
 	topTable(r, w, sysSignals, top[sysSignals], o.events, o.reps)
 	topTable(r, w, sysMinLedger, top[sysMinLedger], o.events, o.reps)
+	effectTable(r, runs, o)
 
 	// The burn-down: dj-signals and River alternate.
 	riverBacklog, err := f.riverBacklogSystem()
@@ -175,6 +184,9 @@ func startCostWorld(ctx context.Context, r *report) (_ *costWorld, err error) {
 	if w.senders, err = newPool(ctx, w.pg.url("postgres"), e2eSenders); err != nil {
 		return nil, err
 	}
+	if w.receivers, err = newPool(ctx, w.pg.url("postgres"), workerConcurrency); err != nil {
+		return nil, err
+	}
 	observer, err := newPool(ctx, w.pg.url(costObserver), 2)
 	if err != nil {
 		return nil, err
@@ -190,6 +202,9 @@ func (w *costWorld) close(r *report) {
 	}
 	if w.senders != nil {
 		w.senders.Close()
+	}
+	if w.receivers != nil {
+		w.receivers.Close()
 	}
 	if w.f != nil {
 		w.f.close()

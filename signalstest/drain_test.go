@@ -16,7 +16,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
-	"github.com/dj-signals/signals/internal/store"
 	"github.com/dj-signals/signals/internal/testenv"
 	"github.com/dj-signals/signals/signalstest"
 )
@@ -97,22 +96,23 @@ func sendID[T any](t *testing.T, db signals.DB, sig *signals.Signal[T], payload 
 	return id
 }
 
-// holdRows takes the event's outbox rows in a transaction left open until
-// the test ends, as a relay does mid-batch: until then no Dispatcher can
-// move them, and everyone else still sees them. It returns their IDs.
+// holdRows deletes the event's outbox rows in a transaction left open until
+// the test ends, as a receiver's transaction with signals.Consume does while
+// it runs: until then no ack removes them, and everyone else still sees
+// them. It returns their IDs.
 func (w world) holdRows(t *testing.T, event ulid.ULID) []ulid.ULID {
 	t.Helper()
-	kit, err := store.NewKitQueries(w.schema)
-	require.NoError(t, err)
 	tx, err := w.pool.Begin(t.Context())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
-	rows, err := kit.TakeEvents(t.Context(), tx, [][16]byte{event}, 100)
+	rows, err := tx.Query(t.Context(), `DELETE FROM `+pgx.Identifier{w.schema, "outbox"}.Sanitize()+` WHERE event_id = $1 RETURNING id`, event)
 	require.NoError(t, err)
-	require.NotEmpty(t, rows)
-	ids := make([]ulid.ULID, len(rows))
-	for i, r := range rows {
-		ids[i] = r.ID
+	raw, err := pgx.CollectRows(rows, pgx.RowTo[[16]byte])
+	require.NoError(t, err)
+	require.NotEmpty(t, raw)
+	ids := make([]ulid.ULID, len(raw))
+	for i, id := range raw {
+		ids[i] = id
 	}
 	return ids
 }

@@ -45,18 +45,23 @@ const eagerBatch = 100
 type Eager struct {
 	db  signals.DB
 	reg *signals.Registry
-	q   *store.KitQueries
+	q   *store.Queries
+	kit *store.KitQueries
 }
 
 // NewEager returns an Eager beginning transactions on db (a *pgxpool.Pool)
 // and running the receivers of reg, whose schema holds the outbox. It never
 // closes db.
 func NewEager(db signals.DB, reg *signals.Registry) (*Eager, error) {
-	q, err := store.NewKitQueries(reg.Schema())
+	q, err := store.New(reg.Schema())
 	if err != nil {
 		return nil, err
 	}
-	return &Eager{db: db, reg: reg, q: q}, nil
+	kit, err := store.NewKitQueries(reg.Schema())
+	if err != nil {
+		return nil, err
+	}
+	return &Eager{db: db, reg: reg, q: q, kit: kit}, nil
 }
 
 // Begin starts a transaction whose Commit runs the receivers of the events
@@ -131,7 +136,10 @@ func (tx *eagerTx) Rollback(ctx context.Context) error {
 
 // run delivers the rows of the sent events, and of the events their
 // receivers send, in-process, until none is left, and returns the
-// receivers' errors joined.
+// receivers' errors joined. Each row stays in the outbox while its receiver
+// runs, as a Worker's does, so that signals.Consume finds it; then the row
+// is removed, whatever the receiver returned: an Eager runs each delivery
+// once.
 func (e *Eager) run(ctx context.Context, sent [][16]byte) error {
 	events := append([][16]byte(nil), sent...)
 	known := make(map[[16]byte]bool, len(events))
@@ -139,16 +147,18 @@ func (e *Eager) run(ctx context.Context, sent [][16]byte) error {
 		known[id] = true
 	}
 	found := map[[16]byte]bool{}
+	var seen [][16]byte
 	var errs []error
 	for {
-		rows, err := e.take(ctx, events)
+		rows, err := e.kit.EventRows(ctx, e.db, events, seen, eagerBatch)
 		if err != nil {
-			return errors.Join(append(errs, fmt.Errorf("signalstest: take the events' outbox rows: %w", err))...)
+			return errors.Join(append(errs, fmt.Errorf("signalstest: read the events' outbox rows: %w", err))...)
 		}
 		if len(rows) == 0 {
 			break
 		}
 		for _, row := range rows {
+			seen = append(seen, row.ID)
 			found[row.EventID] = true
 			if !known[row.EventID] {
 				known[row.EventID] = true
@@ -161,6 +171,9 @@ func (e *Eager) run(ctx context.Context, sent [][16]byte) error {
 			if err != nil {
 				errs = append(errs, fmt.Errorf("receiver %q of %q: %w", row.Receiver, row.Signal, err))
 			}
+			if err := e.q.Delete(ctx, e.db, []store.Ref{row.Ref()}); err != nil {
+				return errors.Join(append(errs, fmt.Errorf("signalstest: remove a delivered outbox row: %w", err))...)
+			}
 		}
 	}
 	for _, id := range sent {
@@ -170,17 +183,4 @@ func (e *Eager) run(ctx context.Context, sent [][16]byte) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// take takes up to eagerBatch rows of the events, or caused by them, out of
-// the outbox and commits before their receivers run: a receiver that sends
-// through this Eager commits and runs its own cascade without waiting for a
-// connection or a lock held here.
-func (e *Eager) take(ctx context.Context, events [][16]byte) ([]store.Row, error) {
-	var rows []store.Row
-	err := pgx.BeginFunc(ctx, e.db, func(tx pgx.Tx) (err error) {
-		rows, err = e.q.TakeEvents(ctx, tx, events, eagerBatch)
-		return err
-	})
-	return rows, err
 }

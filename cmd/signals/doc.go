@@ -10,6 +10,7 @@
 //	signals dead show [--json] ID
 //	signals dead requeue|discard ID...
 //	signals dead requeue|discard FILTERS|--all [--limit N] [--yes]
+//	signals inbox prune --older-than D
 //	signals migrate [--sql]
 //	signals relay
 //
@@ -24,6 +25,9 @@
 // dead lists dead letters, shows one in full, or requeues or discards them.
 // Given IDs, requeue and discard act on them. Given filters (or --all, for
 // every dead letter) they only show what they would do, unless --yes.
+//
+// inbox prune removes the inbox rows signals.Once recorded at least D ago,
+// in chunks of 10,000 rows (signals.Consume keeps no inbox).
 //
 // migrate creates or upgrades the schema's tables, idempotently; with --sql
 // it prints the migrations instead, in order, for goose or golang-migrate.

@@ -33,6 +33,7 @@ Usage:
 	signals dead show [--json] ID
 	signals dead requeue|discard ID...
 	signals dead requeue|discard FILTERS|--all [--limit N] [--yes]
+	signals inbox prune --older-than D
 	signals migrate [--sql]
 	signals relay
 
@@ -47,6 +48,9 @@ worker serves, retrying tasks no worker knows the receiver of.
 dead lists dead letters, shows one in full, or requeues or discards them.
 Given IDs, requeue and discard act on them. Given filters (or --all, for
 every dead letter) they only show what they would do, unless --yes.
+
+inbox prune removes the inbox rows signals.Once recorded at least D ago,
+in chunks of 10,000 rows (signals.Consume keeps no inbox).
 
 migrate creates or upgrades the schema's tables, idempotently; with --sql
 it prints the migrations instead, in order, for goose or golang-migrate.
@@ -118,6 +122,7 @@ type command func(ctx context.Context, args []string, stdout, stderr io.Writer) 
 var commands = map[string]command{
 	"status":  statusCommand,
 	"dead":    deadCommand,
+	"inbox":   inboxCommand,
 	"migrate": migrateCommand,
 	"relay":   relayCommand,
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,15 +27,42 @@ type SignedUp struct {
 	UserID int64 `json:"user_id"`
 }
 
-var welcomed = make(chan ulid.ULID, 16)
+// db is the application's pool; the receivers open their transactions on it.
+var db *pgxpool.Pool
+
+// done tells run which receiver finished with which event.
+var done = make(chan string, 16)
 
 func init() {
-	UserSignedUp.Connect("send-welcome-email", func(ctx context.Context, e signals.Event[SignedUp]) error {
-		// Runs at least once per event: use e.TaskID as an idempotency key.
-		fmt.Printf("welcome email for user %d (event %s, attempt %d)\n", e.Payload.UserID, e.ID, e.Attempt)
-		welcomed <- e.ID
-		return nil
+	UserSignedUp.Connect("send-welcome-email", sendWelcomeEmail)
+	UserSignedUp.Connect("grant-trial-credits", grantTrialCredits)
+}
+
+// sendWelcomeEmail has an effect outside the database: it runs at least once
+// per event, so it would give e.TaskID to the mail API as an idempotency key.
+func sendWelcomeEmail(ctx context.Context, e signals.Event[SignedUp]) error {
+	fmt.Printf("welcome email for user %d (event %s, attempt %d)\n", e.Payload.UserID, e.ID, e.Attempt)
+	done <- "email " + e.ID.String()
+	return nil
+}
+
+// grantTrialCredits touches only PostgreSQL: Consume, first in its own
+// transaction, makes its effect happen exactly once, however many times the
+// event is delivered.
+func grantTrialCredits(ctx context.Context, e signals.Event[SignedUp]) error {
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		mine, err := signals.Consume(ctx, tx, e)
+		if err != nil || !mine {
+			return err // an earlier delivery granted them
+		}
+		_, err = tx.Exec(ctx, `UPDATE quickstart_accounts SET credits = credits + 100 WHERE id = $1`, e.Payload.UserID)
+		return err
 	})
+	if err == nil {
+		fmt.Printf("100 trial credits for user %d (event %s)\n", e.Payload.UserID, e.ID)
+		done <- "credits " + e.ID.String()
+	}
+	return err
 }
 
 func main() {
@@ -49,10 +77,12 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer pool.Close()
+	db = pool
 	if err := signals.Migrate(ctx, pool); err != nil {
 		return err
 	}
-	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS quickstart_users (id bigserial PRIMARY KEY, email text NOT NULL)`); err != nil {
+	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS quickstart_accounts (
+    id bigserial PRIMARY KEY, email text NOT NULL, credits integer NOT NULL DEFAULT 0)`); err != nil {
 		return err
 	}
 
@@ -84,7 +114,7 @@ func run(ctx context.Context) error {
 	var eventID ulid.ULID
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		var userID int64
-		err := tx.QueryRow(ctx, `INSERT INTO quickstart_users (email) VALUES ($1) RETURNING id`, "ada@example.com").Scan(&userID)
+		err := tx.QueryRow(ctx, `INSERT INTO quickstart_accounts (email) VALUES ($1) RETURNING id`, "ada@example.com").Scan(&userID)
 		if err != nil {
 			return err
 		}
@@ -97,16 +127,17 @@ func run(ctx context.Context) error {
 	fmt.Println("committed user and event", eventID)
 
 	timeout := time.After(10 * time.Second)
-	for {
+	for waiting := 2; waiting > 0; {
 		select {
-		case id := <-welcomed:
-			if id == eventID {
-				return nil
+		case what := <-done:
+			if strings.HasSuffix(what, eventID.String()) {
+				waiting--
 			}
 		case <-timeout:
 			return fmt.Errorf("event %s not delivered within 10s: are PostgreSQL and Redis up?", eventID)
 		}
 	}
+	return nil
 }
 
 func getenv(key, fallback string) string {

@@ -52,7 +52,7 @@ type Queries struct {
 	repair       repairStatements
 	dead         deadStatements
 	stats        statsStatements
-	once         string
+	once         onceStatements
 }
 
 // New returns the statements for schema, which must pass ValidateSchema.
@@ -71,7 +71,7 @@ func New(schema string) (*Queries, error) {
 		repair:       newRepairStatements(r),
 		dead:         newDeadStatements(r),
 		stats:        newStatsStatements(r),
-		once:         r.Replace(onceSQL),
+		once:         newOnceStatements(r),
 	}, nil
 }
 

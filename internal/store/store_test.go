@@ -79,11 +79,11 @@ func TestNewQuotesTheSchemaIntoEveryStatement(t *testing.T) {
 	require.NoError(t, err)
 
 	stmts := statements(reflect.ValueOf(q).Elem(), "", map[string]string{})
-	for _, name := range []string{"window", "restamp", "keyed.claimHeads", "ledger.bury", "repair.claimStale", "dead.requeue", "stats.live", "once"} {
+	for _, name := range []string{"window", "restamp", "keyed.claimHeads", "ledger.bury", "repair.claimStale", "dead.requeue", "stats.live", "once.consume"} {
 		require.Contains(t, stmts, name, "the walk reaches the nested statements")
 	}
 	statements(reflect.ValueOf(kit).Elem(), "kit.", stmts)
-	require.Contains(t, stmts, "kit.takeEvents")
+	require.Contains(t, stmts, "kit.eventRows")
 	for name, sql := range stmts {
 		require.Contains(t, sql, `"order".`, name)
 		require.NotContains(t, sql, "{{schema}}", name)

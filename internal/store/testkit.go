@@ -12,7 +12,7 @@ import (
 // takes narrowed to the work of one test, where the relay's statements
 // take every row.
 type KitQueries struct {
-	takeEvents   string
+	eventRows    string
 	countPending string
 	listPending  string
 	sent         string
@@ -27,7 +27,7 @@ func NewKitQueries(schema string) (*KitQueries, error) {
 	}
 	r := strings.NewReplacer("{{schema}}", pgx.Identifier{schema}.Sanitize())
 	return &KitQueries{
-		takeEvents:   r.Replace(kitTakeEventsSQL),
+		eventRows:    r.Replace(kitEventRowsSQL),
 		countPending: r.Replace(kitCountPendingSQL),
 		listPending:  r.Replace(kitListPendingSQL),
 		sent:         r.Replace(kitSentSQL),
@@ -37,25 +37,16 @@ func NewKitQueries(schema string) (*KitQueries, error) {
 
 // No index serves event_id or causation_id: the kit runs on test-sized
 // outboxes.
-var kitTakeEventsSQL = `WITH taken AS (
-    DELETE FROM {{schema}}.outbox
-    WHERE (xid, id) IN (
-        SELECT xid, id FROM {{schema}}.outbox
-        WHERE event_id = ANY($1::uuid[]) OR causation_id = ANY($1::uuid[])
-        ORDER BY id
-        LIMIT $2
-        FOR UPDATE SKIP LOCKED
-    )
-    RETURNING ` + liveColumns + `
-)
-SELECT * FROM taken ORDER BY id`
+var kitEventRowsSQL = `SELECT ` + liveColumns + ` FROM {{schema}}.outbox
+WHERE (event_id = ANY($1::uuid[]) OR causation_id = ANY($1::uuid[])) AND NOT id = ANY(coalesce($2::uuid[], '{}'))
+ORDER BY id
+LIMIT $3`
 
-// TakeEvents deletes and returns up to limit rows, oldest first, that
-// belong to one of the events or were sent by a receiver of one of them
-// (their causation is one of the events), skipping rows another
-// transaction holds.
-func (k *KitQueries) TakeEvents(ctx context.Context, db Executor, events [][16]byte, limit int) ([]Row, error) {
-	rows, err := db.Query(ctx, k.takeEvents, events, limit)
+// EventRows returns up to limit live rows, oldest first, that belong to one
+// of the events or were sent by a receiver of one of them (their causation
+// is one of the events), but for the rows seen, without locking any.
+func (k *KitQueries) EventRows(ctx context.Context, db Executor, events, seen [][16]byte, limit int) ([]Row, error) {
+	rows, err := db.Query(ctx, k.eventRows, events, seen, limit)
 	if err != nil {
 		return nil, err
 	}

@@ -38,11 +38,11 @@ func TestKitQueries(t *testing.T) {
 	require.NoError(t, err)
 	requireRowsEqual(t, caused, pending, "oldest first, up to the limit")
 
-	taken, err := b.kit.TakeEvents(t.Context(), b.pool, [][16]byte{placed[0].EventID}, 2)
+	read, err := b.kit.EventRows(t.Context(), b.pool, [][16]byte{placed[0].EventID}, nil, 2)
 	require.NoError(t, err)
-	requireRowsEqual(t, placed, taken, "the event's rows first, up to the limit")
-	taken, err = b.kit.TakeEvents(t.Context(), b.pool, [][16]byte{placed[0].EventID}, 10)
+	requireRowsEqual(t, placed, read, "the event's rows first, up to the limit")
+	read, err = b.kit.EventRows(t.Context(), b.pool, [][16]byte{placed[0].EventID}, [][16]byte{placed[0].ID, placed[1].ID}, 10)
 	require.NoError(t, err)
-	requireRowsEqual(t, caused, taken, "and the rows its receivers sent")
-	requireRowsEqual(t, unrelated, b.live(t))
+	requireRowsEqual(t, caused, read, "then, but for the rows seen, the rows its receivers sent")
+	requireRowsEqual(t, append(append(placed, caused...), unrelated...), b.live(t), "nothing is taken")
 }
