@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -43,6 +44,7 @@ type ran struct {
 	row      store.Ref  // the outbox row; a zero ID if the task's ID cannot be read
 	enqueued time.Time  // when the relay enqueued it; zero if unknown
 	ordered  bool       // the row has an ordering key: its outcome frees the key's next row
+	consumed bool       // the receiver removed the row itself, with Consume: nothing to ack
 	attempt  int        // 1 on the first run
 	dead     DeadReason // set when the delivery failed for good
 	err      error      // as asynq must see it: nil, retry, or SkipRetry
@@ -55,6 +57,8 @@ func (r *Registry) run(ctx context.Context, t *asynq.Task) ran {
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	res := ran{attempt: retried + 1}
+	consumed := new(atomic.Bool)
+	ctx = context.WithValue(ctx, consumedKey{}, consumed)
 	rowID, _ := envelope.RowID(id)
 	meta, decodeErr := envelope.Decode(t.Type(), t.Headers())
 	res.row, res.enqueued = store.Ref{XID: meta.XID, ID: rowID}, meta.EnqueuedAt
@@ -95,6 +99,7 @@ func (r *Registry) run(ctx context.Context, t *asynq.Task) ran {
 	mws := r.wraps()
 	if len(mws) == 0 {
 		_ = step(ctx) // the outcome is in res
+		res.consumed = consumed.Load()
 		return res
 	}
 	info := &ReceiveInfo{
@@ -109,6 +114,7 @@ func (r *Registry) run(ctx context.Context, t *asynq.Task) ran {
 		info.Dead = res.dead
 		return err
 	})
+	res.consumed = consumed.Load()
 	return res
 }
 
@@ -237,6 +243,18 @@ func boundedStack(stack []byte) string {
 		s = s[:maxStack] + "\n..."
 	}
 	return s
+}
+
+// consumedKey carries, to Consume, where to say that the receiver removed
+// its delivery's row itself.
+type consumedKey struct{}
+
+// consumedRow tells the delivery under way in ctx, if any, that its row
+// is gone: the receiver's Consume removed it.
+func consumedRow(ctx context.Context) {
+	if c, ok := ctx.Value(consumedKey{}).(*atomic.Bool); ok {
+		c.Store(true)
+	}
 }
 
 type causeKey struct{}

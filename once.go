@@ -25,8 +25,8 @@ import (
 //	})
 //
 // While the row exists, the effects have not been applied; when tx commits,
-// the row is gone: the delivery is done (the Worker's own ack then finds
-// nothing to remove) and every later delivery of the event, after a Redis
+// the row is gone: the delivery is done (the Worker, given the receiver's
+// ctx here, sends no ack of its own) and every later delivery of the event, after a Redis
 // that lost its data, a worker that died after the commit or a requeue,
 // gets false. If tx rolls back, the row stays and a retry applies the
 // effects. A concurrent delivery of the same event waits for tx and then
@@ -54,6 +54,9 @@ func Consume[T any](ctx context.Context, tx pgx.Tx, e Event[T]) (bool, error) {
 	mine, err := reg.queries.Consume(ctx, tx, store.Ref{XID: e.xid, ID: e.TaskID})
 	if err != nil {
 		return false, fmt.Errorf("signals: consume delivery %s: %w", e.TaskID, reg.explain(err))
+	}
+	if mine {
+		consumedRow(ctx) // the Worker need not ack it
 	}
 	return mine, nil
 }

@@ -3,6 +3,7 @@ package signals_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/dj-signals/signals"
 	"github.com/dj-signals/signals/internal/relay"
+	"github.com/dj-signals/signals/internal/testenv"
 	"github.com/dj-signals/signals/signalstest"
 )
 
@@ -702,4 +704,31 @@ func TestConsumeOfAnEventFromNewEventFallsBackToTheInbox(t *testing.T) {
 		require.Equal(t, 1, o.receipts(t), "the second call skips the effect")
 		require.Equal(t, 1, o.inbox(t), "an Event with no outbox row is recorded in the inbox")
 	})
+}
+
+// TestAWorkerSendsNoAckForADeliveryItsReceiverConsumed requires that the
+// Worker sends no statement of its own for a delivery whose receiver
+// removed the row with Consume: the receiver's commit was the ack.
+func TestAWorkerSendsNoAckForADeliveryItsReceiverConsumed(t *testing.T) {
+	t.Parallel()
+	o := setupOnce(t)
+	f := o.f
+	o.sig.Connect("record-receipt", func(ctx context.Context, e signals.Event[orderPlaced]) error {
+		_, err := o.deliverConsuming(ctx, e)
+		return err
+	}, signals.Queue(f.queue))
+	acks := &testenv.Statements{Prefix: "DELETE FROM " + pgx.Identifier{f.schema}.Sanitize() + ".outbox WHERE xid = ANY"}
+	workerPool := newPool(t, func(c *pgxpool.Config) { c.ConnConfig.Tracer = acks })
+	w, err := signals.NewWorker(f.reg, workerPool, f.redis, signals.WorkerConfig{Queues: map[string]int{f.queue: 1}, Logger: quietLogger()})
+	require.NoError(t, err)
+	run(t, w.Run)
+	f.runDispatcher(t, signals.DispatcherConfig{})
+
+	const events = 20
+	sendOrders(t, f, o.sig, "o", events)
+	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick)
+	for i := range events {
+		require.Equal(t, 1, o.receiptsOf(t, fmt.Sprintf("o-%d", i)))
+	}
+	require.Zero(t, acks.Count(), "the Worker sent no ack")
 }

@@ -225,6 +225,10 @@ func (w *Worker) process(ctx context.Context, t *asynq.Task) error {
 	res := w.reg.run(ctx, t)
 	switch {
 	case res.row.ID == [16]byte{}:
+	case res.err == nil && res.consumed:
+		if res.ordered {
+			wake.Notify(w.reg.Schema()) // its key's next row is free
+		}
 	case res.err == nil:
 		w.acks.Add(res.row, res.ordered)
 	case res.dead != "":
