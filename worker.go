@@ -110,8 +110,11 @@ type Worker struct {
 }
 
 // ackInterval is how long a success waits, at most, before its row is
-// removed together with the others of that interval.
-const ackInterval = 5 * time.Millisecond
+// removed together with the others of that interval. An ack delays no
+// receiver (a keyed row's goes at once, for its key's next row), and each
+// DELETE costs PostgreSQL more per call than per row: in the cost
+// scenario, 5 ms made one statement per 3.6 rows at 82 µs a call.
+const ackInterval = 20 * time.Millisecond
 
 // NewWorker returns a Worker running reg's receivers on tasks from the
 // Redis that redisOpt describes and recording their outcomes in reg's

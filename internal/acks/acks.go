@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dj-signals/signals/internal/store"
+	"github.com/dj-signals/signals/internal/throttle"
 	"github.com/dj-signals/signals/internal/wake"
 )
 
@@ -24,7 +25,7 @@ type Batcher struct {
 	queries  *store.Queries
 	db       store.Executor
 	interval time.Duration
-	logger   *slog.Logger
+	logger   *throttle.Logger
 
 	mu      sync.Mutex
 	pending []store.Ref
@@ -32,9 +33,14 @@ type Batcher struct {
 	full    chan struct{} // signaled when pending reaches MaxBatch or an ordered row waits
 }
 
+// logWindow is how often a failing flush may say so: while PostgreSQL is
+// down a flush fails every interval, and one line per 30 s, with the count
+// of those held back, tells as much.
+const logWindow = 30 * time.Second
+
 // New returns a Batcher removing rows through db every interval.
 func New(queries *store.Queries, db store.Executor, interval time.Duration, logger *slog.Logger) *Batcher {
-	return &Batcher{queries: queries, db: db, interval: interval, logger: logger, full: make(chan struct{}, 1)}
+	return &Batcher{queries: queries, db: db, interval: interval, logger: throttle.New(logger, logWindow), full: make(chan struct{}, 1)}
 }
 
 // Add queues the ack of one row. An ordered row (one with an ordering key)
@@ -97,7 +103,7 @@ func (b *Batcher) flush(ctx context.Context) {
 			b.ordered = b.ordered || ordered
 			b.mu.Unlock()
 			if ctx.Err() == nil { // a shutdown's last flush retries them at once
-				b.logger.Warn("signals: remove acked outbox rows; will retry", "rows", n, "error", err)
+				b.logger.Log(slog.LevelWarn, "signals: remove acked outbox rows; will retry", "rows", n, "error", err)
 			}
 			return
 		}

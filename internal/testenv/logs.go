@@ -56,3 +56,17 @@ func (l *Logs) Len() int {
 	defer l.mu.Unlock()
 	return len(l.records)
 }
+
+// WarningsSince returns the messages of the warnings and errors kept from
+// the from-th record on (a Len read earlier), oldest first.
+func (l *Logs) WarningsSince(from int) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, r := range l.records[min(from, len(l.records)):] {
+		if r.Level >= slog.LevelWarn {
+			out = append(out, r.Message)
+		}
+	}
+	return out
+}

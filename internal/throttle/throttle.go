@@ -27,11 +27,12 @@ func New(l *slog.Logger, window time.Duration) *Logger {
 	return &Logger{l: l, window: window}
 }
 
-// Log writes msg at level, unless it is a warning or an error and another
-// went out less than a window ago.
-func (t *Logger) Log(level slog.Level, msg string) {
+// Log writes msg, with its attributes (slog's key-value pairs), at level,
+// unless it is a warning or an error and another went out less than a
+// window ago.
+func (t *Logger) Log(level slog.Level, msg string, attrs ...any) {
 	if level < slog.LevelWarn {
-		t.l.Log(context.Background(), level, msg)
+		t.l.Log(context.Background(), level, msg, attrs...)
 		return
 	}
 	t.mu.Lock()
@@ -45,8 +46,7 @@ func (t *Logger) Log(level slog.Level, msg string) {
 	t.last, t.dropped = now, 0
 	t.mu.Unlock()
 	if dropped > 0 {
-		t.l.Log(context.Background(), level, msg, "similar_lines_held_back", dropped, "window", t.window)
-		return
+		attrs = append(attrs, "similar_lines_held_back", dropped, "window", t.window)
 	}
-	t.l.Log(context.Background(), level, msg)
+	t.l.Log(context.Background(), level, msg, attrs...)
 }
