@@ -144,8 +144,12 @@ func parseSnapshot(s string) (uint64, []uint64, error) {
 // restampSQL gives rows whose transaction IDs are ahead of the database's
 // xid 1, older than every transaction: rows restored from another
 // cluster's dump carry that cluster's IDs, and no snapshot here would see
-// them for a long while.
-const restampSQL = `UPDATE {{schema}}.outbox SET xid = '1' WHERE xid > pg_current_xact_id()`
+// them for a long while. A row the statement sees whose xid is not below
+// its own snapshot's xmax can only be such a row. (Not "xid >
+// pg_current_xact_id()": the planner evaluates that to estimate the scan,
+// which hands the statement an ID before its snapshot is taken, and rows
+// of transactions that commit in between look ahead of it.)
+const restampSQL = `UPDATE {{schema}}.outbox SET xid = '1' WHERE xid >= pg_snapshot_xmax(pg_current_snapshot())`
 
 // Restamp makes rows carrying transaction IDs from ahead of the database's
 // own visible to every position past Start, and reports how many it

@@ -449,3 +449,51 @@ func TestRestampGivesRowsFromAheadTheFirstTransactionID(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n, "no row from ahead is left")
 }
+
+// TestRestampLeavesTheRowsOfRunningSendersAlone runs Restamp over and over
+// while eight senders commit rows: none of theirs is ahead of the database,
+// so none may be restamped.
+func TestRestampLeavesTheRowsOfRunningSendersAlone(t *testing.T) {
+	t.Parallel()
+	q, b := setup(t)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				tx, err := b.pool.Begin(t.Context())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				e, tg := event("order.placed"), target("r")
+				if err := q.Insert(t.Context(), tx, e, []Target{tg}); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := tx.Commit(t.Context()); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	var restamped int64
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		n, err := q.Restamp(t.Context(), b.pool)
+		require.NoError(t, err)
+		restamped += n
+	}
+	close(stop)
+	wg.Wait()
+	require.Zero(t, restamped, "rows of senders committing meanwhile were taken for rows from ahead of the database")
+	require.NotEmpty(t, b.live(t))
+}
