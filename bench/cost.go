@@ -119,6 +119,16 @@ func runCost(ctx context.Context, _ *env, o options, r *report) error {
 	topTable(r, w, sysMinLedger, top[sysMinLedger], o.events, o.reps)
 	effectTable(r, runs, o)
 
+	plain, err := w.heldOnce(ctx, o.held, false)
+	if err != nil {
+		return fmt.Errorf("paced run: %w", err)
+	}
+	held, err := w.heldOnce(ctx, o.held, true)
+	if err != nil {
+		return fmt.Errorf("paced run with a transaction held: %w", err)
+	}
+	heldTable(r, plain, held, o.held)
+
 	// The burn-down: dj-signals and River alternate.
 	riverBacklog, err := f.riverBacklogSystem()
 	if err != nil {

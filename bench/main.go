@@ -41,7 +41,8 @@ type options struct {
 	latencyDur   time.Duration
 	rows         int // drain backlog
 	drainTimeout time.Duration
-	burnDown     int // cost scenario's backlog
+	burnDown     int           // cost scenario's backlog
+	held         time.Duration // how long the cost scenario holds a transaction open
 }
 
 type scenario struct {
@@ -83,6 +84,7 @@ func main() {
 	flag.IntVar(&o.rows, "rows", 1_000_000, "outbox rows in the drain backlog")
 	flag.DurationVar(&o.drainTimeout, "drain-timeout", 4*time.Minute, "give up the drain after this long and report the rate so far")
 	flag.IntVar(&o.burnDown, "burndown-events", 50_000, "events in the cost scenario's burn-down backlog")
+	flag.DurationVar(&o.held, "held-duration", time.Minute, "how long the cost scenario holds a transaction open while events flow (and runs them without it)")
 	flag.BoolVar(&quick, "quick", false, "smoke run of a few minutes: -duration 500ms -events 2000 -latency-duration 1s -rows 100000 -burndown-events 5000 (flags given explicitly win)")
 	flag.StringVar(&only, "only", "send,e2e,latency,drain,procs,ordering,cost", "scenarios to run, comma-separated")
 	flag.StringVar(&out, "out", "", "write the markdown report to this file")
@@ -108,7 +110,7 @@ func main() {
 	if quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		for name, v := range map[string]string{"duration": "500ms", "events": "2000", "latency-duration": "1s", "rows": "100000", "burndown-events": "5000"} {
+		for name, v := range map[string]string{"duration": "500ms", "events": "2000", "latency-duration": "1s", "rows": "100000", "burndown-events": "5000", "held-duration": "10s"} {
 			if !set[name] {
 				_ = flag.Set(name, v)
 			}
