@@ -23,7 +23,7 @@ func TestSendReliableCommitWritesOneRowPerReceiver(t *testing.T) {
 	f := setup(t)
 	sig := register[orderPlaced](t, f.reg, "order.placed")
 	sig.Connect("email-receipt", nop[orderPlaced])
-	sig.Connect("analytics", nop[orderPlaced], signals.Queue("low"), signals.MaxRetries(3), signals.Timeout(1500*time.Millisecond))
+	sig.Connect("analytics", nop[orderPlaced], signals.Queue(f.queue+"-low"), signals.MaxRetries(3), signals.Timeout(1500*time.Millisecond))
 	sig.Connect("warehouse", nop[orderPlaced])
 
 	before := f.statements.Count()
@@ -47,7 +47,7 @@ func TestSendReliableCommitWritesOneRowPerReceiver(t *testing.T) {
 	require.Equal(t, f.reg.Queue(), seen["email-receipt"].Queue)
 	require.Equal(t, signals.DefaultReceiverMaxRetries, seen["email-receipt"].MaxRetry)
 	require.Equal(t, signals.DefaultReceiverTimeout.Milliseconds(), seen["email-receipt"].TimeoutMS)
-	require.Equal(t, "low", seen["analytics"].Queue)
+	require.Equal(t, f.queue+"-low", seen["analytics"].Queue)
 	require.Equal(t, 3, seen["analytics"].MaxRetry)
 	require.Equal(t, int64(1500), seen["analytics"].TimeoutMS)
 	require.Contains(t, seen, "warehouse")

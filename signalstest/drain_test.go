@@ -85,6 +85,46 @@ func TestDrainReturnsOnceEveryReceiverHasRun(t *testing.T) {
 	signalstest.RequireNotSent(t, w.pool, placed, nil)
 }
 
+// TestDrainRunsAReceiverThatConsumesItsRowOnce drains a receiver that
+// applies its effect with signals.Consume and fails after its commit on
+// its first attempt: Drain waits for the retry, which applies nothing, and
+// the effect is there once.
+func TestDrainRunsAReceiverThatConsumesItsRowOnce(t *testing.T) {
+	t.Parallel()
+	w := setup(t)
+	queue := testenv.Queue(t)
+	redis := asynq.RedisClientOpt{Addr: testenv.RedisAddr()}
+	placed := register[signedUp](t, w, "user.signed_up")
+	credits := pgx.Identifier{w.schema, "credits"}.Sanitize()
+	_, err := w.pool.Exec(t.Context(), `CREATE TABLE `+credits+` (user_id bigint NOT NULL)`)
+	require.NoError(t, err)
+	var attempts atomic.Int32
+	placed.Connect("grant", func(ctx context.Context, e signals.Event[signedUp]) error {
+		attempts.Add(1)
+		err := pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
+			mine, err := signals.Consume(ctx, tx, e)
+			if err != nil || !mine {
+				return err
+			}
+			_, err = tx.Exec(ctx, `INSERT INTO `+credits+` (user_id) VALUES ($1)`, e.Payload.UserID)
+			return err
+		})
+		if err == nil && e.Attempt == 1 {
+			return errors.New("the process died after the commit")
+		}
+		return err
+	}, signals.Queue(queue), signals.Backoff(10*time.Millisecond, 50*time.Millisecond))
+
+	require.NoError(t, send(t, w.pool, placed, signedUp{UserID: 7}))
+	signalstest.Drain(t, w.pool, redis, w.reg)
+
+	var n int
+	require.NoError(t, w.pool.QueryRow(t.Context(), `SELECT count(*) FROM `+credits+` WHERE user_id = 7`).Scan(&n))
+	require.Equal(t, 1, n, "granted once")
+	require.Equal(t, int32(2), attempts.Load(), "Drain waited for the retry")
+	signalstest.RequireNotSent(t, w.pool, placed, nil)
+}
+
 // sendID commits one event of sig through db and returns its ID.
 func sendID[T any](t *testing.T, db signals.DB, sig *signals.Signal[T], payload T, opts ...signals.SendOption) ulid.ULID {
 	t.Helper()

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strconv"
@@ -40,27 +41,29 @@ type Window struct {
 	Done bool
 }
 
-// upto is the window's snapshot: the position's ($1), or the statement's
+// upto is the window's snapshot: the position's ($3), or the statement's
 // own when no window is open, taken once (an InitPlan) rather than per row.
-const upto = `coalesce($1::pg_snapshot, (SELECT pg_current_snapshot()))`
+const upto = `coalesce($3::pg_snapshot, (SELECT pg_current_snapshot()))`
 
 // windowSQL reads the rows whose transactions are visible in the window's
 // snapshot and not in the covered one, in two index ranges: transactions
-// from the covered snapshot's xmax on ($2), and those it saw in progress
-// ($3, its xip list; PgQ's batch query). A transaction held open for long
-// stays in the second, one index probe per read, and holds back no one
-// else's rows. Flat, with plain parameters, so that its plan is cheap and
-// cached.
+// from the covered snapshot's xmax on, past the last row taken ($1, $2:
+// one row bound, so that the scan starts there rather than at the start of
+// the index, whose dead entries a transaction held open keeps from
+// vacuum), and those it saw in progress ($4, its xip list; PgQ's batch
+// query). A transaction held open for long stays in the second, one index
+// probe per read, and holds back no one else's rows. Flat, with plain
+// parameters, so that its plan is cheap and cached.
 var windowSQL = `(SELECT ` + upto + `::text, ` + liveColumns + `, octet_length(payload) FROM {{schema}}.outbox
- WHERE xid >= $2::xid8 AND xid < pg_snapshot_xmax(` + upto + `) AND (xid, id) > ($4::xid8, $5::uuid)
+ WHERE (xid, id) > ($1::xid8, $2::uuid) AND xid < pg_snapshot_xmax(` + upto + `)
    AND pg_visible_in_snapshot(xid, ` + upto + `) AND ordering_key IS NULL AND next_attempt_at IS NULL
- ORDER BY xid, id LIMIT $6)
+ ORDER BY xid, id LIMIT $7)
 UNION ALL
 (SELECT ` + upto + `::text, ` + liveColumns + `, octet_length(payload) FROM {{schema}}.outbox
- WHERE xid = ANY($3::xid8[]) AND (xid, id) > ($4::xid8, $5::uuid)
+ WHERE xid = ANY($4::xid8[]) AND (xid, id) > ($5::xid8, $6::uuid)
    AND pg_visible_in_snapshot(xid, ` + upto + `) AND ordering_key IS NULL AND next_attempt_at IS NULL
- ORDER BY xid, id LIMIT $6)
-ORDER BY 2, 3 LIMIT $6`
+ ORDER BY xid, id LIMIT $7)
+ORDER BY 2, 3 LIMIT $7`
 
 // Window reads up to limit rows past p whose payloads add up to at most
 // maxBytes (always at least one), without locking or writing anything. The
@@ -75,7 +78,13 @@ func (q *Queries) Window(ctx context.Context, db Executor, p Position, limit, ma
 	if err != nil {
 		return Window{}, err
 	}
-	rows, err := db.Query(ctx, q.window, uptoArg, xmax, xip, p.After.XID, p.After.ID, limit)
+	// The first range starts past the covered snapshot's last transaction
+	// ID, or past the last row taken, whichever is later.
+	from := Ref{XID: xmax - 1, ID: [16]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+	if p.After.XID > from.XID || p.After.XID == from.XID && bytes.Compare(p.After.ID[:], from.ID[:]) > 0 {
+		from = p.After
+	}
+	rows, err := db.Query(ctx, q.window, from.XID, from.ID, uptoArg, xip, p.After.XID, p.After.ID, limit)
 	if err != nil {
 		return Window{}, err
 	}
