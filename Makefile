@@ -9,7 +9,7 @@ COVERPROFILE ?= coverage.out
 
 .DEFAULT_GOAL := help
 
-.PHONY: help test lint cover demo
+.PHONY: help test quick testdb lint cover demo
 
 help: ## Show this list of targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-10s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -17,9 +17,15 @@ help: ## Show this list of targets
 # Nested modules with their own go.mod, tested and vetted beside the root.
 MODULES      ?= otelsignals examples/shop
 
-test: ## Run all tests with the race detector, root and nested modules (needs PostgreSQL and Redis)
+test: testdb ## Run all tests with the race detector, root and nested modules (needs PostgreSQL and Redis; about 2 min on 2 idle cores)
 	$(GO) test $(TEST_FLAGS) ./...
 	@for m in $(MODULES); do echo "cd $$m && $(GO) test $(TEST_FLAGS) ./..."; (cd $$m && $(GO) test $(TEST_FLAGS) ./...) || exit 1; done
+
+quick: ## Like test, without the race detector: quicker, for the edit-test loop
+	@$(MAKE) --no-print-directory test TEST_FLAGS="-count=1 -timeout 9m"
+
+testdb: ## Create the test database (SIGNALS_TEST_DATABASE_URL) if it does not exist
+	@$(GO) run ./internal/testenv/createdb
 
 lint: ## Check formatting (gofmt), run go vet, and staticcheck if installed
 	@unformatted="$$(gofmt -l .)"; \

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -56,12 +58,68 @@ func PoolFor(t testing.TB, url string) *pgxpool.Pool {
 	defer cancel()
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
+		if missingDatabase(err) {
+			t.Fatalf("testenv: %v; `make test` creates it, or create it yourself: %s", err, createCommand(url))
+			return nil
+		}
 		t.Fatalf("testenv: cannot reach PostgreSQL at %s: %v (start PostgreSQL or set %s; default %s)",
 			redactURL(url), err, DatabaseURLEnv, defaultDatabaseURL)
 		return nil
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// EnsureDatabase creates the database the URL names if PostgreSQL says it
+// does not exist, connecting to the server's postgres database to do so,
+// and reports whether it did. Any other failure to connect is returned as
+// it is. Concurrent callers are fine: a database created meanwhile by
+// another counts as there.
+func EnsureDatabase(ctx context.Context, dbURL string) (created bool, err error) {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err == nil {
+		return false, conn.Close(ctx)
+	}
+	if !missingDatabase(err) {
+		return false, fmt.Errorf("connect to %s: %w (start PostgreSQL or set %s)", redactURL(dbURL), err, DatabaseURLEnv)
+	}
+	cfg, err := pgx.ParseConfig(dbURL)
+	if err != nil {
+		return false, err
+	}
+	name := cfg.Database
+	cfg.Database = "postgres"
+	admin, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return false, fmt.Errorf("database %q does not exist, and connecting to the postgres database to create it failed: %w; create it yourself: %s",
+			name, err, createCommand(dbURL))
+	}
+	defer admin.Close(ctx)
+	_, err = admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P04" { // duplicate_database: created meanwhile
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("create database %q: %w; create it yourself: %s", name, err, createCommand(dbURL))
+	}
+	return true, nil
+}
+
+// missingDatabase reports whether err is PostgreSQL's invalid_catalog_name:
+// the database named in the URL does not exist.
+func missingDatabase(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "3D000"
+}
+
+// createCommand is the psql command that creates the database dbURL names.
+func createCommand(dbURL string) string {
+	cfg, err := pgx.ParseConfig(dbURL)
+	if err != nil {
+		return "createdb <name>"
+	}
+	return fmt.Sprintf("createdb -h %s -p %d -U %s %s", cfg.Host, cfg.Port, cfg.User, pgx.Identifier{cfg.Database}.Sanitize())
 }
 
 // Schema returns a fresh, unique PostgreSQL schema name of the form

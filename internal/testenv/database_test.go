@@ -1,8 +1,15 @@
 package testenv_test
 
 import (
+	"context"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals/internal/testenv"
@@ -39,4 +46,29 @@ func TestPoolForUnreachable(t *testing.T) {
 	require.Contains(t, f.failed, testenv.DatabaseURLEnv, "the message says how to point tests elsewhere")
 	require.Contains(t, f.failed, "127.0.0.1:1")
 	require.NotContains(t, f.failed, "secret", "the password is redacted")
+}
+
+func TestEnsureDatabaseCreatesAMissingOneOnce(t *testing.T) {
+	t.Parallel()
+	pool := testenv.Pool(t)
+	name := "t_" + strings.ToLower(ulid.Make().String())
+	t.Cleanup(func() {
+		_, err := pool.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name)
+		require.NoError(t, err)
+	})
+	cfg, err := pgx.ParseConfig(testenv.DatabaseURL())
+	require.NoError(t, err)
+	u := url.URL{Scheme: "postgres", User: url.User(cfg.User), Host: net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), Path: "/" + name}
+
+	f := &fakeTB{TB: t}
+	require.Nil(t, testenv.PoolFor(f, u.String()))
+	require.Contains(t, f.failed, "createdb -h "+cfg.Host, "the message gives the command that creates it")
+
+	created, err := testenv.EnsureDatabase(t.Context(), u.String())
+	require.NoError(t, err)
+	require.True(t, created)
+	created, err = testenv.EnsureDatabase(t.Context(), u.String())
+	require.NoError(t, err)
+	require.False(t, created, "there already")
+	require.NotNil(t, testenv.PoolFor(t, u.String()))
 }
