@@ -80,35 +80,31 @@ func (b *Batcher) Run(ctx context.Context) {
 	}
 }
 
-// flush removes every acked row, MaxBatch per statement. On failure the
-// rows not removed wait for the next flush.
+// flush removes the rows acked before it began, MaxBatch per statement.
+// Acks that arrive meanwhile wait for the next flush: chasing them would
+// send a statement per handful of rows under steady load, and each
+// statement costs PostgreSQL more than its rows do. On failure the rows
+// not removed wait for the next flush.
 func (b *Batcher) flush(ctx context.Context) {
-	for {
-		b.mu.Lock()
-		n := min(len(b.pending), MaxBatch)
-		refs := b.pending[:n:n]
-		b.pending = b.pending[n:]
-		ordered := b.ordered && len(b.pending) == 0
-		if ordered {
-			b.ordered = false
-		}
-		b.mu.Unlock()
-		if n == 0 {
-			return
-		}
-		err := b.queries.Delete(ctx, b.db, refs)
-		if err != nil {
+	b.mu.Lock()
+	refs, ordered := b.pending, b.ordered
+	b.pending, b.ordered = nil, false
+	b.mu.Unlock()
+	for len(refs) > 0 {
+		n := min(len(refs), MaxBatch)
+		if err := b.queries.Delete(ctx, b.db, refs[:n]); err != nil {
 			b.mu.Lock()
 			b.pending = append(refs, b.pending...)
 			b.ordered = b.ordered || ordered
 			b.mu.Unlock()
 			if ctx.Err() == nil { // a shutdown's last flush retries them at once
-				b.logger.Log(slog.LevelWarn, "signals: remove acked outbox rows; will retry", "rows", n, "error", err)
+				b.logger.Log(slog.LevelWarn, "signals: remove acked outbox rows; will retry", "rows", len(refs), "error", err)
 			}
 			return
 		}
-		if ordered {
-			wake.Notify(b.queries.Schema())
-		}
+		refs = refs[n:]
+	}
+	if ordered {
+		wake.Notify(b.queries.Schema())
 	}
 }
