@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
-	"github.com/dj-signals/signals/internal/envelope"
 )
 
 // defaults is every exported default, by name. TestReadmeDefaultsTable
@@ -68,13 +67,6 @@ func TestReadmeDefaultsTable(t *testing.T) {
 	for name := range defaults {
 		require.True(t, seen[name], "README's defaults table has no row for %s", name)
 	}
-}
-
-// TestTaskTypePrefixIsTheWireFormat keeps the documented constant equal to
-// the prefix the envelope writes.
-func TestTaskTypePrefixIsTheWireFormat(t *testing.T) {
-	t.Parallel()
-	require.Equal(t, envelope.TypePrefix, signals.TaskTypePrefix)
 }
 
 // declaredDefaults parses the package's source for its Default* constants.

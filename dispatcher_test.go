@@ -2,11 +2,17 @@ package signals_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
@@ -119,4 +125,190 @@ func TestDispatcherRunReturnsNilOnShutdown(t *testing.T) {
 	}
 	_, err := signals.NewDispatcher(nil, f.pool, f.redis, signals.DispatcherConfig{})
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+}
+
+// TestRedisLosingItsDataLosesNoEvent sends a stream of events from eight
+// senders while Redis loses everything mid-stream, and requires that every
+// committed event's receiver ran (missing = 0) and nothing else did
+// (phantom = 0).
+func TestRedisLosingItsDataLosesNoEvent(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		lose func(t *testing.T, srv *testenv.Redis, rc *redis.Client)
+	}{
+		{"FLUSHALL", func(t *testing.T, _ *testenv.Redis, rc *redis.Client) {
+			require.NoError(t, rc.FlushAll(context.Background()).Err())
+		}},
+		{"restarted empty", func(t *testing.T, srv *testenv.Redis, _ *redis.Client) {
+			srv.Stop(t)
+			srv.Start(t)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			srv := testenv.StartRedis(t)
+			f := setup(t)
+			f.redis = asynq.RedisClientOpt{Addr: srv.Addr}
+			rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+			t.Cleanup(func() { _ = rc.Close() })
+
+			sig := register[orderPlaced](t, f.reg, "order.placed")
+			runs := newCounter()
+			sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
+				time.Sleep(time.Millisecond) // a receiver that takes a moment, so tasks pile up
+				runs.add(e.Payload.OrderID)
+				return nil
+			}, signals.Queue(f.queue), fastRetry)
+			f.runDispatcher(t, signals.DispatcherConfig{})
+			f.runWorker(t)
+
+			const senders, each = 8, 150
+			var sent sync.Map
+			var committed atomic.Int64
+			var wg sync.WaitGroup
+			for s := range senders {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range each {
+						id := ulid.Make().String()
+						_, err := commit(context.Background(), f.pool, sig, orderPlaced{OrderID: id})
+						if err != nil {
+							t.Errorf("sender %d, event %d: %v", s, i, err)
+							return
+						}
+						sent.Store(id, true)
+						committed.Add(1)
+					}
+				}()
+			}
+			require.Eventually(t, func() bool { return committed.Load() >= senders*each/3 }, eventually, tick)
+			c.lose(t, srv, rc)
+			wg.Wait()
+
+			require.Eventually(t, func() bool { return f.pending(t) == 0 }, 2*eventually, tick, "every row done")
+			missing, phantom, twice := 0, 0, 0
+			sent.Range(func(id, _ any) bool {
+				if runs.get(id.(string)) == 0 {
+					missing++
+				}
+				return true
+			})
+			for id, n := range runs.snapshot() {
+				if _, ok := sent.Load(id); !ok {
+					phantom++
+				}
+				if n > 1 {
+					twice++
+				}
+			}
+			require.Zero(t, missing, "committed events whose receiver never ran")
+			require.Zero(t, phantom, "runs of events never committed")
+			t.Logf("%d events committed; %d ran more than once (at least once is the promise)", committed.Load(), twice)
+		})
+	}
+}
+
+func TestARowRedisRefusesHoldsBackNoOther(t *testing.T) {
+	t.Parallel()
+	srv := testenv.StartRedis(t)
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { _ = rc.Close() })
+	require.NoError(t, rc.ConfigSet(t.Context(), "proto-max-bulk-len", "1048576").Err())
+
+	f := setupRegistry(t, signals.RegistryConfig{MaxPayloadBytes: 3 << 20})
+	f.redis = asynq.RedisClientOpt{Addr: srv.Addr}
+	sig, runs := countedSignal(t, f)
+	huge := orderPlaced{OrderID: "huge:" + strings.Repeat("x", 2<<20)}
+	send(t, f.pool, sig, huge)
+	const events = 200
+	sendOrders(t, f, sig, "small", events)
+
+	f.runDispatcher(t, signals.DispatcherConfig{MaxEnqueueAttempts: 3, BackoffMin: 50 * time.Millisecond, BackoffMax: 100 * time.Millisecond})
+	f.runWorker(t)
+	require.Eventually(t, func() bool { return len(runs.snapshot()) == events }, eventually, tick, "the other rows flow")
+
+	d := f.ledger(t)
+	var dead []signals.DeadLetter
+	require.Eventually(t, func() bool {
+		var err error
+		dead, err = d.DeadLetters(t.Context(), signals.DeadFilter{})
+		return err == nil && len(dead) == 1
+	}, eventually, tick)
+	require.Equal(t, signals.ReasonUnenqueueable, dead[0].Reason)
+	require.Equal(t, 3, dead[0].Attempts)
+	require.NotEmpty(t, dead[0].Error)
+	require.Equal(t, 0, runs.get(huge.OrderID))
+	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick)
+}
+
+func TestTwoDispatchersEnqueueEachRowOnce(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	sig := register[orderPlaced](t, f.reg, "order.placed")
+	runs := newCounter()
+	sig.Connect("r", func(ctx context.Context, e signals.Event[orderPlaced]) error {
+		runs.add(e.TaskID.String())
+		return nil
+	}, signals.Queue(f.queue))
+
+	const events = 400
+	sendOrders(t, f, sig, "o", events)
+	// Small batches and two relays racing over the same backlog.
+	f.runDispatcher(t, signals.DispatcherConfig{BatchSize: 7})
+	f.runDispatcher(t, signals.DispatcherConfig{BatchSize: 11})
+
+	require.Eventually(t, func() bool { return f.notEnqueued(t) == 0 }, eventually, tick)
+	info, err := f.inspector(t).GetQueueInfo(f.queue)
+	require.NoError(t, err)
+	require.Equal(t, events, info.Size, "each row became exactly one task")
+
+	f.runWorker(t)
+	require.Eventually(t, func() bool { return len(runs.snapshot()) == events }, eventually, tick)
+	for id, n := range runs.snapshot() {
+		require.Equal(t, 1, n, "task %s", id)
+	}
+}
+
+func TestLocalSendWakesTheRelayBeforeItsPoll(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	sig, runs := countedSignal(t, f)
+	// An hour between polls: only the sender's in-process hint can explain
+	// a prompt delivery.
+	f.runDispatcher(t, signals.DispatcherConfig{PollInterval: time.Hour})
+	f.runWorker(t)
+	// The relay's first look happens at start; wait until it is idle.
+	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick)
+
+	for i := range 3 {
+		send(t, f.pool, sig, orderPlaced{OrderID: fmt.Sprint(i)})
+		require.Eventually(t, func() bool { return runs.get(fmt.Sprint(i)) == 1 }, 10*time.Second, tick)
+	}
+}
+
+func TestConstructorsRejectBadConfig(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	for _, cfg := range []signals.DispatcherConfig{
+		{BatchSize: -1},
+		{Retention: 500 * time.Millisecond},
+		{BackoffMin: time.Second, BackoffMax: time.Millisecond},
+	} {
+		_, err := signals.NewDispatcher(f.reg, f.pool, f.redis, cfg)
+		require.Error(t, err, "%+v", cfg)
+	}
+	_, err := signals.NewDispatcher(f.reg, nil, f.redis, signals.DispatcherConfig{})
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+	_, err = signals.NewWorker(f.reg, f.pool, f.redis, signals.WorkerConfig{Queues: map[string]int{"q": 0}})
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+	_, err = signals.NewWorker(f.reg, f.pool, nil, signals.WorkerConfig{})
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+	_, err = signals.NewDispatcher(nil, f.pool, f.redis, signals.DispatcherConfig{})
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+	_, err = signals.NewWorker(nil, f.pool, f.redis, signals.WorkerConfig{})
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+	_, err = signals.NewRegistry(signals.RegistryConfig{Schema: "No"})
+	require.ErrorIs(t, err, signals.ErrInvalidSchema)
 }

@@ -60,11 +60,13 @@
 //   - worker.go: a [Worker], an asynq server, takes the task from Redis,
 //     and afterwards deletes the row (the receiver succeeded) or moves it to
 //     the dead letters (dead.go).
-//   - delivery.go: [Registry.ProcessTask] decodes it, finds the receiver,
-//     calls it and classifies its error: retry with the receiver's backoff,
-//     or dead-letter.
+//   - deliverer.go: the Worker's deliverer decodes the task, finds the
+//     receiver, calls it inside the middleware and classifies its error:
+//     retry with the receiver's backoff, or dead-letter.
 //   - receiver.go: the receiver gets an [Event] with the payload and the IDs
-//     that make it idempotent; [Once] helps with that.
+//     that make it idempotent; [Consume] and [Once] (once.go) make its
+//     effects in PostgreSQL exactly once; signals it sends carry the event
+//     as their cause (cascade.go).
 //
 // registry.go holds who listens to what and the settings all of these share;
 // middleware.go the hooks around send, enqueue and receive that tracing and

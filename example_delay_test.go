@@ -46,7 +46,7 @@ func ExampleDelay() {
 	}
 
 	quiet := slog.New(slog.DiscardHandler)
-	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: schema, Logger: quiet})
+	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: schema})
 	trialEnding, _ := signals.Register[TrialEnding](reg, "trial.ending")
 	reminded := make(chan time.Time, 1)
 	trialEnding.Connect("send-reminder", func(_ context.Context, e signals.Event[TrialEnding]) error {

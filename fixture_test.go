@@ -37,6 +37,7 @@ type fixture struct {
 	kit        *store.KitQueries
 	queue      string
 	redis      asynq.RedisClientOpt
+	logger     *slog.Logger // runWorker's; quiet unless a test sets it
 }
 
 // setup returns a fixture whose registry has the default config.
@@ -46,7 +47,7 @@ func setup(t *testing.T) *fixture {
 }
 
 // setupRegistry returns a fixture whose registry has cfg, with the fixture's
-// schema and a quiet logger.
+// schema.
 func setupRegistry(t *testing.T, cfg signals.RegistryConfig) *fixture {
 	t.Helper()
 	f := newFixture(t, testenv.Schema(t), cfg)
@@ -68,9 +69,10 @@ func newFixture(t *testing.T, schema string, cfg signals.RegistryConfig) *fixtur
 		schema:     schema,
 		queue:      testenv.Queue(t),
 		redis:      asynq.RedisClientOpt{Addr: testenv.RedisAddr()},
+		logger:     quietLogger(),
 	}
 	f.pool = newPool(t, func(c *pgxpool.Config) { c.ConnConfig.Tracer = f.statements })
-	cfg.Schema, cfg.Logger = f.schema, quietLogger()
+	cfg.Schema = f.schema
 	var err error
 	f.reg, err = signals.NewRegistry(cfg)
 	require.NoError(t, err)
@@ -249,7 +251,7 @@ func (f *fixture) runWorker(t *testing.T) {
 		Queues:                   map[string]int{f.queue: 1},
 		DelayedTaskCheckInterval: 50 * time.Millisecond,
 		ShutdownTimeout:          2 * time.Second,
-		Logger:                   quietLogger(),
+		Logger:                   f.logger,
 	})
 	require.NoError(t, err)
 	run(t, w.Run)

@@ -140,7 +140,7 @@ func TestMultiProcessChild(t *testing.T) {
 	f := &fixture{schema: c.Schema, queue: c.Queue, redis: asynq.RedisClientOpt{Addr: testenv.RedisAddr()}}
 	f.pool = newPool(t, func(cfg *pgxpool.Config) { cfg.MaxConns = 6 })
 	var err error
-	f.reg, err = signals.NewRegistry(signals.RegistryConfig{Schema: c.Schema, Logger: quietLogger()})
+	f.reg, err = signals.NewRegistry(signals.RegistryConfig{Schema: c.Schema})
 	require.NoError(t, err)
 	sig := register[orderPlaced](t, f.reg, "order.placed")
 	for _, name := range multiProcessReceivers {

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/kithook"
 	"github.com/dj-signals/signals/internal/relay"
 	"github.com/dj-signals/signals/internal/testenv"
 	"github.com/dj-signals/signals/signalstest"
@@ -534,9 +535,13 @@ func TestConsumeSkipsARedeliveryOfAConsumedTask(t *testing.T) {
 	task, _, err := relay.Task(rows[0], f.schema, time.Minute)
 	require.NoError(t, err)
 
-	require.NoError(t, f.reg.ProcessTask(t.Context(), task), "first delivery")
+	deliver := func() error {
+		_, err := kithook.Deliver(t.Context(), f.reg, task, ulid.ULID(rows[0].ID).String(), f.queue, 1, 0)
+		return err
+	}
+	require.NoError(t, deliver(), "first delivery")
 	require.Zero(t, f.pending(t), "the receiver's commit removed the row, with no ack")
-	require.NoError(t, f.reg.ProcessTask(t.Context(), task), "the same task again")
+	require.NoError(t, deliver(), "the same task again")
 
 	require.Equal(t, []bool{true, false}, said.get(), "the redelivery finds no row")
 	require.Equal(t, 1, o.receipts(t))

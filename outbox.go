@@ -14,7 +14,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/dj-signals/signals/internal/envelope"
-	"github.com/dj-signals/signals/internal/sendhook"
+	"github.com/dj-signals/signals/internal/kithook"
 	"github.com/dj-signals/signals/internal/store"
 	"github.com/dj-signals/signals/internal/wake"
 )
@@ -155,7 +155,7 @@ func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts
 	if err != nil {
 		return ulid.ULID{}, s.sendError(err)
 	}
-	if r, ok := tx.(sendhook.Recorder); ok {
+	if r, ok := tx.(kithook.Recorder); ok {
 		r.Sent(event.ID)
 	}
 	if keyed {

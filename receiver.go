@@ -2,7 +2,10 @@ package signals
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/oklog/ulid/v2"
@@ -217,3 +220,84 @@ type permanentError struct{ err error }
 
 func (e *permanentError) Error() string   { return "permanent: " + e.err.Error() }
 func (e *permanentError) Unwrap() []error { return []error{ErrPermanent, e.err} }
+
+// delivery is one decoded task, ready for its receiver.
+type delivery struct {
+	meta    envelope.Meta
+	attempt int
+	payload []byte
+}
+
+// deliver decodes d into the signal's Event and calls its receiver, bounded
+// by the receiver's Timeout.
+func (s *Signal[T]) deliver(ctx context.Context, d delivery) error {
+	s.mu.RLock()
+	rc := s.receivers[d.meta.Receiver]
+	s.mu.RUnlock()
+	if rc == nil {
+		return fmt.Errorf("%w: signal %q has no receiver %q in this worker: connect it in every worker binary",
+			ErrUnknownReceiver, s.name, d.meta.Receiver)
+	}
+	var payload T
+	if err := json.Unmarshal(d.payload, &payload); err != nil {
+		return fmt.Errorf("%w: payload of signal %q for receiver %q: %w", ErrUndecodable, s.name, d.meta.Receiver, err)
+	}
+	e := Event[T]{
+		Payload:       payload,
+		ID:            d.meta.EventID,
+		TaskID:        d.meta.TaskID,
+		Signal:        s.name,
+		Receiver:      d.meta.Receiver,
+		Attempt:       d.attempt,
+		SentAt:        time.UnixMilli(int64(d.meta.EventID.Time())),
+		CorrelationID: d.meta.CorrelationID,
+		CausationID:   d.meta.CausationID,
+		Depth:         d.meta.Depth,
+		OrderingKey:   d.meta.OrderingKey,
+		registry:      s.reg,
+		xid:           d.meta.XID,
+	}
+	ctx, cancel := context.WithTimeout(withCause(ctx, d.meta), d.meta.Timeout)
+	defer cancel()
+	return call(ctx, rc.fn, e)
+}
+
+// call runs fn, turning a panic into an error so that it counts as one
+// failed attempt instead of crashing the worker.
+func call[T any](ctx context.Context, fn ReceiverFunc[T], e Event[T]) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &panicError{value: p, stack: boundedStack(debug.Stack())}
+		}
+	}()
+	return fn(ctx, e)
+}
+
+// panicError is a receiver's recovered panic. Its message is short, for
+// asynq's record and the dead letter; the stack goes to the log, once.
+type panicError struct {
+	value any
+	stack string
+}
+
+func (p *panicError) Error() string { return fmt.Sprintf("%v: %v", ErrReceiverPanic, p.value) }
+func (p *panicError) Unwrap() error { return ErrReceiverPanic }
+
+// maxStack bounds the stack a panic logs: the receiver's frames are near
+// the top, below the runtime's and call's own.
+const maxStack = 4 << 10
+
+// boundedStack drops the frames of the recovery itself (everything up to
+// the runtime's panic) and cuts the rest at maxStack bytes.
+func boundedStack(stack []byte) string {
+	s := string(stack)
+	if i := strings.Index(s, "\npanic("); i >= 0 {
+		if j := strings.Index(s[i+1:], "\n"); j >= 0 {
+			s = s[i+1+j+1:]
+		}
+	}
+	if len(s) > maxStack {
+		s = s[:maxStack] + "\n..."
+	}
+	return s
+}

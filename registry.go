@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"log/slog"
 	"regexp"
 	"runtime/debug"
 	"slices"
@@ -67,15 +66,9 @@ type RegistryConfig struct {
 	// signals, the first outermost: tracing and metrics adapters go here.
 	// Registry.Use adds more later. Defaults to none.
 	Middleware []Middleware
-	// Logger receives receiver failures when the registry runs as an asynq
-	// handler. Payloads are never logged. Defaults to slog.Default() at the
-	// time of logging, so that DefaultRegistry, built at package
-	// initialization, follows a later slog.SetDefault.
-	Logger *slog.Logger
 }
 
-// withDefaults returns c with every zero field set to its default. Logger is
-// left nil: see RegistryConfig.Logger.
+// withDefaults returns c with every zero field set to its default.
 func (c RegistryConfig) withDefaults() RegistryConfig {
 	c.Schema = cmp.Or(c.Schema, DefaultRegistrySchema)
 	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, DefaultRegistryMaxPayloadBytes)
@@ -118,8 +111,7 @@ func (c RegistryConfig) validate() error {
 
 // Registry knows which signals exist and who listens to them, and holds the
 // settings that senders, [Dispatcher] and [Worker] must agree on: pass the
-// same Registry to all of them. It is also the asynq.Handler that runs
-// receivers ([Registry.ProcessTask]). A Registry is safe for concurrent use.
+// same Registry to all of them. A Registry is safe for concurrent use.
 type Registry struct {
 	cfg        RegistryConfig
 	queries    *store.Queries
@@ -273,11 +265,4 @@ func (r *Registry) Queues() []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func (r *Registry) log() *slog.Logger {
-	if r.cfg.Logger != nil {
-		return r.cfg.Logger
-	}
-	return slog.Default()
 }

@@ -6,14 +6,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
-	"github.com/dj-signals/signals/internal/relay"
-	"github.com/dj-signals/signals/internal/store"
 	"github.com/dj-signals/signals/internal/testenv"
 )
 
@@ -96,30 +92,33 @@ func TestAQueueCarriesOneSchema(t *testing.T) {
 		"a second registry on the same schema may share the queue")
 }
 
-// A task that another schema's Dispatcher enqueued (two processes set the
-// same queue by hand) is not run by this registry's receiver, and nothing
-// is recorded in this registry's outbox.
-func TestAWorkerNeverRunsAnotherSchemasTask(t *testing.T) {
+func TestRegistryConfigIsValidated(t *testing.T) {
 	t.Parallel()
-	f := setup(t)
-	var runs atomic.Int64
-	register[orderPlaced](t, f.reg, "tenant.event").Connect("recv", func(context.Context, signals.Event[orderPlaced]) error {
-		runs.Add(1)
-		return nil
-	}, signals.Queue(f.queue))
-
-	id := ulid.Make()
-	row := store.Row{ID: id, EventID: id, CorrelationID: id, Signal: "tenant.event", Receiver: "recv", Queue: f.queue,
-		MaxRetry: 3, TimeoutMS: time.Second.Milliseconds(), Payload: []byte(`{"order_id":"other-tenant"}`)}
-	task, _, err := relay.Task(row, "tenant_other", time.Minute)
+	for _, bad := range []string{`bad"schema`, "Upper", "has space", "1x", strings.Repeat("x", 64), "x; DROP TABLE y"} {
+		_, err := signals.NewRegistry(signals.RegistryConfig{Schema: bad})
+		require.ErrorIs(t, err, signals.ErrInvalidSchema, "%q", bad)
+	}
+	_, err := signals.NewRegistry(signals.RegistryConfig{MaxPayloadBytes: -1})
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+	reg, err := signals.NewRegistry(signals.RegistryConfig{})
 	require.NoError(t, err)
-	err = f.reg.ProcessTask(t.Context(), task)
-	require.ErrorContains(t, err, `schema "tenant_other"`)
-	require.ErrorContains(t, err, "queues of its own")
-	require.Zero(t, runs.Load(), "the receiver never saw the other schema's payload")
+	require.Equal(t, signals.DefaultRegistrySchema, reg.Schema())
+}
 
-	task, _, err = relay.Task(row, f.schema, time.Minute)
-	require.NoError(t, err)
-	require.NoError(t, f.reg.ProcessTask(t.Context(), task))
-	require.EqualValues(t, 1, runs.Load(), "its own schema's task runs")
+func TestDefaultQueueIsTheApplications(t *testing.T) {
+	t.Parallel()
+	// Named after the main module, as the binary's build info gives it:
+	// here, this module's test binary.
+	reg := signals.MustNewRegistry(signals.RegistryConfig{})
+	require.Equal(t, "signals.github.com-dj-signals-signals", reg.Queue())
+	sig := register[orderPlaced](t, reg, "order.placed")
+	sig.Connect("r", nop[orderPlaced])
+	mail := testenv.Queue(t) // queues are claimed per schema for the whole process
+	sig.Connect("elsewhere", nop[orderPlaced], signals.Queue(mail))
+	require.Equal(t, []string{mail, reg.Queue()}, reg.Queues(), "sorted")
+
+	other := signals.MustNewRegistry(signals.RegistryConfig{Queue: "billing"})
+	require.Equal(t, "billing", other.Queue())
+	_, err := signals.NewRegistry(signals.RegistryConfig{Queue: "has spaces"})
+	require.ErrorIs(t, err, signals.ErrInvalidName)
 }

@@ -118,7 +118,7 @@ func (l *Ledger) Stats(ctx context.Context) (Stats, error) {
 		a, b := st.Receivers[i], st.Receivers[j]
 		return a.Signal < b.Signal || a.Signal == b.Signal && a.Receiver < b.Receiver
 	})
-	if redisErr != nil {
+	if redisErr != nil || l.redis == nil {
 		return st, redisErr
 	}
 	st.Queues, err = l.queueStats(append(queues, l.reg.Queues()...))

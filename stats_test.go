@@ -66,7 +66,7 @@ func TestStatsCountsTasksNoWorkerKnows(t *testing.T) {
 	f := setup(t)
 	sig := register[orderPlaced](t, f.reg, "order.placed")
 	sig.Connect("new", nop[orderPlaced], signals.Queue(f.queue), signals.MaxRetries(20))
-	old := signals.MustNewRegistry(signals.RegistryConfig{Schema: f.schema, Logger: quietLogger()})
+	old := signals.MustNewRegistry(signals.RegistryConfig{Schema: f.schema})
 	register[orderPlaced](t, old, "order.placed").Connect("other", nop[orderPlaced], signals.Queue(f.queue))
 	f.runDispatcher(t, signals.DispatcherConfig{})
 	w, err := signals.NewWorker(old, f.pool, f.redis, signals.WorkerConfig{Queues: map[string]int{f.queue: 1}, Logger: quietLogger()})

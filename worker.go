@@ -105,8 +105,9 @@ type Worker struct {
 	redis asynq.RedisConnOpt
 	cfg   WorkerConfig
 
-	acks    *acks.Batcher
-	running sync.Map // row ID → struct{}: deliveries whose receiver is running here
+	deliverer deliverer
+	acks      *acks.Batcher
+	running   sync.Map // row ID → struct{}: deliveries whose receiver is running here
 }
 
 // ackInterval is how long a success waits, at most, before its row is
@@ -137,7 +138,8 @@ func NewWorker(reg *Registry, db DB, redisOpt asynq.RedisConnOpt, cfg WorkerConf
 	}
 	return &Worker{
 		reg: reg, db: db, redis: redisOpt, cfg: cfg,
-		acks: acks.New(reg.queries, db, ackInterval, cfg.Logger),
+		deliverer: deliverer{reg: reg, log: cfg.Logger},
+		acks:      acks.New(reg.queries, db, ackInterval, cfg.Logger),
 	}, nil
 }
 
@@ -164,7 +166,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		TaskCheckInterval:        w.cfg.TaskCheckInterval,
 		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
 		ShutdownTimeout:          w.cfg.ShutdownTimeout,
-		RetryDelayFunc:           w.reg.RetryDelay,
+		RetryDelayFunc:           w.deliverer.retryDelay,
 		Logger:                   asynqLogger{throttle.New(w.cfg.Logger, asynqLogWindow)},
 		LogLevel:                 asynq.WarnLevel,
 	})
@@ -218,14 +220,14 @@ var errStillRunning = errors.New("signals: an earlier run of this delivery is st
 
 // process runs one task and records its outcome in the outbox.
 func (w *Worker) process(ctx context.Context, t *asynq.Task) error {
-	id, _ := asynq.GetTaskID(ctx)
-	if rowID, ok := envelope.RowID(id); ok {
+	at := attemptOf(ctx)
+	if rowID, ok := envelope.RowID(at.taskID); ok {
 		if _, dup := w.running.LoadOrStore(rowID, struct{}{}); dup {
 			return errStillRunning
 		}
 		defer w.running.Delete(rowID)
 	}
-	res := w.reg.run(ctx, t)
+	res := w.deliverer.deliver(ctx, t, at)
 	switch {
 	case res.row.ID == [16]byte{}:
 	case res.err == nil && res.consumed:
@@ -243,7 +245,7 @@ func (w *Worker) process(ctx context.Context, t *asynq.Task) error {
 // bury records a dead delivery in the outbox's dead letters. If that
 // fails, asynq still archives the task, and the Dispatcher's repair finds
 // it there and buries it then.
-func (w *Worker) bury(ctx context.Context, res ran) {
+func (w *Worker) bury(ctx context.Context, res outcome) {
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	err := pgx.BeginFunc(bctx, w.db, func(tx pgx.Tx) error {

@@ -145,7 +145,7 @@ CREATE TABLE `+s+`.order_notes (id bigserial PRIMARY KEY, order_id bigint NOT NU
 		return fmt.Errorf("river migrate: %w", err)
 	}
 
-	f.registry, err = signals.NewRegistry(signals.RegistryConfig{Schema: f.schema, Logger: quiet})
+	f.registry, err = signals.NewRegistry(signals.RegistryConfig{Schema: f.schema})
 	if err != nil {
 		return err
 	}

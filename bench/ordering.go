@@ -61,7 +61,7 @@ func runOrdering(ctx context.Context, e *env, o options, r *report) error {
 
 	// A registry of its own on the fixture's schema and queue, whose
 	// receiver is f.one's with OrderBy.
-	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: f.schema, Logger: quiet})
+	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: f.schema})
 	if err != nil {
 		return err
 	}

@@ -419,7 +419,7 @@ func procsChild(arg, dbURL, redisAddr string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: part.Schema, Logger: quiet})
+	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: part.Schema})
 	if err != nil {
 		return err
 	}

@@ -159,7 +159,7 @@ func (f *fixture) otelSystem() (s system, shutdown func(), err error) {
 		_ = mp.Shutdown(ctx)
 	}
 	reg, err := signals.NewRegistry(signals.RegistryConfig{
-		Schema: f.schema, Logger: quiet,
+		Schema:     f.schema,
 		Middleware: []signals.Middleware{otelsignals.New(otelsignals.Config{TracerProvider: tp, MeterProvider: mp})},
 	})
 	if err != nil {

@@ -47,7 +47,7 @@ func ExampleNew() {
 	}
 
 	reg := signals.MustNewRegistry(signals.RegistryConfig{
-		Schema: schema, Queue: queue, Logger: quiet,
+		Schema: schema, Queue: queue,
 		Middleware: []signals.Middleware{otelsignals.New(otelsignals.Config{TracerProvider: tp})},
 	})
 	orderPlaced, _ := signals.Register[order](reg, "order.placed")

@@ -54,7 +54,7 @@ func TestPipeline(t *testing.T) {
 	tm := newTelemetry(t)
 	pool := testPool(t)
 	reg, err := signals.NewRegistry(signals.RegistryConfig{
-		Schema: testSchema(t, pool), Queue: testQueue(t), Logger: quiet,
+		Schema: testSchema(t, pool), Queue: testQueue(t),
 		Middleware: []signals.Middleware{otelsignals.New(otelsignals.Config{TracerProvider: tm.tp, MeterProvider: tm.mp})},
 	})
 	require.NoError(t, err)

@@ -15,6 +15,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/envelope"
 	"github.com/dj-signals/signals/internal/store"
 )
 
@@ -211,7 +212,7 @@ func (w *work) tasks(list bool) (processed int, ours []*asynq.TaskInfo, err erro
 // ours reports whether a task is of one of the registry's signals and was
 // not sent before the test binary started.
 func (w *work) ours(info *asynq.TaskInfo) bool {
-	signal, _, ok := splitTaskType(info.Type)
+	signal, _, ok := envelope.SplitType(info.Type)
 	if !ok {
 		return false
 	}
@@ -220,14 +221,6 @@ func (w *work) ours(info *asynq.TaskInfo) bool {
 	}
 	id, err := ulid.ParseStrict(info.ID)
 	return err != nil || id.Compare(w.since) >= 0 // not a ULID: not ours to judge old
-}
-
-func splitTaskType(taskType string) (signal, receiver string, ok bool) {
-	rest, ok := strings.CutPrefix(taskType, signals.TaskTypePrefix)
-	if !ok {
-		return "", "", false
-	}
-	return strings.Cut(rest, ":")
 }
 
 // rows counts the registry's pending outbox rows.
@@ -301,7 +294,7 @@ func (l unfinished) report(schema string, timeout time.Duration, now time.Time) 
 	if len(l.tasks) > 0 {
 		fmt.Fprintf(&b, "\n  %d task(s) in Redis:", len(l.tasks))
 		for _, t := range l.tasks[:min(len(l.tasks), reportLimit)] {
-			signal, receiver, _ := splitTaskType(t.Type)
+			signal, receiver, _ := envelope.SplitType(t.Type)
 			fmt.Fprintf(&b, "\n    queue %q, %s: task %s: signal %q, receiver %q", t.Queue, t.State, t.ID, signal, receiver)
 			switch t.State {
 			case asynq.TaskStateRetry:

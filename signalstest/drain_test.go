@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/envelope"
 	"github.com/dj-signals/signals/internal/testenv"
 	"github.com/dj-signals/signals/signalstest"
 )
@@ -172,7 +173,7 @@ func TestDrainWaitsOnlyForItsRegistrysWork(t *testing.T) {
 	// Another application's registry, on the same schema and queue. Each of
 	// the three below held the Drain that waited for the whole schema and
 	// queue until it timed out.
-	other, err := signals.NewRegistry(signals.RegistryConfig{Schema: w.schema, Logger: quiet})
+	other, err := signals.NewRegistry(signals.RegistryConfig{Schema: w.schema})
 	require.NoError(t, err)
 	audited, err := signals.Register[int](other, "audit.logged")
 	require.NoError(t, err)
@@ -191,7 +192,7 @@ func TestDrainWaitsOnlyForItsRegistrysWork(t *testing.T) {
 	client := asynq.NewClient(redisOpt)
 	defer client.Close()
 	earlier := ulid.MustNew(ulid.Timestamp(time.Now().Add(-time.Hour)), rand.Reader)
-	_, err = client.EnqueueContext(t.Context(), asynq.NewTask(signals.TaskTypePrefix+"user.signed_up:welcome", []byte(`{}`)),
+	_, err = client.EnqueueContext(t.Context(), asynq.NewTask(envelope.TaskType("user.signed_up", "welcome"), []byte(`{}`)),
 		asynq.TaskID(earlier.String()), asynq.Queue(queue), asynq.ProcessIn(time.Hour))
 	require.NoError(t, err)
 

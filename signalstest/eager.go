@@ -11,8 +11,8 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/kithook"
 	"github.com/dj-signals/signals/internal/relay"
-	"github.com/dj-signals/signals/internal/sendhook"
 	"github.com/dj-signals/signals/internal/store"
 )
 
@@ -39,7 +39,16 @@ const eagerBatch = 100
 // it, are recorded: a wrapper of that Tx hides it from SendReliable. An
 // event sent through a savepoint that rolls back is forgotten with it.
 //
-// Each receiver runs once, with Attempt 1 and no retry; delays are ignored.
+// Each delivery runs as a Worker runs it, retries included, but at once:
+// a failing receiver is called again right away, with Attempt one higher,
+// until it succeeds, returns a [signals.Permanent] error, or has run
+// MaxRetries+1 times (the receiver's option; 20 retries by default). So a
+// receiver that fails twice and then succeeds leaves Commit returning nil.
+// Commit returns the last error of every delivery that ended dead, naming
+// its receiver, joined; the transaction's changes stay committed all the
+// same. Delays ([signals.Delay], [signals.At]) and Backoff are ignored, and
+// nothing is logged: the errors are Commit's.
+//
 // An Eager is safe for concurrent use; each transaction, like any pgx.Tx,
 // is used by one goroutine at a time.
 type Eager struct {
@@ -95,7 +104,7 @@ type eagerTx struct {
 	sent   [][16]byte
 }
 
-var _ sendhook.Recorder = (*eagerTx)(nil)
+var _ kithook.Recorder = (*eagerTx)(nil)
 
 // Sent records an event SendReliable wrote through tx.
 func (tx *eagerTx) Sent(eventID [16]byte) { tx.sent = append(tx.sent, eventID) }
@@ -110,8 +119,9 @@ func (tx *eagerTx) Begin(ctx context.Context) (pgx.Tx, error) {
 }
 
 // Commit commits, or releases the savepoint, then, for a top-level
-// transaction, runs the receivers. A receiver's error is returned, though
-// the transaction's changes stay committed.
+// transaction, runs the receivers, retries included. The error of each
+// delivery that ended dead is returned, though the transaction's changes
+// stay committed.
 func (tx *eagerTx) Commit(ctx context.Context) error {
 	sent := tx.sent
 	tx.sent = nil
@@ -135,11 +145,10 @@ func (tx *eagerTx) Rollback(ctx context.Context) error {
 }
 
 // run delivers the rows of the sent events, and of the events their
-// receivers send, in-process, until none is left, and returns the
-// receivers' errors joined. Each row stays in the outbox while its receiver
-// runs, as a Worker's does, so that signals.Consume finds it; then the row
-// is removed, whatever the receiver returned: an Eager runs each delivery
-// once.
+// receivers send, in-process, until none is left, and returns the errors
+// of the deliveries that ended dead, joined. Each row stays in the outbox
+// while its receiver runs, as a Worker's does, so that signals.Consume
+// finds it; then the row is removed, whatever the delivery came to.
 func (e *Eager) run(ctx context.Context, sent [][16]byte) error {
 	events := append([][16]byte(nil), sent...)
 	known := make(map[[16]byte]bool, len(events))
@@ -164,11 +173,7 @@ func (e *Eager) run(ctx context.Context, sent [][16]byte) error {
 				known[row.EventID] = true
 				events = append(events, row.EventID)
 			}
-			task, _, err := relay.Task(row, e.reg.Schema(), time.Second)
-			if err == nil {
-				err = e.reg.ProcessTask(ctx, task)
-			}
-			if err != nil {
+			if err := e.deliver(ctx, row); err != nil {
 				errs = append(errs, fmt.Errorf("receiver %q of %q: %w", row.Receiver, row.Signal, err))
 			}
 			if err := e.q.Delete(ctx, e.db, []store.Ref{row.Ref()}); err != nil {
@@ -183,4 +188,20 @@ func (e *Eager) run(ctx context.Context, sent [][16]byte) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// deliver runs one row's delivery until it succeeds or ends dead, and
+// returns the error it ended dead with.
+func (e *Eager) deliver(ctx context.Context, row store.Row) error {
+	task, _, err := relay.Task(row, e.reg.Schema(), time.Second)
+	if err != nil {
+		return err
+	}
+	taskID := ulid.ULID(row.ID).String()
+	for attempt := 1; ; attempt++ {
+		dead, err := kithook.Deliver(ctx, e.reg, task, taskID, row.Queue, attempt, row.MaxRetry)
+		if err == nil || dead != "" || attempt > row.MaxRetry {
+			return err
+		}
+	}
 }

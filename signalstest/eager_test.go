@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/testenv"
 	"github.com/dj-signals/signals/signalstest"
 )
 
@@ -76,6 +79,50 @@ func TestEagerCommitReturnsReceiverErrorsAndKeepsTheCommit(t *testing.T) {
 	require.ErrorIs(t, err, signals.ErrPermanent)
 	require.Equal(t, 1, w.count(t, users), "the business row stays committed")
 	require.Equal(t, 1, crmRuns, "a failing receiver does not stop its siblings")
+	signalstest.RequireNotSent(t, w.pool, sig, nil)
+}
+
+// TestEagerRunsAReceiversRetriesAtOnce runs a receiver that fails twice
+// before it succeeds, one that always fails with MaxRetries(2), and one
+// that fails permanently: each runs as often as a Worker would run it,
+// without waiting, and Commit returns only the errors of deliveries that
+// ended dead. Nothing is logged: the errors are Commit's.
+func TestEagerRunsAReceiversRetriesAtOnce(t *testing.T) {
+	logs := &testenv.Logs{}
+	defer slog.SetDefault(slog.Default())
+	slog.SetDefault(slog.New(logs)) // no t.Parallel: the default logger is the process's
+	w := setup(t)
+	sig := register[signedUp](t, w, "user.signed_up")
+	errFlaky, errDown, errGone := errors.New("flaky"), errors.New("down"), errors.New("gone")
+	var flaky, down, gone []int // attempts seen; Eager runs receivers in Commit's goroutine
+	sig.Connect("flaky", func(_ context.Context, e signals.Event[signedUp]) error {
+		flaky = append(flaky, e.Attempt)
+		if e.Attempt < 3 {
+			return errFlaky
+		}
+		return nil
+	})
+	sig.Connect("down", func(_ context.Context, e signals.Event[signedUp]) error {
+		down = append(down, e.Attempt)
+		return errDown
+	}, signals.MaxRetries(2), signals.Backoff(time.Hour, time.Hour))
+	sig.Connect("gone", func(_ context.Context, e signals.Event[signedUp]) error {
+		gone = append(gone, e.Attempt)
+		return signals.Permanent(errGone)
+	})
+	eager, err := signalstest.NewEager(w.pool, w.reg)
+	require.NoError(t, err)
+
+	start := time.Now()
+	err = send(t, eager, sig, signedUp{UserID: 1})
+	require.Less(t, time.Since(start), time.Minute, "no backoff is waited out")
+	require.Equal(t, []int{1, 2, 3}, flaky, "retried until it succeeded")
+	require.Equal(t, []int{1, 2, 3}, down, "MaxRetries(2): three runs in all")
+	require.Equal(t, []int{1}, gone, "a permanent failure is not retried")
+	require.NotErrorIs(t, err, errFlaky, "a delivery that succeeded in the end is no error")
+	require.ErrorIs(t, err, errDown)
+	require.ErrorIs(t, err, errGone)
+	require.Empty(t, logs.WarningsSince(0), "Eager logs nothing")
 	signalstest.RequireNotSent(t, w.pool, sig, nil)
 }
 

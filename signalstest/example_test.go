@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -38,7 +37,7 @@ func ExampleEager() {
 		log.Fatal(err)
 	}
 
-	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: "example_eager", Logger: slog.New(slog.DiscardHandler)})
+	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: "example_eager"})
 	userSignedUp, _ := signals.Register[int64](reg, "user.signed_up")
 	userSignedUp.Connect("send-welcome-email", func(_ context.Context, e signals.Event[int64]) error {
 		fmt.Println("welcome email for user", e.Payload)

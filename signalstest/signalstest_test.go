@@ -40,7 +40,7 @@ func setup(t *testing.T) world {
 	t.Helper()
 	w := world{pool: testenv.Pool(t), schema: testenv.Schema(t)}
 	require.NoError(t, signals.MigrateSchema(t.Context(), w.pool, w.schema))
-	w.reg = signals.MustNewRegistry(signals.RegistryConfig{Schema: w.schema, Logger: quiet})
+	w.reg = signals.MustNewRegistry(signals.RegistryConfig{Schema: w.schema})
 	return w
 }
 
@@ -251,4 +251,13 @@ func TestRequireIdempotent(t *testing.T) {
 	require.Contains(t, msg, "delivery 2")
 	require.Contains(t, msg, "duplicate key")
 	require.Equal(t, []int{1, 2}, attempts)
+
+	attempts = nil
+	third := sig.NewEvent("record-receipt", orderPaid{"o-4"})
+	third.Attempt = 3
+	signalstest.RequireIdempotent(t, func(_ context.Context, e signals.Event[orderPaid]) error {
+		attempts = append(attempts, e.Attempt)
+		return nil
+	}, third, func(testing.TB) {})
+	require.Equal(t, []int{3, 4}, attempts, "the Attempt the test set, then one more")
 }

@@ -90,7 +90,7 @@ func setup(t *testing.T) *bundle {
 	}
 	require.NoError(t, signals.MigrateSchema(t.Context(), b.pool, b.schema))
 	var err error
-	b.reg, err = signals.NewRegistry(signals.RegistryConfig{Schema: b.schema, Logger: quietLogger()})
+	b.reg, err = signals.NewRegistry(signals.RegistryConfig{Schema: b.schema})
 	require.NoError(t, err)
 	return b
 }

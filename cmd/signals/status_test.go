@@ -118,7 +118,7 @@ func TestStatusFlagsTasksNoWorkerKnows(t *testing.T) {
 	l := b.ledger(t)
 	send(t, b, l.signups, signedUp{UserID: 1})
 	// An old worker on the queue, which knows no user.signed_up.
-	old, err := signals.NewRegistry(signals.RegistryConfig{Schema: b.schema, Logger: quietLogger()})
+	old, err := signals.NewRegistry(signals.RegistryConfig{Schema: b.schema})
 	require.NoError(t, err)
 	other, err := signals.Register[signedUp](old, "user.deleted")
 	require.NoError(t, err)

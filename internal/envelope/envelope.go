@@ -92,18 +92,25 @@ func Headers(m Meta) map[string]string {
 	return h
 }
 
+// SplitType returns the signal and receiver a task type addresses, or false
+// if it is not a signal task's type.
+func SplitType(taskType string) (signal, receiver string, ok bool) {
+	rest, ok := strings.CutPrefix(taskType, TypePrefix)
+	if !ok {
+		return "", "", false
+	}
+	signal, receiver, ok = strings.Cut(rest, ":")
+	return signal, receiver, ok && signal != "" && receiver != ""
+}
+
 // ErrMalformed reports a task this package did not write, or wrote differently.
 var ErrMalformed = errors.New("malformed signal task")
 
 // Decode reads the metadata back from a task's type and headers.
 func Decode(taskType string, headers map[string]string) (Meta, error) {
 	var m Meta
-	rest, ok := strings.CutPrefix(taskType, TypePrefix)
-	if !ok {
-		return m, fmt.Errorf("%w: task type %q lacks prefix %q", ErrMalformed, taskType, TypePrefix)
-	}
-	m.Signal, m.Receiver, ok = strings.Cut(rest, ":")
-	if !ok || m.Signal == "" || m.Receiver == "" {
+	var ok bool
+	if m.Signal, m.Receiver, ok = SplitType(taskType); !ok {
 		return m, fmt.Errorf("%w: task type %q is not %q", ErrMalformed, taskType, TypePrefix+"<signal>:<receiver>")
 	}
 	var err error

@@ -1,0 +1,27 @@
+// Package kithook connects package signalstest to what package signals
+// keeps unexported: which events a transaction sent, and running one
+// delivery in-process. Neither belongs in the public API.
+package kithook
+
+import (
+	"context"
+
+	"github.com/hibiken/asynq"
+)
+
+// Recorder is implemented by a pgx.Tx wrapper that wants to know what
+// SendReliable wrote through it: signalstest.Eager runs exactly the events
+// its own transactions sent, and nothing another test or process committed.
+// SendReliable calls Sent after its insert succeeded, with the new event's
+// ID.
+type Recorder interface {
+	Sent(eventID [16]byte)
+}
+
+// Deliver runs one delivery of task, whose ID is taskID, from queue, with
+// the receivers of reg, a *signals.Registry, as a Worker runs it: attempt
+// is 1 on the first run, and the run after maxRetry retries is the last. It
+// logs nothing, and returns the error as a Worker hands it to asynq, with
+// why the delivery is dead if this run's failure is final ("" if a retry
+// may succeed). Package signals sets it at initialization.
+var Deliver func(ctx context.Context, reg any, task *asynq.Task, taskID, queue string, attempt, maxRetry int) (dead string, err error)
