@@ -79,6 +79,8 @@ type DeadFilter struct {
 	ErrorContains string
 	// TaskIDs, when set, selects only the letters with these task IDs.
 	TaskIDs []ulid.ULID
+	// EventIDs, when set, selects only the letters of these events.
+	EventIDs []ulid.ULID
 	// Limit caps how many are returned. Defaults to 100.
 	Limit int
 }
@@ -93,7 +95,7 @@ func (l *Ledger) DeadLetters(ctx context.Context, f DeadFilter) ([]DeadLetter, e
 		rows, err = l.reg.queries.ListDead(ctx, tx, store.DeadFilter{
 			Signal: f.Signal, Receiver: f.Receiver,
 			DeadSince: f.Since, DeadUntil: f.Until,
-			ErrorLike: f.ErrorContains, IDs: ids16(f.TaskIDs), Limit: f.Limit,
+			ErrorLike: f.ErrorContains, IDs: ids16(f.TaskIDs), EventIDs: ids16(f.EventIDs), Limit: f.Limit,
 		})
 		return err
 	})

@@ -2,9 +2,10 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -23,22 +24,32 @@ const (
 	deadActLimit  = 1000
 )
 
-func deadCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func deadCommand(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	if len(args) == 0 {
 		return usagef("name a subcommand: list, show, requeue or discard")
 	}
+	var err error
 	switch args[0] {
 	case "list":
-		return deadList(ctx, args[1:], stdout, stderr)
+		err = deadList(ctx, args[1:], stdout)
 	case "show":
-		return deadShow(ctx, args[1:], stdout, stderr)
+		err = deadShow(ctx, args[1:], stdout)
 	case "requeue", "discard":
-		return deadAct(ctx, args[0], args[1:], stdout, stderr)
+		err = deadAct(ctx, args[0], args[1:], stdout)
 	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, "Usage:\n\n\tsignals dead list [FILTERS] [--limit N] [--json]\n\tsignals dead show [--json] ID\n\tsignals dead requeue|discard ID...\n\tsignals dead requeue|discard FILTERS|--all [--limit N] [--yes]\n\nRun 'signals dead SUBCOMMAND -h' for its flags.\n")
+		fmt.Fprint(stdout, "Usage:\n\n\tsignals dead list [FILTERS] [--limit N] [--json]\n\tsignals dead show [--json] ID|EVENT_ID\n\tsignals dead requeue|discard ID...\n\tsignals dead requeue|discard FILTERS|--all [--limit N] [--yes]\n\nRun 'signals dead SUBCOMMAND -h' for its flags.\n")
 		return nil
+	default:
+		hint := didYouMean(suggest(args[0], []string{"discard", "list", "requeue", "show"}))
+		return usagef("unknown subcommand %q%s", args[0], cmp.Or(hint, ": use list, show, requeue or discard"))
 	}
-	return usagef("unknown subcommand %q: use list, show, requeue or discard", args[0])
+	// A mistake in a subcommand's line is explained by its own help.
+	var usageErr usageError
+	if errors.As(err, &usageErr) && usageErr.command == "" {
+		usageErr.command = "dead " + args[0]
+		return usageErr
+	}
+	return err
 }
 
 // deadFilters are the flags that select dead letters.
@@ -49,13 +60,13 @@ type deadFilters struct {
 	limit                       int
 }
 
-func (f *deadFilters) addFlags(fs *flag.FlagSet, defaultLimit int) {
+func (f *deadFilters) addFlags(fs *flagSet, defaultLimit int) {
 	fs.StringVar(&f.signal, "signal", "", "only dead letters of the signal `NAME`")
 	fs.StringVar(&f.receiver, "receiver", "", "only dead letters of the receiver `NAME`")
-	fs.DurationVar(&f.olderThan, "older-than", 0, "only letters dead for at least this long (30m, 24h)")
+	fs.durationVar(&f.olderThan, "older-than", 0, "only letters dead for at least `D` (30m, 24h)")
 	fs.StringVar(&f.since, "since", "", "only letters dead at or after `WHEN`: an RFC 3339 time, or a duration ago (2h)")
 	fs.StringVar(&f.errorText, "error", "", "only letters whose error contains `TEXT`, ignoring case")
-	fs.IntVar(&f.limit, "limit", defaultLimit, "at most this many letters, the longest dead first")
+	fs.intVar(&f.limit, "limit", defaultLimit, "at most `N` letters, the longest dead first")
 }
 
 // any reports whether a filter narrows the selection.
@@ -66,7 +77,7 @@ func (f *deadFilters) any() bool {
 // filter turns the flags into a DeadFilter as of now.
 func (f *deadFilters) filter(now time.Time) (signals.DeadFilter, error) {
 	if f.limit <= 0 {
-		return signals.DeadFilter{}, usagef("--limit must be positive")
+		return signals.DeadFilter{}, usagef("--limit must be positive, such as %d", deadListLimit)
 	}
 	if f.olderThan < 0 {
 		return signals.DeadFilter{}, usagef("--older-than must not be negative")
@@ -87,14 +98,14 @@ func (f *deadFilters) filter(now time.Time) (signals.DeadFilter, error) {
 	return df, nil
 }
 
-func deadList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dead list", "signals dead list [FILTERS] [--limit N] [--json] [connection flags]", stderr)
+func deadList(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("dead list", "signals dead list [FILTERS] [--limit N] [--json] [connection flags]", stdout)
 	var c connection
 	c.addFlags(fs)
 	var f deadFilters
 	f.addFlags(fs, deadListLimit)
 	asJSON := fs.Bool("json", false, "print JSON, one array of letters with their payloads")
-	args, err := parse(fs, args)
+	args, err := fs.parse(args)
 	if err != nil {
 		return err
 	}
@@ -125,33 +136,64 @@ func deadList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-func deadShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dead show", "signals dead show [--json] ID [connection flags]", stderr)
+// deadShow shows the dead letter whose ID it is given, or the dead letters
+// of the event whose ID it is given: the quick start and the logs print an
+// event's ID first.
+func deadShow(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("dead show", "signals dead show [--json] ID|EVENT_ID [connection flags]", stdout)
 	var c connection
 	c.addFlags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	args, err := parse(fs, args)
+	asJSON := fs.Bool("json", false, "print JSON: the letter, or an event's letters as an array, as dead list prints them")
+	args, err := fs.parse(args)
 	if err != nil {
 		return err
 	}
 	if len(args) != 1 {
-		return usagef("dead show takes one ID, as dead list prints it")
+		return usagef("dead show takes one ID: a dead letter's, as dead list prints it, or an event's")
 	}
 	ids, err := parseIDs(args)
 	if err != nil {
 		return err
 	}
-	letters, err := readDead(ctx, &c, signals.DeadFilter{TaskIDs: ids, Limit: 1})
+	id := ids[0]
+	s, err := c.open(ctx, false)
 	if err != nil {
 		return err
 	}
-	for _, l := range letters {
-		if *asJSON {
-			return printJSON(stdout, deadJSONs([]signals.DeadLetter{l})[0])
-		}
-		return printDeadLetter(stdout, l, time.Now())
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+
+	letters, err := s.ledger.DeadLetters(ctx, signals.DeadFilter{TaskIDs: ids, Limit: 1})
+	if err != nil {
+		return s.explain(err)
 	}
-	return fmt.Errorf("no dead letter %s in schema %s (requeued or discarded already?)", ids[0], c.schema)
+	if len(letters) == 1 {
+		if *asJSON {
+			return printJSON(stdout, deadJSONs(letters)[0])
+		}
+		return printDeadLetter(stdout, letters[0], time.Now())
+	}
+	// An event has a letter per receiver at most; the limit only bounds
+	// the read.
+	letters, err = s.ledger.DeadLetters(ctx, signals.DeadFilter{EventIDs: ids, Limit: deadListLimit})
+	if err != nil {
+		return s.explain(err)
+	}
+	if len(letters) == 0 {
+		return fmt.Errorf("no dead letter in schema %s has %s as its ID or as its event's ID (requeued, discarded, delivered, or mistyped?)", c.schema, id)
+	}
+	if *asJSON {
+		return printJSON(stdout, deadJSONs(letters))
+	}
+	fmt.Fprintf(stdout, "event %s: %s\n", id, count(len(letters), "dead letter"))
+	for _, l := range letters {
+		fmt.Fprintln(stdout)
+		if err := printDeadLetter(stdout, l, time.Now()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // deadAct requeues or discards the letters named by ID, or selected by
@@ -159,15 +201,15 @@ func deadShow(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // filter costs nothing, and no prompt ever waits on a terminal, so the
 // same command line works in a script once checked by hand. Every letter
 // at once needs --all; IDs are explicit enough to act on at once.
-func deadAct(ctx context.Context, verb string, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dead "+verb, "signals dead "+verb+" ID... | FILTERS|--all [--limit N] [--yes] [connection flags]", stderr)
+func deadAct(ctx context.Context, verb string, args []string, stdout io.Writer) error {
+	fs := newFlagSet("dead "+verb, "signals dead "+verb+" ID... | FILTERS|--all [--limit N] [--yes] [connection flags]", stdout)
 	var c connection
 	c.addFlags(fs)
 	var f deadFilters
 	f.addFlags(fs, deadActLimit)
 	all := fs.Bool("all", false, "select every dead letter (up to --limit)")
 	yes := fs.Bool("yes", false, "act on the letters the filters or --all select; without it, only show them")
-	args, err := parse(fs, args)
+	args, err := fs.parse(args)
 	if err != nil {
 		return err
 	}
@@ -205,7 +247,8 @@ func deadAct(ctx context.Context, verb string, args []string, stdout, stderr io.
 		}
 		fmt.Fprintf(stdout, "%s %s\n", past, count(n, "dead letter"))
 		if n < len(ids) {
-			return fmt.Errorf("%d of the %d IDs are not dead letters in schema %s (%s or discarded already, or mistyped)", len(ids)-n, len(ids), c.schema, past)
+			return fmt.Errorf("%d of the %d IDs are not dead letters' IDs in schema %s (%s or discarded already, or mistyped; an event's letters have IDs of their own: see signals dead show EVENT_ID)",
+				len(ids)-n, len(ids), c.schema, past)
 		}
 		return nil
 	}
@@ -263,7 +306,7 @@ func parseIDs(args []string) ([]ulid.ULID, error) {
 	for i, a := range args {
 		id, err := ulid.ParseStrict(a)
 		if err != nil {
-			return nil, usagef("%q is not a dead letter ID (a ULID, as dead list prints it)", a)
+			return nil, usagef("%q is not an ID (a ULID, such as 01ARZ3NDEKTSV4RRFFQ69G5FAV, as dead list prints it)", a)
 		}
 		ids[i] = id
 	}
@@ -308,8 +351,8 @@ func printDeadLetter(w io.Writer, l signals.DeadLetter, now time.Time) error {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, f := range [][2]string{
-		{"task", l.TaskID.String()},
-		{"event", l.EventID.String()},
+		{"id", l.TaskID.String()},
+		{"event_id", l.EventID.String()},
 		{"signal", l.Signal},
 		{"receiver", l.Receiver},
 		{"queue", l.Queue},
@@ -329,9 +372,11 @@ func printDeadLetter(w io.Writer, l signals.DeadLetter, now time.Time) error {
 	return err
 }
 
-// deadJSON is a dead letter as JSON, with its payload as it was sent.
+// deadJSON is a dead letter as JSON, with its payload as it was sent. Its
+// id is the delivery's ID, the ID column of dead list and the task_id of
+// the logs; event_id is the event's, which every receiver's letter shares.
 type deadJSON struct {
-	TaskID     string          `json:"task_id"`
+	ID         string          `json:"id"`
 	EventID    string          `json:"event_id"`
 	Signal     string          `json:"signal"`
 	Receiver   string          `json:"receiver"`
@@ -349,7 +394,7 @@ func deadJSONs(letters []signals.DeadLetter) []deadJSON {
 	out := make([]deadJSON, len(letters))
 	for i, l := range letters {
 		out[i] = deadJSON{
-			TaskID: l.TaskID.String(), EventID: l.EventID.String(),
+			ID: l.TaskID.String(), EventID: l.EventID.String(),
 			Signal: l.Signal, Receiver: l.Receiver, Queue: l.Queue,
 			Reason: string(l.Reason), Error: l.Error, Attempts: l.Attempts,
 			SentAt: l.SentAt.UTC(), DeadAt: l.DeadAt.UTC(), Payload: l.Payload,

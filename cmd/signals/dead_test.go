@@ -1,11 +1,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
+
+	"github.com/dj-signals/signals"
 )
 
 func TestDead(t *testing.T) {
@@ -64,15 +70,20 @@ func TestDead(t *testing.T) {
 
 	t.Run("show", func(t *testing.T) {
 		letter := list(t, "--signal", "user.signed_up")[0]
-		r := b.signals(t, "dead", "show", letter.TaskID)
+		r := b.signals(t, "dead", "show", letter.ID)
 		requireCode(t, exitOK, r)
-		require.Regexp(t, `(?m)^task +`+letter.TaskID+`$`, r.stdout)
+		require.Regexp(t, `(?m)^id +`+letter.ID+`$`, r.stdout)
+		require.Regexp(t, `(?m)^event_id +`+letter.EventID+`$`, r.stdout)
 		require.Regexp(t, `(?m)^reason +permanent$`, r.stdout)
 		require.Regexp(t, `(?m)^error +.*smtp: 550 mailbox unavailable$`, r.stdout)
 		require.Contains(t, r.stdout, "payload\n{\n  \"user_id\": 7\n}\n", "the payload is pretty-printed")
 
-		r = b.signals(t, "dead", "show", "--json", letter.TaskID)
+		r = b.signals(t, "dead", "show", "--json", letter.ID)
 		requireCode(t, exitOK, r)
+		var keys map[string]any
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &keys))
+		require.Equal(t, letter.ID, keys["id"], "the letter's ID is id, as dead list's column")
+		require.NotContains(t, keys, "task_id")
 		var shown deadJSON
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &shown))
 		require.JSONEq(t, string(letter.Payload), string(shown.Payload))
@@ -81,8 +92,10 @@ func TestDead(t *testing.T) {
 
 		r = b.signals(t, "dead", "show", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
 		requireCode(t, exitFailed, r)
-		require.Contains(t, r.stderr, "no dead letter 01ARZ3NDEKTSV4RRFFQ69G5FAV")
-		requireCode(t, exitUsage, b.signals(t, "dead", "show", "not-an-id"))
+		require.Equal(t, "signals dead: no dead letter in schema "+b.schema+" has 01ARZ3NDEKTSV4RRFFQ69G5FAV as its ID or as its event's ID (requeued, discarded, delivered, or mistyped?)\n", r.stderr)
+		r = b.signals(t, "dead", "show", "not-an-id")
+		requireCode(t, exitUsage, r)
+		require.Contains(t, r.stderr, `"not-an-id" is not an ID`)
 	})
 
 	t.Run("requeue and discard need a selection", func(t *testing.T) {
@@ -92,7 +105,7 @@ func TestDead(t *testing.T) {
 			require.Contains(t, r.stderr, "--all for every one")
 		}
 		requireCode(t, exitUsage, b.signals(t, "dead", "discard", "--all", "--signal", "order.placed"))
-		requireCode(t, exitUsage, b.signals(t, "dead", "discard", "--signal", "order.placed", list(t)[0].TaskID))
+		requireCode(t, exitUsage, b.signals(t, "dead", "discard", "--signal", "order.placed", list(t)[0].ID))
 		require.Len(t, list(t), 3, "nothing was touched")
 	})
 
@@ -114,7 +127,7 @@ func TestDead(t *testing.T) {
 	})
 
 	t.Run("discard by ID", func(t *testing.T) {
-		id := list(t)[0].TaskID
+		id := list(t)[0].ID
 		r := b.signals(t, "dead", "discard", id)
 		requireCode(t, exitOK, r)
 		require.Equal(t, "discarded 1 dead letter\n", r.stdout)
@@ -132,4 +145,55 @@ func TestDeadOnAnUnmigratedSchema(t *testing.T) {
 	r := runSignals(t, serverEnv(), "dead", "list", "--schema", b.schema+"_none")
 	requireCode(t, exitCannotCheck, r)
 	require.Contains(t, r.stderr, "run signals migrate --schema "+b.schema+"_none")
+}
+
+// refunds registers order.refunded with three receivers that refuse every
+// refund, sends events of it and delivers them: it returns the events' IDs,
+// each with three dead letters.
+func (b *bundle) refunds(t *testing.T, events int) []ulid.ULID {
+	t.Helper()
+	refunded, err := signals.Register[orderPlaced](b.reg, "order.refunded")
+	require.NoError(t, err)
+	for _, name := range []string{"card", "ledger", "mail"} {
+		refunded.Connect(name, func(context.Context, signals.Event[orderPlaced]) error {
+			return signals.Permanent(errors.New(name + ": refunds are closed"))
+		}, signals.Queue(b.queue))
+	}
+	ids := make([]ulid.ULID, events)
+	for i := range ids {
+		ids[i] = send(t, b, refunded, orderPlaced{OrderID: i})
+	}
+	b.deliver(t, true, allDead(3*events))
+	return ids
+}
+
+func TestDeadShowTakesAnEventID(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	events := b.refunds(t, 2)
+	event := events[0].String()
+
+	r := b.signals(t, "dead", "show", event)
+	requireCode(t, exitOK, r)
+	require.True(t, strings.HasPrefix(r.stdout, "event "+event+": 3 dead letters\n\nid "), r.stdout)
+	require.Len(t, regexp.MustCompile(`(?m)^event_id +`+event+`$`).FindAllString(r.stdout, -1), 3, r.stdout)
+	for _, receiver := range []string{"card", "ledger", "mail"} {
+		require.Regexp(t, `(?m)^receiver +`+receiver+`$`, r.stdout)
+	}
+	require.NotContains(t, r.stdout, events[1].String(), "only the event's letters")
+
+	r = b.signals(t, "dead", "show", event, "--json")
+	requireCode(t, exitOK, r)
+	var letters []deadJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &letters), "an array, as dead list prints")
+	require.Len(t, letters, 3)
+	for _, l := range letters {
+		require.Equal(t, event, l.EventID)
+		require.NotEqual(t, event, l.ID, "a letter's ID is its delivery's")
+	}
+
+	r = b.signals(t, "dead", "show", letters[0].ID)
+	requireCode(t, exitOK, r)
+	require.True(t, strings.HasPrefix(r.stdout, "id "), "a letter's ID shows the letter alone:\n%s", r.stdout)
+	require.Equal(t, 1, strings.Count(r.stdout, "event_id"))
 }

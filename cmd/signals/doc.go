@@ -7,7 +7,7 @@
 //
 //	signals status [--json] [--max-pending-age D] [--max-in-flight-age D] [--max-due-ahead D]
 //	signals dead list [FILTERS] [--limit N] [--json]
-//	signals dead show [--json] ID
+//	signals dead show [--json] ID|EVENT_ID
 //	signals dead requeue|discard ID...
 //	signals dead requeue|discard FILTERS|--all [--limit N] [--yes]
 //	signals inbox prune --older-than D
@@ -23,14 +23,18 @@
 // worker serves, retrying tasks no worker knows the receiver of.
 //
 // dead lists dead letters, shows one in full, or requeues or discards them.
-// Given IDs, requeue and discard act on them. Given filters (or --all, for
-// every dead letter) they only show what they would do, unless --yes.
+// A dead letter's ID is its delivery's: the ID column of dead list, id in
+// JSON, task_id in the logs. show takes one, or an event's ID (event_id) to
+// show the event's letters, one per receiver that failed. Given IDs,
+// requeue and discard act on them. Given filters (or --all, for every dead
+// letter) they only show what they would do, unless --yes.
 //
 // inbox prune removes the inbox rows signals.Once recorded at least D ago,
 // in chunks of 10,000 rows (signals.Consume keeps no inbox).
 //
-// migrate creates or upgrades the schema's tables, idempotently; with --sql
-// it prints the migrations instead, in order, for goose or golang-migrate.
+// migrate creates or upgrades the schema's tables, idempotently, and lists
+// the migrations it applied; with --sql it prints the migrations instead,
+// in order, for goose or golang-migrate.
 //
 // relay runs a Dispatcher, which moves committed outbox rows into asynq,
 // until SIGINT or SIGTERM, logging to stderr.

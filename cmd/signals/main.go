@@ -7,9 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,7 +32,7 @@ Usage:
 
 	signals status [--json] [--max-pending-age D] [--max-in-flight-age D] [--max-due-ahead D]
 	signals dead list [FILTERS] [--limit N] [--json]
-	signals dead show [--json] ID
+	signals dead show [--json] ID|EVENT_ID
 	signals dead requeue|discard ID...
 	signals dead requeue|discard FILTERS|--all [--limit N] [--yes]
 	signals inbox prune --older-than D
@@ -46,14 +48,18 @@ than --max-due-ahead ahead (default 8760h, a year), tasks in a queue no
 worker serves, retrying tasks no worker knows the receiver of.
 
 dead lists dead letters, shows one in full, or requeues or discards them.
-Given IDs, requeue and discard act on them. Given filters (or --all, for
-every dead letter) they only show what they would do, unless --yes.
+A dead letter's ID is its delivery's: the ID column of dead list, id in
+JSON, task_id in the logs. show takes one, or an event's ID (event_id) to
+show the event's letters, one per receiver that failed. Given IDs,
+requeue and discard act on them. Given filters (or --all, for every dead
+letter) they only show what they would do, unless --yes.
 
 inbox prune removes the inbox rows signals.Once recorded at least D ago,
 in chunks of 10,000 rows (signals.Consume keeps no inbox).
 
-migrate creates or upgrades the schema's tables, idempotently; with --sql
-it prints the migrations instead, in order, for goose or golang-migrate.
+migrate creates or upgrades the schema's tables, idempotently, and lists
+the migrations it applied; with --sql it prints the migrations instead,
+in order, for goose or golang-migrate.
 
 relay runs a Dispatcher, which moves committed outbox rows into asynq,
 until SIGINT or SIGTERM, logging to stderr.
@@ -99,16 +105,15 @@ const (
 var (
 	// errUnhealthy ends a status that found problems; it has printed them.
 	errUnhealthy = errors.New("unhealthy")
-	// errFlags is a command line the flag package refused, and said why.
-	errFlags = errors.New("bad flags")
 )
 
-// usageError is a mistake in the command line.
-type usageError struct{ msg string }
+// usageError is a mistake in the command line of command ("dead list"),
+// or of the command run names when command is empty.
+type usageError struct{ command, msg string }
 
 func (e usageError) Error() string { return e.msg }
 
-func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+func usagef(format string, args ...any) error { return usageError{msg: fmt.Sprintf(format, args...)} }
 
 // cannotCheckError means a server could not be reached or read.
 type cannotCheckError struct{ err error }
@@ -147,7 +152,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cmd := commands[args[0]]
 	if cmd == nil {
-		fmt.Fprintf(stderr, "signals: unknown command %q; run 'signals -h' for the list\n", args[0])
+		fmt.Fprintf(stderr, "signals: unknown command %q%s\nrun 'signals -h' for the list\n",
+			args[0], didYouMean(suggest(args[0], slices.Sorted(maps.Keys(commands)))))
 		return exitUsage
 	}
 	err := cmd(ctx, args[1:], stdout, stderr)
@@ -158,50 +164,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case errors.Is(err, errUnhealthy):
 		return exitFailed
-	case errors.Is(err, errFlags):
-		return exitUsage
 	case errors.As(err, &usageErr):
-		fmt.Fprintf(stderr, "signals %s: %v\nrun 'signals %s -h' for help\n", args[0], err, args[0])
+		name := cmp.Or(usageErr.command, args[0])
+		fmt.Fprintf(stderr, "signals %s: %s\nrun 'signals %s -h' for help\n", name, usageErr.msg, name)
 		return exitUsage
 	case errors.As(err, &cannotCheck):
-		fmt.Fprintf(stderr, "signals %s: %v\n", args[0], err)
+		fmt.Fprintf(stderr, "signals %s: %s\n", args[0], message(err))
 		return exitCannotCheck
 	default:
-		fmt.Fprintf(stderr, "signals %s: %v\n", args[0], err)
+		fmt.Fprintf(stderr, "signals %s: %s\n", args[0], message(err))
 		return exitFailed
 	}
 }
 
-// newFlagSet returns a flag set for the command name, whose usage line is
-// synopsis.
-func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
-		fmt.Fprint(stderr, "\nExit codes: 0 success, 1 failed (status: unhealthy), 2 usage, 3 could not check\n(unreachable server, unmigrated schema). Run 'signals -h' for more.\n")
-	}
-	return fs
-}
-
-// parse parses args, allowing flags after the positional arguments
-// (signals dead show ID --json), and returns the positional ones.
-func parse(fs *flag.FlagSet, args []string) ([]string, error) {
-	var positional []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, errFlags
+// message is err's text with each line once. pgx tries each address of a
+// server twice under the default sslmode=prefer, with TLS and without, and
+// lists both attempts' errors, which for a refused connection are the same.
+func message(err error) string {
+	var lines []string
+	for line := range strings.SplitSeq(err.Error(), "\n") {
+		if !slices.Contains(lines, line) {
+			lines = append(lines, line)
 		}
-		if fs.NArg() == 0 {
-			return positional, nil
-		}
-		positional = append(positional, fs.Arg(0))
-		args = fs.Args()[1:]
 	}
+	return strings.Join(lines, "\n")
 }
 
 // connection is where the outbox lives, from the connection flags.
@@ -210,11 +196,11 @@ type connection struct {
 	timeout                        time.Duration
 }
 
-func (c *connection) addFlags(fs *flag.FlagSet) {
+func (c *connection) addFlags(fs *flagSet) {
 	fs.StringVar(&c.databaseURL, "database-url", "", "PostgreSQL at `URL`, postgres://user:password@host:port/database (default $DATABASE_URL; one is required)")
 	fs.StringVar(&c.redisAddr, "redis-addr", "", "Redis at `ADDR`, a host:port, a redis:// URL or redis-cluster://host:port,... (default $REDIS_ADDR, else 127.0.0.1:6379)")
 	fs.StringVar(&c.schema, "schema", signals.DefaultRegistrySchema, "the outbox's PostgreSQL schema `NAME`")
-	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "bound on connecting, and on status and dead")
+	fs.durationVar(&c.timeout, "timeout", 10*time.Second, "wait at most `D` to connect, and for status and dead")
 }
 
 // session is an open connection to the outbox: a pool, the Redis to use,

@@ -20,6 +20,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -169,22 +170,34 @@ func TestUsage(t *testing.T) {
 		require.Contains(t, r.stderr, "Usage:")
 	})
 
-	t.Run("an unknown command or flag is a usage error", func(t *testing.T) {
+	t.Run("a mistyped command or subcommand gets a suggestion", func(t *testing.T) {
 		t.Parallel()
-		r := runSignals(t, nil, "stauts")
-		requireCode(t, exitUsage, r)
-		require.Contains(t, r.stderr, `unknown command "stauts"`)
-		r = runSignals(t, serverEnv(), "status", "--max-pending-age", "soon")
-		requireCode(t, exitUsage, r)
-		require.Contains(t, r.stderr, "max-pending-age")
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"stauts"}, "signals: unknown command \"stauts\"; did you mean status?\nrun 'signals -h' for the list\n"},
+			{[]string{"deda", "list"}, "signals: unknown command \"deda\"; did you mean dead?\nrun 'signals -h' for the list\n"},
+			{[]string{"frobnicate"}, "signals: unknown command \"frobnicate\"\nrun 'signals -h' for the list\n"},
+			{[]string{"dead", "lsit"}, "signals dead: unknown subcommand \"lsit\"; did you mean list?\nrun 'signals dead -h' for help\n"},
+			{[]string{"dead", "purge"}, "signals dead: unknown subcommand \"purge\": use list, show, requeue or discard\nrun 'signals dead -h' for help\n"},
+			{[]string{"inbox", "prnue"}, "signals inbox: unknown subcommand \"prnue\"; did you mean prune?\nrun 'signals inbox -h' for help\n"},
+		} {
+			r := runSignals(t, serverEnv(), tc.args...)
+			requireCode(t, exitUsage, r)
+			require.Equal(t, tc.want, r.stderr, "signals %s", strings.Join(tc.args, " "))
+		}
 	})
 
 	t.Run("a command's help shows its flags and the exit codes", func(t *testing.T) {
 		t.Parallel()
 		r := runSignals(t, nil, "status", "-h")
 		requireCode(t, exitOK, r)
-		require.Contains(t, r.stderr, "-max-pending-age")
-		require.Contains(t, r.stderr, "Exit codes")
+		require.Contains(t, r.stdout, "\n  --max-pending-age D\n")
+		require.Contains(t, r.stdout, "(default 1m)")
+		require.Contains(t, r.stdout, "Exit codes")
+		require.Empty(t, r.stderr)
+		require.Equal(t, r, runSignals(t, nil, "help", "status"), "signals help status is signals status -h")
 	})
 
 	t.Run("without a database URL it says how to give one", func(t *testing.T) {
@@ -244,13 +257,15 @@ func (b *bundle) ledger(t *testing.T) *ledger {
 	return l
 }
 
-// send commits payload on sig.
-func send[T any](t *testing.T, b *bundle, sig *signals.Signal[T], payload T, opts ...signals.SendOption) {
+// send commits payload on sig and returns the event's ID.
+func send[T any](t *testing.T, b *bundle, sig *signals.Signal[T], payload T, opts ...signals.SendOption) ulid.ULID {
 	t.Helper()
-	require.NoError(t, pgx.BeginFunc(t.Context(), b.pool, func(tx pgx.Tx) error {
-		_, err := sig.SendReliable(t.Context(), tx, payload, opts...)
+	var id ulid.ULID
+	require.NoError(t, pgx.BeginFunc(t.Context(), b.pool, func(tx pgx.Tx) (err error) {
+		id, err = sig.SendReliable(t.Context(), tx, payload, opts...)
 		return err
 	}))
+	return id
 }
 
 // deadLetters sends two orders of the ghost SKU and one sign-up, and
@@ -262,15 +277,21 @@ func (b *bundle) deadLetters(t *testing.T) *ledger {
 	send(t, b, l.orders, orderPlaced{OrderID: 1, SKU: "ghost"})
 	send(t, b, l.orders, orderPlaced{OrderID: 2, SKU: "ghost"})
 	send(t, b, l.signups, signedUp{UserID: 7})
-	b.deliver(t, true, func(st signals.Stats) bool {
+	b.deliver(t, true, allDead(3))
+	return l
+}
+
+// allDead is done, for deliver, when nothing is pending or in flight and n
+// letters are dead.
+func allDead(n int) func(signals.Stats) bool {
+	return func(st signals.Stats) bool {
 		dead, live := 0, 0
 		for _, r := range st.Receivers {
 			dead += r.Dead
 			live += r.Pending + r.InFlight
 		}
-		return dead == 3 && live == 0
-	})
-	return l
+		return dead == n && live == 0
+	}
 }
 
 // deliver runs a Dispatcher and, if withWorker, a Worker in this process

@@ -15,11 +15,11 @@ import (
 // outbox rows say where each goes. It checks the servers and the schema
 // before it starts, so a wrong address or a missing migration fails at
 // once, with exit code 3; an outage once running only makes it back off.
-func relayCommand(ctx context.Context, args []string, _, stderr io.Writer) error {
-	fs := newFlagSet("relay", "signals relay [connection flags]", stderr)
+func relayCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("relay", "signals relay [connection flags]", stdout)
 	var c connection
 	c.addFlags(fs)
-	args, err := parse(fs, args)
+	args, err := fs.parse(args)
 	if err != nil {
 		return err
 	}

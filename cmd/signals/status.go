@@ -31,16 +31,16 @@ type problem struct {
 	Message  string `json:"message"`
 }
 
-func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("status", "signals status [--json] [--max-pending-age D] [--max-in-flight-age D] [--max-due-ahead D] [connection flags]", stderr)
+func statusCommand(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	fs := newFlagSet("status", "signals status [--json] [--max-pending-age D] [--max-in-flight-age D] [--max-due-ahead D] [connection flags]", stdout)
 	var c connection
 	c.addFlags(fs)
 	var lim statusLimits
 	asJSON := fs.Bool("json", false, "print JSON instead of tables")
-	fs.DurationVar(&lim.maxPendingAge, "max-pending-age", time.Minute, "a pending row older than this is a problem (no Dispatcher keeps up); 0 turns the check off")
-	fs.DurationVar(&lim.maxInFlightAge, "max-in-flight-age", 0, "a row enqueued longer ago than this is a problem (its receiver keeps failing); rows delayed with At or Delay count too; 0 (the default) turns the check off")
-	fs.DurationVar(&lim.maxDueAhead, "max-due-ahead", 365*24*time.Hour, "a row due later than this from now is a problem (a wrong At or Delay); 0 turns the check off")
-	args, err := parse(fs, args)
+	fs.durationVar(&lim.maxPendingAge, "max-pending-age", time.Minute, "a pending row older than `D` is a problem (no Dispatcher keeps up); 0 turns the check off")
+	fs.durationVar(&lim.maxInFlightAge, "max-in-flight-age", 0, "a row enqueued longer than `D` ago is a problem (its receiver keeps failing); rows delayed with At or Delay count too; 0 (the default) turns the check off")
+	fs.durationVar(&lim.maxDueAhead, "max-due-ahead", 365*24*time.Hour, "a row due more than `D` from now is a problem (a wrong At or Delay); 0 turns the check off")
+	args, err := fs.parse(args)
 	if err != nil {
 		return err
 	}
@@ -53,7 +53,7 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	st, err := readStats(ctx, &c)
 	if err != nil {
 		if *asJSON {
-			_ = json.NewEncoder(stdout).Encode(map[string]string{"error": err.Error()})
+			_ = json.NewEncoder(stdout).Encode(map[string]string{"error": message(err)})
 		}
 		return err
 	}

@@ -161,6 +161,14 @@ func TestStatusCannotCheck(t *testing.T) {
 		require.Contains(t, r.stderr, "cannot connect to PostgreSQL at "+addr)
 		require.Contains(t, r.stderr, "DATABASE_URL")
 		require.NotContains(t, r.stderr, "secret")
+		require.Equal(t, 1, strings.Count(r.stderr, "connection refused"),
+			"pgx tries with TLS and without; the same refusal is said once:\n%s", r.stderr)
+
+		r = runSignals(t, serverEnv(), "status", "--json", "--database-url", "postgres://postgres@"+addr+"/test")
+		requireCode(t, exitCannotCheck, r)
+		var out map[string]string
+		require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
+		require.Equal(t, 1, strings.Count(out["error"], "connection refused"), "--json says it once too:\n%s", out["error"])
 	})
 
 	t.Run("Redis unreachable", func(t *testing.T) {

@@ -41,6 +41,7 @@ type DeadFilter struct {
 	DeadUntil time.Time  // dead before
 	ErrorLike string     // substring of the error, case-insensitive
 	IDs       [][16]byte // only these rows, when not nil
+	EventIDs  [][16]byte // only these events' rows, when not nil
 	Limit     int
 }
 
@@ -52,12 +53,13 @@ WHERE ($1 = '' OR signal = $1)
   AND ($4::timestamptz IS NULL OR dead_at < $4)
   AND ($5 = '' OR strpos(lower(coalesce(last_error, '')), lower($5)) > 0)
   AND ($7::uuid[] IS NULL OR id = ANY($7))
+  AND ($8::uuid[] IS NULL OR event_id = ANY($8))
 ORDER BY dead_at, id
 LIMIT $6`
 
 // ListDead returns the dead letters f selects, oldest death first.
 func (q *Queries) ListDead(ctx context.Context, db Executor, f DeadFilter) ([]Dead, error) {
-	rows, err := db.Query(ctx, q.dead.list, f.Signal, f.Receiver, timeOrNil(f.DeadSince), timeOrNil(f.DeadUntil), f.ErrorLike, f.Limit, f.IDs)
+	rows, err := db.Query(ctx, q.dead.list, f.Signal, f.Receiver, timeOrNil(f.DeadSince), timeOrNil(f.DeadUntil), f.ErrorLike, f.Limit, f.IDs, f.EventIDs)
 	if err != nil {
 		return nil, err
 	}

@@ -42,6 +42,9 @@ func TestBuryListRetargetRequeueAndDiscardDead(t *testing.T) {
 	byID := b.dead(t, q, DeadFilter{IDs: ids(rows[1]), Limit: 10})
 	require.Len(t, byID, 1)
 	require.Equal(t, rows[1].ID, byID[0].ID)
+	byEvent := b.dead(t, q, DeadFilter{EventIDs: [][16]byte{rows[0].EventID}, Limit: 10})
+	require.Len(t, byEvent, 2, "the event's two receivers' letters")
+	require.Empty(t, b.dead(t, q, DeadFilter{EventIDs: [][16]byte{ulid.Make()}, Limit: 10}))
 	require.Empty(t, b.dead(t, q, DeadFilter{DeadUntil: before.Add(-time.Minute), Limit: 10}))
 	require.Len(t, b.dead(t, q, DeadFilter{DeadSince: before.Add(-time.Minute), Limit: 10}), 2)
 
