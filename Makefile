@@ -9,7 +9,7 @@ COVERPROFILE ?= coverage.out
 
 .DEFAULT_GOAL := help
 
-.PHONY: help test quick testdb lint cover demo
+.PHONY: help test quick testdb lint modules cover demo
 
 help: ## Show this list of targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-10s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -36,11 +36,15 @@ lint: ## Check formatting (gofmt), run go vet, and staticcheck if installed
 	fi
 	$(GO) vet ./...
 	@for m in $(MODULES) bench; do echo "cd $$m && $(GO) vet ./..."; (cd $$m && $(GO) vet ./...) || exit 1; done
+	@./scripts/check-modules
 	@if command -v staticcheck >/dev/null 2>&1; then \
 		echo staticcheck ./...; staticcheck ./...; \
 	else \
 		echo "note: staticcheck not found; install it with: go install honnef.co/go/tools/cmd/staticcheck@latest"; \
 	fi
+
+modules: ## Build each nested module on its own go.mod and go.sum, outside the workspace, as a user would
+	./scripts/check-modules
 
 demo: ## Run the example shop's narrated demo (starts throwaway PostgreSQL/Redis if none answer)
 	./scripts/demo

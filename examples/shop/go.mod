@@ -2,14 +2,9 @@ module github.com/dj-signals/signals/examples/shop
 
 go 1.24.0
 
-replace (
-	github.com/dj-signals/signals => ../..
-	github.com/dj-signals/signals/otelsignals => ../../otelsignals
-)
-
 require (
-	github.com/dj-signals/signals v0.0.0-00010101000000-000000000000
-	github.com/dj-signals/signals/otelsignals v0.0.0-00010101000000-000000000000
+	github.com/dj-signals/signals v0.1.0
+	github.com/dj-signals/signals/otelsignals v0.1.0
 	github.com/hibiken/asynq v0.26.0
 	github.com/jackc/pgx/v5 v5.8.0
 	github.com/oklog/ulid/v2 v2.1.2
