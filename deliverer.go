@@ -169,7 +169,8 @@ func deadReason(err error, lastAttempt bool) DeadReason {
 }
 
 // deadLetter tells asynq not to retry while keeping err's text as the
-// archived task's reason.
+// archived task's reason, should the Worker fail to record the dead letter
+// (else it tells asynq the task is done).
 type deadLetter struct{ err error }
 
 func (d deadLetter) Error() string   { return d.err.Error() }

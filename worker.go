@@ -237,15 +237,20 @@ func (w *Worker) process(ctx context.Context, t *asynq.Task) error {
 	case res.err == nil:
 		w.acks.Add(res.row, res.ordered)
 	case res.dead != "":
-		w.bury(ctx, res)
+		if w.bury(ctx, res) {
+			// The ledger holds the dead letter: asynq has nothing left to
+			// keep, so its archive and its "retry exhausted" warning stay
+			// for tasks the ledger does not know of.
+			return nil
+		}
 	}
 	return res.err
 }
 
-// bury records a dead delivery in the outbox's dead letters. If that
-// fails, asynq still archives the task, and the Dispatcher's repair finds
-// it there and buries it then.
-func (w *Worker) bury(ctx context.Context, res outcome) {
+// bury records a dead delivery in the outbox's dead letters and reports
+// whether it did. If it did not, asynq archives the task, and the
+// Dispatcher's repair finds it there and buries it then.
+func (w *Worker) bury(ctx context.Context, res outcome) bool {
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	err := pgx.BeginFunc(bctx, w.db, func(tx pgx.Tx) error {
@@ -257,11 +262,12 @@ func (w *Worker) bury(ctx context.Context, res outcome) {
 	if err != nil {
 		w.cfg.Logger.Warn("signals: record a dead delivery; the Dispatcher's repair will record it from asynq's archive",
 			"task_id", ulid.ULID(res.row.ID).String(), "error", w.reg.explain(err))
-		return
+		return false
 	}
 	if res.ordered {
 		wake.Notify(w.reg.Schema()) // its key's next row is free
 	}
+	return true
 }
 
 func timeOrNil(t time.Time) *time.Time {

@@ -48,7 +48,7 @@ const (
 // and last error. Receivers that keep failing hold Drain until their
 // retries run out, so give them short Backoff and MaxRetries in tests.
 // Dead deliveries stay in the schema's dead letters for the test to
-// inspect (signals.Dispatcher.DeadLetters).
+// inspect (signals.Ledger.DeadLetters).
 //
 // What Drain runs is not isolated. Its Dispatcher, like any, moves every
 // row of reg's schema to Redis, other registries' and other tests' rows

@@ -78,11 +78,11 @@ func TestDrainReturnsOnceEveryReceiverHasRun(t *testing.T) {
 	require.Equal(t, users, runs["welcomed"], "the cascade finished")
 	require.Equal(t, users, runs["gives-up"], "a dead-lettered receiver does not hold Drain")
 	mu.Unlock()
-	insp := asynq.NewInspector(redis)
-	defer insp.Close()
-	archived, err := insp.ListArchivedTasks(queue)
+	ledger, err := signals.NewLedger(w.reg, w.pool, redis)
 	require.NoError(t, err)
-	require.Len(t, archived, users, "dead letters stay for the test to inspect")
+	dead, err := ledger.DeadLetters(t.Context(), signals.DeadFilter{Receiver: "gives-up", Limit: users})
+	require.NoError(t, err)
+	require.Len(t, dead, users, "dead letters stay for the test to inspect")
 	signalstest.RequireNotSent(t, w.pool, placed, nil)
 }
 

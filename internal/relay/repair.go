@@ -6,7 +6,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/dj-signals/signals/internal/envelope"
 	"github.com/dj-signals/signals/internal/store"
@@ -122,6 +124,7 @@ func (r *Relay) repair(ctx context.Context) (int, error) {
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("commit repair: %w", err)
 	}
+	deleteArchived(r.redis, queues, taskIDs, states)
 	if len(missing) > 0 {
 		// Redis lost tasks, and may have lost asynq's list of queues with
 		// them (on a cluster it lives on one node).
@@ -133,4 +136,22 @@ func (r *Relay) repair(ctx context.Context) (int, error) {
 			"acked_completed", len(completed), "buried_archived", len(archived))
 	}
 	return len(stale), nil
+}
+
+// deleteArchived removes the archived ones of the tasks from asynq's
+// archive once repair has committed what they stood for: a dead letter, or
+// a new generation's task. Left there they would read as trouble in the
+// queues' counts and in asynqmon. It is best effort: a task left behind is
+// noise, not work, since its row has moved on.
+func deleteArchived(rc redis.UniversalClient, queues, taskIDs []string, states []taskState) {
+	var insp *asynq.Inspector
+	for i, s := range states {
+		if s != stateArchived {
+			continue
+		}
+		if insp == nil {
+			insp = asynq.NewInspectorFromRedisClient(rc)
+		}
+		_ = insp.DeleteTask(queues[i], taskIDs[i])
+	}
 }

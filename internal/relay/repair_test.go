@@ -75,6 +75,8 @@ func TestRepairReadsEachTasksStateInRedis(t *testing.T) {
 	require.Len(t, dead, 1)
 	require.Equal(t, archived, ulid.ULID(dead[0].ID).String())
 	require.Equal(t, store.ReasonArchived, dead[0].Reason)
+	_, err = asynq.NewInspectorFromRedisClient(b.redis).GetTaskInfo(b.queue, archived)
+	require.ErrorIs(t, err, asynq.ErrTaskNotFound, "the ledger holds the dead letter: asynq's archive keeps no copy to read as trouble")
 
 	n, err = r.Batch(t.Context())
 	require.NoError(t, err)
