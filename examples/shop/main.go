@@ -8,6 +8,8 @@
 //	go run . -demo    # narrate what the library guarantees, then exit
 //
 // DATABASE_URL and REDIS_ADDR select the servers (defaults: the local ones).
+// The demo creates a database of its own on DATABASE_URL's server (so it
+// needs the CREATEDB privilege there) and drops it when it ends.
 //
 // It is instrumented with otelsignals: GET /metrics serves the signals.*
 // counters, histograms and ledger gauges in Prometheus's text format, and
@@ -63,7 +65,7 @@ func main() {
 		level = slog.LevelError // the narrative explains the expected failures
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	slog.SetDefault(log) // the receivers' registry logs through the default logger
+	slog.SetDefault(log)
 	if *demo {
 		*addr = "127.0.0.1:0"
 	}
@@ -93,8 +95,19 @@ func main() {
 // webhook and the API, with tel's gauges, tracer and /metrics. With demo set
 // it narrates the demo to out and returns; otherwise it serves until ctx is
 // canceled.
-func run(ctx context.Context, addr string, demo bool, tel *telemetry, out io.Writer, log *slog.Logger) error {
-	pool, err := pgxpool.New(ctx, getenv("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"))
+func run(ctx context.Context, addr string, demo bool, tel *telemetry, out io.Writer, log *slog.Logger) (result error) {
+	cfg, err := pgxpool.ParseConfig(getenv("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"))
+	if err != nil {
+		return fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	if demo {
+		drop, err := useDemoDatabase(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer func() { result = errors.Join(result, drop()) }() // after pool.Close
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -167,7 +180,6 @@ func run(ctx context.Context, addr string, demo bool, tel *telemetry, out io.Wri
 	start(func() error { return whServer.Serve(whListener) })
 	start(func() error { return apiServer.Serve(apiListener) })
 
-	var result error
 	if demo {
 		result = narrate(ctx, out, "http://"+apiListener.Addr().String(), repo, wh, receivers, tel.spans)
 	} else {

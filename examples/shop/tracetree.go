@@ -108,14 +108,10 @@ func writeTraceTree(w io.Writer, indent string, spans []sdktrace.ReadOnlySpan) e
 	return nil
 }
 
-// spanLabel names a span and, for a delivery's spans, its receiver and
-// attempt.
+// spanLabel names a span and, for a delivery's spans, its attempt.
 func spanLabel(s sdktrace.ReadOnlySpan) string {
 	var b strings.Builder
 	b.WriteString(s.Name())
-	if r := attr(s, "messaging.consumer.group.name"); r != "" {
-		b.WriteString(" → " + r)
-	}
 	if a := attr(s, "signals.attempt"); a != "" {
 		b.WriteString(", attempt " + a)
 	}
