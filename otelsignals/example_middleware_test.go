@@ -84,8 +84,8 @@ func ExampleNew() {
 	// Output:
 	// POST /orders
 	//   send order.placed (producer)
-	//     enqueue order.placed (client)
-	//     receive order.placed (consumer)
+	//     enqueue order.placed → email-receipt (client)
+	//     receive order.placed → email-receipt (consumer)
 }
 
 // printTree prints spans indented under their parents, each level in the

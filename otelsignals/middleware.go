@@ -354,8 +354,10 @@ func (m *Middleware) newRouteTelemetry(r route) *routeTelemetry {
 		}
 	}
 	rt := &routeTelemetry{
-		enqueueName:  "enqueue " + r.signal,
-		receiveName:  "receive " + r.signal,
+		// Spans are named per route, so a trace view tells one receiver's
+		// delivery from another's before any span is opened.
+		enqueueName:  "enqueue " + r.signal + " → " + r.receiver,
+		receiveName:  "receive " + r.signal + " → " + r.receiver,
 		enqueueAttrs: shared(opEnqueue, opTypeSend),
 		receiveAttrs: shared(opReceive, opTypeProcess),
 		metrics: metric.WithAttributeSet(attribute.NewSet(

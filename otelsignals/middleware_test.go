@@ -183,6 +183,7 @@ func TestEnqueue(t *testing.T) {
 		spans := b.tm.ended("enqueue order.placed")
 		require.Len(t, spans, 4)
 		for _, span := range spans {
+			require.Equal(t, "enqueue order.placed → "+attrs(span)["messaging.consumer.group.name"].AsString(), span.Name(), "named by route, receiver included")
 			require.Equal(t, trace.SpanKindClient, span.SpanKind())
 			require.Equal(t, sendSpan.SpanContext().SpanID(), span.Parent().SpanID(), "a child of the send span")
 			require.Equal(t, sendSpan.SpanContext().TraceID(), span.SpanContext().TraceID())
@@ -237,6 +238,7 @@ func TestReceive(t *testing.T) {
 		spans := b.tm.ended("receive order.placed")
 		require.Len(t, spans, 1)
 		span := spans[0]
+		require.Equal(t, "receive order.placed → email", span.Name(), "named by route, receiver included")
 		require.Equal(t, trace.SpanKindConsumer, span.SpanKind())
 		require.Equal(t, sendSpan.SpanContext().SpanID(), span.Parent().SpanID(), "a child of the send span")
 		require.Equal(t, span.SpanContext(), cascade, "the receiver's ctx carries the receive span")

@@ -3,6 +3,7 @@ package otelsignals_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -34,11 +35,12 @@ func newTelemetry(t *testing.T) *telemetry {
 	return tm
 }
 
-// ended returns the ended spans named name.
+// ended returns the ended spans named name, or, for a delivery's spans,
+// named name followed by " → " and the receiver.
 func (tm *telemetry) ended(name string) []sdktrace.ReadOnlySpan {
 	var out []sdktrace.ReadOnlySpan
 	for _, s := range tm.spans.Ended() {
-		if s.Name() == name {
+		if s.Name() == name || strings.HasPrefix(s.Name(), name+" → ") {
 			out = append(out, s)
 		}
 	}
