@@ -162,9 +162,16 @@ func Timeout(d time.Duration) ReceiverOption {
 	}
 }
 
-// Backoff sets the delay before the first retry (min), doubled per retry up
-// to max, with jitter. Defaults to [DefaultReceiverBackoffMin] and
-// [DefaultReceiverBackoffMax].
+// Backoff sets the delays between a failed run and its retry. Retry n
+// waits a delay drawn uniformly between half and all of min·2^(n-1),
+// capped at max: with the defaults, [DefaultReceiverBackoffMin] (1s) and
+// [DefaultReceiverBackoffMax] (1h), the first retry comes 0.5–1 s after the
+// failure, the 12th 17–34 min after it, and every one from the 13th 30–60
+// min after it. asynq keeps a retry's time to the whole second (it drops
+// the fraction) and a Worker looks for due retries every
+// [WorkerConfig].DelayedTaskCheckInterval, so a retry comes up to 1 s
+// before its delay is over and up to that interval after: with
+// Backoff(200ms, ...) the first retry may come at once.
 func Backoff(min, max time.Duration) ReceiverOption {
 	return func(o *receiverOptions) error {
 		if min <= 0 || max < min {
@@ -185,10 +192,15 @@ func Backoff(min, max time.Duration) ReceiverOption {
 //
 // A failing event holds back the later events of its key, and only those,
 // until it succeeds or is dead (after its retries, or at once for a
-// [Permanent] error); then the key moves on to its next event. An event
-// waiting for its [At] or [Delay] holds back its key until it has run.
-// Requeuing a dead letter ([Dispatcher.RequeueDead]) puts it back in its
-// old place: it runs before the key's events that are still pending.
+// [Permanent] error); then the key moves on to its next event. With the
+// default [MaxRetries], [Backoff] and [Timeout], an event that fails every
+// run holds its key for 4.6 to 9.1 hours of backoff plus its 21 runs (up to
+// 21 minutes if each runs into the Timeout): lower MaxRetries or Backoff's
+// max for keys that must not wait that long, and watch
+// [ReceiverStats].HeldKeys. An event waiting for its [At] or [Delay] holds
+// back its key until it has run. Requeuing a dead letter
+// ([Ledger.RequeueDead]) puts it back in its old place: it runs before the
+// key's events that are still pending.
 //
 // "One at a time" rests on the receiver's run ending by its [Timeout]: a
 // receiver that ignores its ctx may still run when the key's next event

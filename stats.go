@@ -54,6 +54,11 @@ type ReceiverStats struct {
 	// Delay; zero when none did. A date years away is work nobody will see
 	// done soon.
 	LatestDue time.Time
+	// HeldKeys counts the receiver's ordering keys ([OrderBy]) whose later
+	// events wait behind an earlier one: in a flowing stream a few, briefly;
+	// a count that stays up means failing events hold their keys while
+	// they retry.
+	HeldKeys int
 }
 
 // QueueStats is one asynq queue's state in Redis.
@@ -96,7 +101,10 @@ func (l *Ledger) Stats(ctx context.Context) (Stats, error) {
 	}
 	seen := map[[2]string]bool{}
 	for _, r := range rows {
-		rs := ReceiverStats{Signal: r.Signal, Receiver: r.Receiver, Pending: int(r.Pending), InFlight: int(r.InFlight), Dead: int(r.Dead)}
+		rs := ReceiverStats{
+			Signal: r.Signal, Receiver: r.Receiver,
+			Pending: int(r.Pending), InFlight: int(r.InFlight), Dead: int(r.Dead), HeldKeys: int(r.HeldKeys),
+		}
 		if r.OldestPending != nil {
 			rs.OldestPending = max(st.At.Sub(time.UnixMilli(int64(ulid.ULID(*r.OldestPending).Time()))), 0)
 		}

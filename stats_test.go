@@ -81,3 +81,27 @@ func TestStatsCountsTasksNoWorkerKnows(t *testing.T) {
 		return len(st.Queues) == 1 && st.Queues[0].UnknownReceiver == 1
 	}, eventually, tick)
 }
+
+// TestStatsCountsHeldKeys sends events over three ordering keys, two of
+// them with more than one event: with no Dispatcher running, each of those
+// two keys holds its later events behind its first.
+func TestStatsCountsHeldKeys(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig.Connect("sync", nop[orderPlaced], signals.Queue(f.queue),
+		signals.OrderBy(func(o orderPlaced) string { return o.OrderID }))
+	sig.Connect("email", nop[orderPlaced], signals.Queue(f.queue))
+	for _, key := range []string{"a", "a", "a", "b", "c", "c"} {
+		send(t, f.pool, sig, orderPlaced{OrderID: key})
+	}
+
+	st, err := f.ledger(t).Stats(t.Context())
+	require.NoError(t, err)
+	require.Len(t, st.Receivers, 2)
+	require.Equal(t, "email", st.Receivers[0].Receiver)
+	require.Zero(t, st.Receivers[0].HeldKeys, "a receiver without OrderBy holds no key")
+	require.Equal(t, "sync", st.Receivers[1].Receiver)
+	require.Equal(t, 6, st.Receivers[1].Pending)
+	require.Equal(t, 2, st.Receivers[1].HeldKeys, "keys a and c hold events back; b has one")
+}

@@ -128,9 +128,9 @@ func printStatus(w io.Writer, schema string, st signals.Stats, problems []proble
 	if len(st.Receivers) == 0 {
 		fmt.Fprintln(tw, "no rows pending, in flight or dead")
 	} else {
-		fmt.Fprintln(tw, "SIGNAL\tRECEIVER\tPENDING\tIN FLIGHT\tDEAD\tOLDEST PENDING\tOLDEST IN FLIGHT")
+		fmt.Fprintln(tw, "SIGNAL\tRECEIVER\tPENDING\tIN FLIGHT\tDEAD\tHELD KEYS\tOLDEST PENDING\tOLDEST IN FLIGHT")
 		for _, r := range st.Receivers {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", r.Signal, r.Receiver, r.Pending, r.InFlight, r.Dead, age(r.OldestPending), age(r.OldestInFlight))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", r.Signal, r.Receiver, r.Pending, r.InFlight, r.Dead, r.HeldKeys, age(r.OldestPending), age(r.OldestInFlight))
 		}
 	}
 	if len(st.Queues) > 0 {
@@ -174,6 +174,7 @@ type (
 		Pending               int        `json:"pending"`
 		InFlight              int        `json:"in_flight"`
 		Dead                  int        `json:"dead"`
+		HeldKeys              int        `json:"held_keys"`
 		OldestPendingSeconds  float64    `json:"oldest_pending_seconds"`
 		OldestInFlightSeconds float64    `json:"oldest_in_flight_seconds"`
 		LatestDue             *time.Time `json:"latest_due,omitempty"`
@@ -195,7 +196,7 @@ func printStatusJSON(w io.Writer, schema string, st signals.Stats, problems []pr
 	out := statusJSON{Schema: schema, At: st.At.UTC(), Healthy: len(problems) == 0, Receivers: []receiverJSON{}, Queues: []queueJSON{}, Problems: problems}
 	for _, r := range st.Receivers {
 		rj := receiverJSON{
-			Signal: r.Signal, Receiver: r.Receiver, Pending: r.Pending, InFlight: r.InFlight, Dead: r.Dead,
+			Signal: r.Signal, Receiver: r.Receiver, Pending: r.Pending, InFlight: r.InFlight, Dead: r.Dead, HeldKeys: r.HeldKeys,
 			OldestPendingSeconds: seconds(r.OldestPending), OldestInFlightSeconds: seconds(r.OldestInFlight),
 		}
 		if !r.LatestDue.IsZero() {

@@ -204,3 +204,22 @@ func TestStatusReachesARedisCluster(t *testing.T) {
 	requireCode(t, exitUsage, r)
 	require.Contains(t, r.stderr, "host:port nodes separated by commas")
 }
+
+func TestStatusShowsHeldKeys(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	sig, err := signals.Register[orderPlaced](b.reg, "order.placed")
+	require.NoError(t, err)
+	sig.Connect("sync", func(context.Context, signals.Event[orderPlaced]) error { return nil }, signals.Queue(b.queue),
+		signals.OrderBy(func(o orderPlaced) string { return o.SKU }))
+	for _, sku := range []string{"a", "a", "b"} {
+		send(t, b, sig, orderPlaced{SKU: sku})
+	}
+
+	r := b.signals(t, "status")
+	require.Regexp(t, `(?m)^SIGNAL +RECEIVER +PENDING +IN FLIGHT +DEAD +HELD KEYS `, r.stdout)
+	require.Regexp(t, `(?m)^order\.placed +sync +3 +0 +0 +1 `, r.stdout, "key a holds its second event back")
+	st := b.statusJSON(t, exitOK)
+	require.Len(t, st.Receivers, 1)
+	require.Equal(t, 1, st.Receivers[0].HeldKeys)
+}

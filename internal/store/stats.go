@@ -18,16 +18,18 @@ type ReceiverStats struct {
 	OldestPending    *[16]byte  // the ID of the first sent of the earliest transaction's pending rows: a ULID, so its send time
 	OldestInFlight   *[16]byte  // the same among in-flight rows
 	LatestProcessAt  *time.Time // the latest delivery time asked for, pending or in flight
+	HeldKeys         int64      // ordering keys with a row waiting behind an earlier row of the key
 }
 
 type statsStatements struct {
-	live, dead string
+	live, dead, held string
 }
 
 func newStatsStatements(r *strings.Replacer) statsStatements {
 	return statsStatements{
 		live: r.Replace(statsLiveSQL),
 		dead: r.Replace(statsDeadSQL),
+		held: r.Replace(statsHeldSQL),
 	}
 }
 
@@ -70,10 +72,18 @@ LEFT JOIN LATERAL (
     ORDER BY id LIMIT 1
 ) AS i ON true`
 	statsDeadSQL = `SELECT signal, receiver, count(*) FROM {{schema}}.dead GROUP BY signal, receiver`
+	// A key holds rows back when it has more than one live row: one runs
+	// at a time, the others wait their turn. The ordering index answers it
+	// without reading rows that have no key.
+	statsHeldSQL = `SELECT signal, receiver, count(*) FROM (
+    SELECT signal, receiver FROM {{schema}}.outbox WHERE ordering_key IS NOT NULL
+    GROUP BY signal, receiver, ordering_key HAVING count(*) > 1
+) AS k GROUP BY signal, receiver`
 )
 
 // Stats returns, per signal and receiver, how many rows are pending, in
-// flight and dead, with the ages an operator watches, and the queues the
+// flight and dead and how many ordering keys hold rows back, with the ages
+// an operator watches, and the queues the
 // live rows address, all from one snapshot: tx must be fresh, as Stats
 // makes it a read-only REPEATABLE READ transaction. p is the Dispatchers'
 // position; Start, when it cannot be read, counts every row without a key
@@ -128,9 +138,18 @@ func (q *Queries) Stats(ctx context.Context, tx pgx.Tx, p Position) ([]ReceiverS
 	if err != nil {
 		return nil, nil, err
 	}
-	var dead int64
-	if _, err = pgx.ForEachRow(rows, []any{&signal, &receiver, &dead}, func() error {
-		get(signal, receiver).Dead = dead
+	var n int64
+	if _, err = pgx.ForEachRow(rows, []any{&signal, &receiver, &n}, func() error {
+		get(signal, receiver).Dead = n
+		return nil
+	}); err != nil {
+		return nil, nil, err
+	}
+	if rows, err = tx.Query(ctx, q.stats.held); err != nil {
+		return nil, nil, err
+	}
+	if _, err = pgx.ForEachRow(rows, []any{&signal, &receiver, &n}, func() error {
+		get(signal, receiver).HeldKeys = n
 		return nil
 	}); err != nil {
 		return nil, nil, err
