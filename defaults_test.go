@@ -6,6 +6,7 @@ import (
 	"go/parser"
 	"go/token"
 	"os"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -19,32 +20,25 @@ import (
 // defaults is every exported default, by name. TestReadmeDefaultsTable
 // checks that it lists every Default* constant the package declares.
 var defaults = map[string]any{
-	"DefaultRegistrySchema":                 signals.DefaultRegistrySchema,
-	"DefaultRegistryMaxPayloadBytes":        signals.DefaultRegistryMaxPayloadBytes,
-	"DefaultRegistryMaxDepth":               signals.DefaultRegistryMaxDepth,
-	"DefaultReceiverMaxRetries":             signals.DefaultReceiverMaxRetries,
-	"DefaultReceiverTimeout":                signals.DefaultReceiverTimeout,
-	"DefaultReceiverBackoffMin":             signals.DefaultReceiverBackoffMin,
-	"DefaultReceiverBackoffMax":             signals.DefaultReceiverBackoffMax,
-	"DefaultDispatcherBatchSize":            signals.DefaultDispatcherBatchSize,
-	"DefaultDispatcherConcurrency":          signals.DefaultDispatcherConcurrency,
-	"DefaultDispatcherPollInterval":         signals.DefaultDispatcherPollInterval,
-	"DefaultDispatcherRetention":            signals.DefaultDispatcherRetention,
-	"DefaultDispatcherBackoffMin":           signals.DefaultDispatcherBackoffMin,
-	"DefaultDispatcherBackoffMax":           signals.DefaultDispatcherBackoffMax,
-	"DefaultDispatcherMaxEnqueueAttempts":   signals.DefaultDispatcherMaxEnqueueAttempts,
-	"DefaultDispatcherBatchTimeout":         signals.DefaultDispatcherBatchTimeout,
-	"DefaultDispatcherBatchBytes":           signals.DefaultDispatcherBatchBytes,
-	"DefaultDispatcherRepairAge":            signals.DefaultDispatcherRepairAge,
-	"DefaultWorkerConcurrency":              signals.DefaultWorkerConcurrency,
-	"DefaultWorkerTaskCheckInterval":        signals.DefaultWorkerTaskCheckInterval,
-	"DefaultWorkerDelayedTaskCheckInterval": signals.DefaultWorkerDelayedTaskCheckInterval,
-	"DefaultWorkerShutdownTimeout":          signals.DefaultWorkerShutdownTimeout,
+	"DefaultRegistrySchema":          signals.DefaultRegistrySchema,
+	"DefaultRegistryMaxPayloadBytes": signals.DefaultRegistryMaxPayloadBytes,
+	"DefaultRegistryMaxDepth":        signals.DefaultRegistryMaxDepth,
+	"DefaultReceiverMaxRetries":      signals.DefaultReceiverMaxRetries,
+	"DefaultReceiverTimeout":         signals.DefaultReceiverTimeout,
+	"DefaultReceiverBackoffMin":      signals.DefaultReceiverBackoffMin,
+	"DefaultReceiverBackoffMax":      signals.DefaultReceiverBackoffMax,
+}
+
+// configDefaults are the configs whose defaults WithDefaults sets, by the
+// name the README's rows give them.
+var configDefaults = map[string]reflect.Value{
+	"DispatcherConfig": reflect.ValueOf(signals.DispatcherConfig{}.WithDefaults()),
+	"WorkerConfig":     reflect.ValueOf(signals.WorkerConfig{}.WithDefaults()),
 }
 
 // TestReadmeDefaultsTable keeps the README's defaults table in step with the
-// constants: every Default* constant has a row, and each row's default is
-// the constant's value.
+// code: every Default* constant and every field WithDefaults sets (but the
+// Logger) has a row, and each row's default is the value the code uses.
 func TestReadmeDefaultsTable(t *testing.T) {
 	t.Parallel()
 	require.ElementsMatch(t, declaredDefaults(t), keys(defaults), "the defaults map above must list every Default* constant")
@@ -55,17 +49,38 @@ func TestReadmeDefaultsTable(t *testing.T) {
 	require.True(t, ok, "README.md has no \"Configuration and defaults\" section")
 	section, _, _ = strings.Cut(section, "\n## ")
 
-	row := regexp.MustCompile("(?m)^\\| `[^|]+` \\| `(Default\\w+)` \\| ([^|]+) \\|")
+	row := regexp.MustCompile("(?m)^\\| `([^|]+)` \\| (`Default\\w+`|—) \\| ([^|]+) \\|")
 	seen := map[string]bool{}
 	for _, m := range row.FindAllStringSubmatch(section, -1) {
-		name, shown := m[1], strings.TrimSpace(m[2])
-		value, known := defaults[name]
-		require.True(t, known, "README row names %s, which is not a Default* constant", name)
-		require.Equal(t, readable(value), shown, "README's default for %s", name)
-		seen[name] = true
+		setting, constant, shown := m[1], strings.Trim(m[2], "`"), strings.TrimSpace(m[3])
+		if constant != "—" {
+			value, known := defaults[constant]
+			require.True(t, known, "README row names %s, which is not a Default* constant", constant)
+			require.Equal(t, readable(value), shown, "README's default for %s", constant)
+			seen[constant] = true
+			continue
+		}
+		config, field, _ := strings.Cut(setting, ".")
+		cfg, known := configDefaults[config]
+		if !known {
+			continue // a default computed at run time, as RegistryConfig.Queue's: described, not a value
+		}
+		value := cfg.FieldByName(field)
+		require.True(t, value.IsValid(), "README row names %s, which %s lacks", setting, config)
+		require.Equal(t, readable(value.Interface()), shown, "README's default for %s", setting)
+		seen[setting] = true
 	}
 	for name := range defaults {
 		require.True(t, seen[name], "README's defaults table has no row for %s", name)
+	}
+	for config, cfg := range configDefaults {
+		for i := range cfg.NumField() {
+			f := cfg.Type().Field(i)
+			if f.Name == "Logger" || cfg.Field(i).IsZero() {
+				continue // not a default of its own, or none set
+			}
+			require.True(t, seen[config+"."+f.Name], "README's defaults table has no row for %s.%s", config, f.Name)
+		}
 	}
 }
 

@@ -15,84 +15,47 @@ import (
 	"github.com/dj-signals/signals/internal/store"
 )
 
-// Dispatcher defaults, for the [DispatcherConfig] fields of the same names.
-const (
-	// DefaultDispatcherBatchSize is how many outbox rows one Dispatcher
-	// batch reads and enqueues.
-	DefaultDispatcherBatchSize = 500
-	// DefaultDispatcherConcurrency is how many enqueues a Dispatcher keeps
-	// in flight within a batch.
-	DefaultDispatcherConcurrency = 16
-	// DefaultDispatcherPollInterval is how often an idle Dispatcher looks
-	// for rows committed by senders in other processes. Senders in the same
-	// process wake it at once, without any database cost.
-	DefaultDispatcherPollInterval = 100 * time.Millisecond
-	// DefaultDispatcherRetention is how long asynq keeps a finished task,
-	// during which enqueueing the same outbox row again is recognized as a
-	// duplicate.
-	DefaultDispatcherRetention = 15 * time.Minute
-	// DefaultDispatcherBackoffMin is the first wait after a failed batch
-	// (Redis or PostgreSQL unreachable); it doubles per failure, with
-	// jitter.
-	DefaultDispatcherBackoffMin = 100 * time.Millisecond
-	// DefaultDispatcherBackoffMax caps the wait between failed batches.
-	DefaultDispatcherBackoffMax = 30 * time.Second
-	// DefaultDispatcherMaxEnqueueAttempts is how many times a row may fail
-	// to enqueue while Redis is up before it is recorded as dead.
-	DefaultDispatcherMaxEnqueueAttempts = 10
-	// DefaultDispatcherBatchTimeout bounds one batch, from reading its rows
-	// to recording them.
-	DefaultDispatcherBatchTimeout = 30 * time.Second
-	// DefaultDispatcherBatchBytes caps the payload bytes one batch holds in
-	// memory: 16 MiB.
-	DefaultDispatcherBatchBytes = 16 << 20
-	// DefaultDispatcherRepairAge is how long a row may stay enqueued before
-	// the Dispatcher checks that Redis still holds its task.
-	DefaultDispatcherRepairAge = time.Minute
-)
-
 // DispatcherConfig configures a [Dispatcher]. The zero value is valid; every
 // zero field takes its default. The outbox's schema is not set here: it is
 // the [Registry]'s, given to [NewDispatcher].
 type DispatcherConfig struct {
 	// BatchSize is how many rows one batch reads and enqueues. Defaults to
-	// DefaultDispatcherBatchSize.
+	// 500.
 	BatchSize int
 	// Concurrency is how many enqueues run at once within a batch. Defaults
-	// to DefaultDispatcherConcurrency.
+	// to 16.
 	Concurrency int
 	// PollInterval is how often an idle Dispatcher checks for rows sent from
-	// other processes. Shorter means quicker pickup of those rows for one
-	// cheap indexed query per interval. Defaults to
-	// DefaultDispatcherPollInterval.
+	// other processes; senders in its own process wake it at once. Shorter
+	// means quicker pickup of those rows for one cheap indexed query per
+	// interval. Defaults to 100ms.
 	PollInterval time.Duration
 	// Retention is how long asynq keeps each finished task, which is how
 	// long a re-enqueue of the same row (after a Dispatcher crash between
 	// enqueue and recording it) is recognized as a duplicate, and how long
 	// repair can tell a task that completed from one Redis lost. Longer
 	// costs Redis memory; at least 1s, and longer than RepairAge. Defaults
-	// to DefaultDispatcherRetention.
+	// to 15min.
 	Retention time.Duration
 	// BackoffMin and BackoffMax bound the capped exponential backoff, with
-	// jitter, after a failed batch. Default to DefaultDispatcherBackoffMin
-	// and DefaultDispatcherBackoffMax.
+	// jitter, after a failed batch (PostgreSQL or Redis unreachable).
+	// Default to 100ms and 30s.
 	BackoffMin, BackoffMax time.Duration
 	// MaxEnqueueAttempts is how many failed enqueues (while Redis answers)
 	// a row gets before it is recorded as dead (see [Ledger.DeadLetters]);
 	// after each failure the row alone waits, BackoffMin doubling up to
 	// BackoffMax, while the other rows flow. Rows that can never be
 	// enqueued, such as one with an invalid queue name, are dead at once.
-	// Defaults to DefaultDispatcherMaxEnqueueAttempts.
+	// Defaults to 10.
 	MaxEnqueueAttempts int
 	// BatchTimeout bounds one batch, from reading its rows to recording
 	// them. A batch in flight
-	// when Run's ctx is canceled still finishes within it. Defaults to
-	// DefaultDispatcherBatchTimeout.
+	// when Run's ctx is canceled still finishes within it. Defaults to 30s.
 	BatchTimeout time.Duration
 	// BatchBytes caps the payload bytes one batch holds: a batch holds
 	// BatchSize rows or BatchBytes of payload, whichever is less (at least
 	// one row), so large payloads cannot balloon the Dispatcher's memory.
-	// Defaults to DefaultDispatcherBatchBytes.
+	// Defaults to 16 MiB.
 	BatchBytes int
 	// RepairAge is how long a row may stay enqueued, its receiver not done,
 	// before the Dispatcher checks its task in Redis: a task still queued,
@@ -101,25 +64,27 @@ type DispatcherConfig struct {
 	// enqueued again under the same task ID. A Redis that lost all its data,
 	// or went back in time (a failover to a replica that missed the latest
 	// writes), is noticed within a second, whatever RepairAge. Defaults to
-	// DefaultDispatcherRepairAge.
+	// 1min.
 	RepairAge time.Duration
 	// Logger receives outages and rows that fail to enqueue. Payloads are never
 	// logged. Defaults to slog.Default().
 	Logger *slog.Logger
 }
 
-// withDefaults returns c with every zero field set to its default.
-func (c DispatcherConfig) withDefaults() DispatcherConfig {
-	c.BatchSize = cmp.Or(c.BatchSize, DefaultDispatcherBatchSize)
-	c.Concurrency = cmp.Or(c.Concurrency, DefaultDispatcherConcurrency)
-	c.PollInterval = cmp.Or(c.PollInterval, DefaultDispatcherPollInterval)
-	c.Retention = cmp.Or(c.Retention, DefaultDispatcherRetention)
-	c.BackoffMin = cmp.Or(c.BackoffMin, DefaultDispatcherBackoffMin)
-	c.BackoffMax = cmp.Or(c.BackoffMax, DefaultDispatcherBackoffMax)
-	c.MaxEnqueueAttempts = cmp.Or(c.MaxEnqueueAttempts, DefaultDispatcherMaxEnqueueAttempts)
-	c.BatchTimeout = cmp.Or(c.BatchTimeout, DefaultDispatcherBatchTimeout)
-	c.BatchBytes = cmp.Or(c.BatchBytes, DefaultDispatcherBatchBytes)
-	c.RepairAge = cmp.Or(c.RepairAge, DefaultDispatcherRepairAge)
+// WithDefaults returns c with every zero field set to its default: the
+// settings a Dispatcher made with c runs with ([NewDispatcher] calls it).
+// The README's defaults table lists the same values.
+func (c DispatcherConfig) WithDefaults() DispatcherConfig {
+	c.BatchSize = cmp.Or(c.BatchSize, 500)
+	c.Concurrency = cmp.Or(c.Concurrency, 16)
+	c.PollInterval = cmp.Or(c.PollInterval, 100*time.Millisecond)
+	c.Retention = cmp.Or(c.Retention, 15*time.Minute)
+	c.BackoffMin = cmp.Or(c.BackoffMin, 100*time.Millisecond)
+	c.BackoffMax = cmp.Or(c.BackoffMax, 30*time.Second)
+	c.MaxEnqueueAttempts = cmp.Or(c.MaxEnqueueAttempts, 10)
+	c.BatchTimeout = cmp.Or(c.BatchTimeout, 30*time.Second)
+	c.BatchBytes = cmp.Or(c.BatchBytes, 16<<20)
+	c.RepairAge = cmp.Or(c.RepairAge, time.Minute)
 	c.Logger = cmp.Or(c.Logger, slog.Default())
 	return c
 }
@@ -170,7 +135,7 @@ func NewDispatcher(reg *Registry, db DB, redisOpt asynq.RedisConnOpt, cfg Dispat
 	if reg == nil || db == nil || redisOpt == nil {
 		return nil, fmt.Errorf("%w: NewDispatcher needs a registry (signals.DefaultRegistry for signals made with New), a database pool and a Redis connection option", ErrInvalidConfig)
 	}
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}

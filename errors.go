@@ -2,6 +2,7 @@ package signals
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/dj-signals/signals/internal/envelope"
 	"github.com/dj-signals/signals/internal/store"
@@ -31,8 +32,12 @@ var (
 // Send errors, returned by [Signal.SendReliable]. Each means nothing was
 // written.
 var (
-	// ErrNilTx is returned when SendReliable is given a nil transaction.
-	ErrNilTx = errors.New("signals: nil transaction: SendReliable must run inside the caller's pgx.Tx")
+	// ErrTxUnusable is returned when the transaction cannot take the
+	// write: it is nil, already committed or rolled back (the error then
+	// also wraps pgx.ErrTxClosed), or aborted by an earlier failed
+	// statement, when it only accepts a rollback. The message says which.
+	// [Once] and [Consume] return it too.
+	ErrTxUnusable = errors.New("signals: transaction unusable")
 	// ErrNoReceivers is returned when a signal is sent while no receiver is
 	// connected to it, which usually means the package that connects the
 	// receivers was not imported by this binary. No statement is sent, so the
@@ -46,12 +51,6 @@ var (
 	// ErrPayloadTooLarge is returned when the encoded payload exceeds the
 	// registry's [RegistryConfig].MaxPayloadBytes.
 	ErrPayloadTooLarge = errors.New("signals: payload too large")
-	// ErrTxDone is returned when the transaction was already committed or
-	// rolled back. It also wraps pgx.ErrTxClosed.
-	ErrTxDone = errors.New("signals: transaction already committed or rolled back")
-	// ErrTxAborted is returned when an earlier statement failed and the
-	// transaction only accepts a rollback now.
-	ErrTxAborted = errors.New("signals: transaction is aborted; roll it back")
 	// ErrCascadeTooDeep is returned when a receiver's signal would exceed the
 	// registry's [RegistryConfig].MaxDepth, which stops an endless loop of
 	// signals sending signals.
@@ -61,6 +60,9 @@ var (
 	// not valid UTF-8.
 	ErrInvalidOrderingKey = errors.New("signals: invalid ordering key")
 )
+
+// errNilTx is SendReliable's, Once's and Consume's answer to a nil tx.
+var errNilTx = fmt.Errorf("%w: nil transaction: pass the caller's pgx.Tx", ErrTxUnusable)
 
 // Delivery errors, recorded as a dead letter's error. A delivery failing
 // with ErrPermanent or ErrUndecodable (or [ErrCascadeTooDeep], from a

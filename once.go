@@ -45,7 +45,7 @@ func Consume[T any](ctx context.Context, tx pgx.Tx, e Event[T]) (bool, error) {
 		return Once(ctx, tx, e)
 	}
 	if tx == nil {
-		return false, ErrNilTx
+		return false, errNilTx
 	}
 	reg := e.registry
 	if reg == nil {
@@ -80,7 +80,7 @@ func Consume[T any](ctx context.Context, tx pgx.Tx, e Event[T]) (bool, error) {
 // redelivery window with [Ledger.PruneInbox] or `signals inbox prune`.
 func Once[T any](ctx context.Context, tx pgx.Tx, e Event[T]) (bool, error) {
 	if tx == nil {
-		return false, ErrNilTx
+		return false, errNilTx
 	}
 	if e.TaskID == (ulid.ULID{}) {
 		return false, fmt.Errorf("%w: Once needs the event's TaskID: pass the Event the receiver was given, or one from Signal.NewEvent", ErrInvalidEvent)

@@ -258,7 +258,7 @@ func TestOnceRejectsAnEventWithoutTaskIDAndANilTx(t *testing.T) {
 	require.ErrorIs(t, err, signals.ErrInvalidEvent)
 
 	_, err = signals.Once(t.Context(), nil, o.event())
-	require.ErrorIs(t, err, signals.ErrNilTx)
+	require.ErrorIs(t, err, signals.ErrTxUnusable)
 
 	// Refusals send nothing: the transaction is still usable.
 	first, err := signals.Once(t.Context(), tx, o.event())

@@ -66,18 +66,18 @@ func OrderingKey(key string) SendOption {
 // receiver connected at this moment runs at least once.
 //
 // Validation comes first and sends nothing, leaving tx usable: a nil tx
-// ([ErrNilTx]), a payload JSON cannot encode ([ErrInvalidPayload]), a
+// ([ErrTxUnusable]), a payload JSON cannot encode ([ErrInvalidPayload]), a
 // payload above the registry's MaxPayloadBytes ([ErrPayloadTooLarge]), no
 // connected receiver ([ErrNoReceivers]), a cascade beyond MaxDepth
 // ([ErrCascadeTooDeep]), an ordering key that is too long, holds a NUL or
-// is not UTF-8 ([ErrInvalidOrderingKey]). A finished or aborted tx yields [ErrTxDone] or
-// [ErrTxAborted].
+// is not UTF-8 ([ErrInvalidOrderingKey]). A finished or aborted tx yields
+// [ErrTxUnusable] too.
 //
 // Called from inside a receiver (with the receiver's ctx), the new event
 // records the receiver's event as its cause.
 func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts ...SendOption) (ulid.ULID, error) {
 	if tx == nil {
-		return ulid.ULID{}, ErrNilTx
+		return ulid.ULID{}, errNilTx
 	}
 	var so sendOptions
 	for _, opt := range opts {
@@ -183,11 +183,11 @@ func validOrderingKey(key string) error {
 
 func (s *Signal[T]) sendError(err error) error {
 	if errors.Is(err, pgx.ErrTxClosed) {
-		return fmt.Errorf("%w: send %q: %w", ErrTxDone, s.name, err)
+		return fmt.Errorf("%w: send %q: it was already committed or rolled back: %w", ErrTxUnusable, s.name, err)
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "25P02" { // in_failed_sql_transaction
-		return fmt.Errorf("%w: send %q: %w", ErrTxAborted, s.name, err)
+		return fmt.Errorf("%w: send %q: an earlier statement failed and aborted it; roll it back: %w", ErrTxUnusable, s.name, err)
 	}
 	if store.TablesMissing(err) {
 		return fmt.Errorf("signals: send %q: %w", s.name, missingTables(s.reg.Schema(), err))

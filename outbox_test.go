@@ -170,7 +170,7 @@ func TestSendReliableRefusesBadInputAndSendsNothing(t *testing.T) {
 	}
 
 	_, err := anySig.SendReliable(t.Context(), nil, "x")
-	require.ErrorIs(t, err, signals.ErrNilTx)
+	require.ErrorIs(t, err, signals.ErrTxUnusable)
 
 	// The transaction is still usable: a valid send goes through and commits.
 	_, err = anySig.SendReliable(t.Context(), tx, strings.Repeat("x", 100))
@@ -199,14 +199,16 @@ func TestSendReliableOnFinishedTransaction(t *testing.T) {
 	committed := f.begin(t)
 	require.NoError(t, committed.Commit(t.Context()))
 	_, err := sig.SendReliable(t.Context(), committed, orderPlaced{})
-	require.ErrorIs(t, err, signals.ErrTxDone)
+	require.ErrorIs(t, err, signals.ErrTxUnusable)
 	require.ErrorIs(t, err, pgx.ErrTxClosed)
+	require.ErrorContains(t, err, "already committed or rolled back")
 
 	aborted := f.begin(t)
 	_, err = aborted.Exec(t.Context(), `SELECT 1/0`)
 	require.Error(t, err)
 	_, err = sig.SendReliable(t.Context(), aborted, orderPlaced{})
-	require.ErrorIs(t, err, signals.ErrTxAborted)
+	require.ErrorIs(t, err, signals.ErrTxUnusable)
+	require.ErrorContains(t, err, "roll it back")
 
 	require.Empty(t, f.outbox(t))
 }

@@ -22,26 +22,6 @@ import (
 	"github.com/dj-signals/signals/internal/envelope"
 )
 
-// Worker defaults, for the [WorkerConfig] fields of the same names.
-const (
-	// DefaultWorkerConcurrency is how many receivers a Worker runs at once.
-	DefaultWorkerConcurrency = 20
-	// DefaultWorkerTaskCheckInterval is how long an idle Worker waits
-	// between checks for new tasks: asynq polls rather than blocks, so a
-	// task that arrives at an idle worker starts after this long on
-	// average. Each check is one Redis call: 5 ms costs about 200 calls/s
-	// per idle worker. asynq's own default is 1 s.
-	DefaultWorkerTaskCheckInterval = 5 * time.Millisecond
-	// DefaultWorkerDelayedTaskCheckInterval is how often a Worker moves due
-	// delayed and retrying tasks into their queues, which bounds how late a
-	// delayed signal or a retry may start. asynq's own default is 5 s.
-	DefaultWorkerDelayedTaskCheckInterval = 250 * time.Millisecond
-	// DefaultWorkerShutdownTimeout is how long Run waits, after its ctx is
-	// canceled, for running receivers to return. A receiver still running
-	// then has its task put back in the queue, to run again elsewhere.
-	DefaultWorkerShutdownTimeout = 10 * time.Second
-)
-
 // WorkerConfig configures a [Worker]. The zero value is valid; every zero
 // field takes its default.
 type WorkerConfig struct {
@@ -49,30 +29,37 @@ type WorkerConfig struct {
 	// least 1). Defaults to every queue of the registry's receivers, with
 	// weight 1, read when Run starts.
 	Queues map[string]int
-	// Concurrency is how many receivers run at once. Defaults to
-	// DefaultWorkerConcurrency.
+	// Concurrency is how many receivers run at once. Defaults to 20.
 	Concurrency int
 	// TaskCheckInterval is how long an idle worker waits between polls for
-	// new tasks. Defaults to DefaultWorkerTaskCheckInterval.
+	// new tasks: asynq polls rather than blocks, so a task that arrives at
+	// an idle worker starts after this long on average, and each poll is
+	// one Redis call (5ms costs about 200 calls/s per idle worker).
+	// Defaults to 5ms; asynq's own default is 1s.
 	TaskCheckInterval time.Duration
 	// DelayedTaskCheckInterval is how often due delayed and retrying tasks
-	// are moved into their queues. Defaults to
-	// DefaultWorkerDelayedTaskCheckInterval.
+	// are moved into their queues, which bounds how late a delayed signal
+	// or a retry may start. Defaults to 250ms; asynq's own default is 5s.
 	DelayedTaskCheckInterval time.Duration
-	// ShutdownTimeout is how long Run waits for running receivers when
-	// stopping. Defaults to DefaultWorkerShutdownTimeout.
+	// ShutdownTimeout is how long Run waits, after its ctx is canceled, for
+	// running receivers to return; a receiver still running then has its
+	// task put back in the queue, to run again elsewhere. Defaults to 10s.
 	ShutdownTimeout time.Duration
-	// Logger receives asynq's warnings and errors. Receiver failures are
-	// logged by the registry's logger. Defaults to slog.Default().
+	// Logger receives receiver failures (never payloads) and asynq's
+	// warnings and errors, the latter at most once per 30s. Defaults to
+	// slog.Default().
 	Logger *slog.Logger
 }
 
-// withDefaults returns c with every zero field set to its default.
-func (c WorkerConfig) withDefaults() WorkerConfig {
-	c.Concurrency = cmp.Or(c.Concurrency, DefaultWorkerConcurrency)
-	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, DefaultWorkerTaskCheckInterval)
-	c.DelayedTaskCheckInterval = cmp.Or(c.DelayedTaskCheckInterval, DefaultWorkerDelayedTaskCheckInterval)
-	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultWorkerShutdownTimeout)
+// WithDefaults returns c with every zero field set to its default: the
+// settings a Worker made with c runs with ([NewWorker] calls it). Queues
+// stays nil when unset: Run reads the registry's queues when it starts.
+// The README's defaults table lists the same values.
+func (c WorkerConfig) WithDefaults() WorkerConfig {
+	c.Concurrency = cmp.Or(c.Concurrency, 20)
+	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, 5*time.Millisecond)
+	c.DelayedTaskCheckInterval = cmp.Or(c.DelayedTaskCheckInterval, 250*time.Millisecond)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 10*time.Second)
 	c.Logger = cmp.Or(c.Logger, slog.Default())
 	return c
 }
@@ -127,7 +114,7 @@ func NewWorker(reg *Registry, db DB, redisOpt asynq.RedisConnOpt, cfg WorkerConf
 	if reg == nil || db == nil || redisOpt == nil {
 		return nil, fmt.Errorf("%w: NewWorker needs a registry (signals.DefaultRegistry for signals made with New), a database pool and a Redis connection option", ErrInvalidConfig)
 	}
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}

@@ -27,15 +27,20 @@ import (
 // The library's defaults that the benchmark mirrors in its baselines and
 // states in its report, named once here.
 const (
-	receiverMaxRetries             = signals.DefaultReceiverMaxRetries
-	receiverTimeout                = signals.DefaultReceiverTimeout
-	dispatcherBatchSize            = signals.DefaultDispatcherBatchSize
-	dispatcherConcurrency          = signals.DefaultDispatcherConcurrency
-	dispatcherPollInterval         = signals.DefaultDispatcherPollInterval
-	dispatcherRetention            = signals.DefaultDispatcherRetention
-	workerConcurrency              = signals.DefaultWorkerConcurrency
-	workerTaskCheckInterval        = signals.DefaultWorkerTaskCheckInterval
-	workerDelayedTaskCheckInterval = signals.DefaultWorkerDelayedTaskCheckInterval
+	receiverMaxRetries = signals.DefaultReceiverMaxRetries
+	receiverTimeout    = signals.DefaultReceiverTimeout
+)
+
+var (
+	dispatcherDefaults             = signals.DispatcherConfig{}.WithDefaults()
+	dispatcherBatchSize            = dispatcherDefaults.BatchSize
+	dispatcherConcurrency          = dispatcherDefaults.Concurrency
+	dispatcherPollInterval         = dispatcherDefaults.PollInterval
+	dispatcherRetention            = dispatcherDefaults.Retention
+	workerDefaults                 = signals.WorkerConfig{}.WithDefaults()
+	workerConcurrency              = workerDefaults.Concurrency
+	workerTaskCheckInterval        = workerDefaults.TaskCheckInterval
+	workerDelayedTaskCheckInterval = workerDefaults.DelayedTaskCheckInterval
 )
 
 // riverMaxWorkers is River's queue size as in its package docs (doc.go).
