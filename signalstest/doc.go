@@ -1,6 +1,6 @@
 // Package signalstest helps test code that sends signals and the receivers
-// that handle them. It depends on the standard testing package only, so it
-// fits any assertion library.
+// that handle them. It reports through the standard testing package alone,
+// with no assertion library of its own, so it fits any.
 //
 //   - [RequireSent] and [RequireNotSent] check what a transaction sent,
 //     before any relay moves it.

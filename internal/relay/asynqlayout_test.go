@@ -72,3 +72,95 @@ func TestAsynqLayout(t *testing.T) {
 	require.Equal(t, []taskState{"pending"}, states(fresh), "a queued task's state is neither completed nor archived: repair leaves it alone")
 	require.Contains(t, archivedError(rc, queue, archived), "archived by asynq", "an archived task without an error reads as such")
 }
+
+// TestRequeueExpiredTakesBackATaskWhoseWorkerDied checks where asynq keeps
+// a running task (its ID in the queue's active list and, 30 s ahead, in its
+// lease set), then builds that state by hand for a task whose worker died,
+// its lease ended, and takes it back: it is pending again, asynq runs it,
+// and a task whose lease has not ended is left alone. After
+// maxLeaseRequeues takings, a task is left to asynq's recoverer.
+func TestRequeueExpiredTakesBackATaskWhoseWorkerDied(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
+	t.Cleanup(func() { _ = rc.Close() })
+	queue := testenv.Queue(t)
+	client := asynq.NewClientFromRedisClient(rc)
+	enqueue := func() string {
+		t.Helper()
+		id := ulid.Make().String()
+		_, err := client.EnqueueContext(ctx, asynq.NewTask("layout:lease", nil), asynq.TaskID(id), asynq.Queue(queue), asynq.Retention(time.Hour))
+		require.NoError(t, err)
+		return id
+	}
+	ran := make(chan string, 4)
+	release := make(chan struct{})
+	srv := asynq.NewServerFromRedisClient(rc, asynq.Config{Queues: map[string]int{queue: 1}, Concurrency: 1, LogLevel: asynq.FatalLevel})
+	require.NoError(t, srv.Start(asynq.HandlerFunc(func(ctx context.Context, _ *asynq.Task) error {
+		id, _ := asynq.GetTaskID(ctx)
+		ran <- id
+		<-release
+		return nil
+	})))
+	t.Cleanup(srv.Shutdown)
+	waitRun := func() string {
+		t.Helper()
+		select {
+		case id := <-ran:
+			return id
+		case <-time.After(10 * time.Second):
+			t.Fatal("asynq did not run the task")
+			return ""
+		}
+	}
+
+	running := enqueue()
+	require.Equal(t, running, waitRun())
+	require.Contains(t, rc.LRange(ctx, queueKey(queue, "active"), 0, -1).Val(), running, "a running task's ID is in the active list")
+	lease, err := rc.ZScore(ctx, queueKey(queue, "lease"), running).Result()
+	require.NoError(t, err, "a running task's ID is in the lease set")
+	require.InDelta(t, float64(time.Now().Add(30*time.Second).Unix()), lease, 5, "scored by the Unix second its lease ends, 30 s ahead")
+	ids, err := requeueExpired(ctx, rc, queue, time.Now(), 10)
+	require.NoError(t, err)
+	require.Empty(t, ids, "a live worker's lease has not ended: its task is left alone")
+
+	// A task whose worker died 40 s into it, as asynq's dequeue leaves it.
+	dead := enqueue()
+	require.NoError(t, rc.LRem(ctx, queueKey(queue, "pending"), 0, dead).Err())
+	require.NoError(t, rc.LPush(ctx, queueKey(queue, "active"), dead).Err())
+	require.NoError(t, rc.ZAdd(ctx, queueKey(queue, "lease"), redis.Z{Member: dead, Score: float64(time.Now().Add(-10 * time.Second).Unix())}).Err())
+	require.NoError(t, rc.HSet(ctx, taskKey(queue, dead), "state", "active").Err())
+
+	ids, err = requeueExpired(ctx, rc, queue, time.Now(), 10)
+	require.NoError(t, err)
+	require.Equal(t, []string{dead}, ids)
+	info, err := asynq.NewInspectorFromRedisClient(rc).GetTaskInfo(queue, dead)
+	require.NoError(t, err)
+	require.Equal(t, asynq.TaskStatePending, info.State)
+	ids, err = requeueExpired(ctx, rc, queue, time.Now(), 10)
+	require.NoError(t, err)
+	require.Empty(t, ids, "taken back once")
+	release <- struct{}{}
+	require.Equal(t, dead, waitRun(), "asynq runs the task taken back")
+	close(release)
+	require.Eventually(t, func() bool {
+		info, err := asynq.NewInspectorFromRedisClient(rc).GetTaskInfo(queue, dead)
+		return err == nil && info.State == asynq.TaskStateCompleted
+	}, 10*time.Second, 10*time.Millisecond, "asynq finishes the run")
+
+	// The same task dies maxLeaseRequeues times: then asynq's recoverer,
+	// which counts the lost attempts, gets it.
+	for range maxLeaseRequeues - 1 {
+		require.NoError(t, rc.ZAdd(ctx, queueKey(queue, "lease"), redis.Z{Member: dead, Score: float64(time.Now().Add(-10 * time.Second).Unix())}).Err())
+		require.NoError(t, rc.LPush(ctx, queueKey(queue, "active"), dead).Err())
+		ids, err = requeueExpired(ctx, rc, queue, time.Now(), 10)
+		require.NoError(t, err)
+		require.Equal(t, []string{dead}, ids)
+		require.NoError(t, rc.LRem(ctx, queueKey(queue, "pending"), 0, dead).Err())
+	}
+	require.NoError(t, rc.ZAdd(ctx, queueKey(queue, "lease"), redis.Z{Member: dead, Score: float64(time.Now().Add(-10 * time.Second).Unix())}).Err())
+	ids, err = requeueExpired(ctx, rc, queue, time.Now(), 10)
+	require.NoError(t, err)
+	require.Empty(t, ids, "after %d takings the task is left to asynq's recoverer", maxLeaseRequeues)
+	require.NoError(t, rc.ZScore(ctx, queueKey(queue, "lease"), dead).Err(), "still in the lease set, for the recoverer")
+}

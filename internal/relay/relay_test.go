@@ -205,6 +205,7 @@ func setup(t *testing.T, redisAddr string, maxAttempts int, hooks ...redis.Hook)
 	for _, h := range hooks {
 		rc.AddHook(h)
 	}
+	queue := testenv.Queue(t)
 	r := New(queries, pool, rc, Config{
 		BatchSize:          100,
 		Concurrency:        4,
@@ -214,8 +215,8 @@ func setup(t *testing.T, redisAddr string, maxAttempts int, hooks ...redis.Hook)
 		BatchBytes:         1 << 20,
 		RepairAge:          time.Second,
 		Logger:             slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}, nil)
-	b := &testBundle{queries: queries, kit: kit, db: pool, redis: rc, queue: testenv.Queue(t)}
+	}, nil, func() []string { return []string{queue} })
+	b := &testBundle{queries: queries, kit: kit, db: pool, redis: rc, queue: queue}
 	t.Cleanup(func() { b.forgetLedger(t) })
 	return r, b
 }
