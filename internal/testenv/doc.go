@@ -14,6 +14,8 @@
 //   - [StartCluster]: a Redis Cluster of three primaries.
 //   - [StartProxy]: a TCP proxy that cuts or refuses connections, for a
 //     network failure.
+//   - [StartPgBouncer]: a PgBouncer of the test's own in transaction
+//     pooling mode, in front of the test database.
 //   - [Eventually]: waits for a condition by polling instead of sleeping.
 //
 // Tests share one database and one Redis server, so every schema and queue
