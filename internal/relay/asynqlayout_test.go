@@ -27,17 +27,7 @@ func TestAsynqLayout(t *testing.T) {
 	require.Regexp(t, regexp.MustCompile(`github.com/hibiken/asynq v0\.26\.0\b`), string(gomod),
 		"asynqlayout.go was written for asynq v0.26.0: check its key layout and states against the new version, then update this line")
 
-	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
-	t.Cleanup(func() { _ = rc.Close() })
-	queue := testenv.Queue(t)
-	client := asynq.NewClientFromRedisClient(rc)
-	enqueue := func() string {
-		t.Helper()
-		id := ulid.Make().String()
-		_, err := client.EnqueueContext(t.Context(), asynq.NewTask("layout:test", nil), asynq.TaskID(id), asynq.Queue(queue), asynq.Retention(time.Hour))
-		require.NoError(t, err)
-		return id
-	}
+	rc, queue, enqueue := layoutQueue(t)
 	states := func(ids ...string) []taskState {
 		t.Helper()
 		queues := make([]string, len(ids))
@@ -82,17 +72,7 @@ func TestAsynqLayout(t *testing.T) {
 func TestRequeueExpiredTakesBackATaskWhoseWorkerDied(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
-	t.Cleanup(func() { _ = rc.Close() })
-	queue := testenv.Queue(t)
-	client := asynq.NewClientFromRedisClient(rc)
-	enqueue := func() string {
-		t.Helper()
-		id := ulid.Make().String()
-		_, err := client.EnqueueContext(ctx, asynq.NewTask("layout:lease", nil), asynq.TaskID(id), asynq.Queue(queue), asynq.Retention(time.Hour))
-		require.NoError(t, err)
-		return id
-	}
+	rc, queue, enqueue := layoutQueue(t)
 	ran := make(chan string, 4)
 	release := make(chan struct{})
 	srv := asynq.NewServerFromRedisClient(rc, asynq.Config{Queues: map[string]int{queue: 1}, Concurrency: 1, LogLevel: asynq.FatalLevel})
@@ -163,4 +143,21 @@ func TestRequeueExpiredTakesBackATaskWhoseWorkerDied(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, ids, "after %d takings the task is left to asynq's recoverer", maxLeaseRequeues)
 	require.NoError(t, rc.ZScore(ctx, queueKey(queue, "lease"), dead).Err(), "still in the lease set, for the recoverer")
+}
+
+// layoutQueue returns a Redis client, a queue of the test's own, and a
+// function that enqueues a task there with asynq, returning its ID.
+func layoutQueue(t *testing.T) (redis.UniversalClient, string, func() string) {
+	t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
+	t.Cleanup(func() { _ = rc.Close() })
+	queue := testenv.Queue(t)
+	client := asynq.NewClientFromRedisClient(rc)
+	return rc, queue, func() string {
+		t.Helper()
+		id := ulid.Make().String()
+		_, err := client.EnqueueContext(t.Context(), asynq.NewTask("layout:test", nil), asynq.TaskID(id), asynq.Queue(queue), asynq.Retention(time.Hour))
+		require.NoError(t, err)
+		return id
+	}
 }

@@ -33,3 +33,22 @@ func poll(timeout time.Duration, cond func() bool) bool {
 	}
 	return true
 }
+
+// awaitReady polls ready until it returns nil, the process whose exit
+// closes exited is gone, or timeout passes. It reports whether the process
+// exited first, and returns ready's last error (nil: ready).
+func awaitReady(timeout time.Duration, exited <-chan struct{}, ready func() error) (exitedEarly bool, err error) {
+	poll(timeout, func() bool {
+		if err = ready(); err == nil {
+			return true
+		}
+		select {
+		case <-exited:
+			exitedEarly = true
+			return true
+		default:
+			return false
+		}
+	})
+	return exitedEarly, err
+}

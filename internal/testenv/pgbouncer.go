@@ -175,20 +175,7 @@ func (p *PgBouncer) start(bin string) error {
 		close(exited)
 	}()
 
-	var connErr error
-	exitedEarly := false
-	poll(pgbouncerReadyTimeout, func() bool {
-		if connErr = p.ping(); connErr == nil {
-			return true
-		}
-		select {
-		case <-exited:
-			exitedEarly = true
-			return true
-		default:
-			return false
-		}
-	})
+	exitedEarly, connErr := awaitReady(pgbouncerReadyTimeout, exited, p.ping)
 	switch {
 	case connErr == nil:
 		return nil

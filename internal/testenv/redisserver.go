@@ -161,20 +161,7 @@ func (r *Redis) start() error {
 		close(exited)
 	}()
 
-	var pingErr error
-	exitedEarly := false
-	poll(redisReadyTimeout, func() bool {
-		if pingErr = ping(r.Addr); pingErr == nil {
-			return true
-		}
-		select {
-		case <-exited:
-			exitedEarly = true
-			return true
-		default:
-			return false
-		}
-	})
+	exitedEarly, pingErr := awaitReady(redisReadyTimeout, exited, func() error { return ping(r.Addr) })
 	switch {
 	case pingErr == nil:
 		return nil
