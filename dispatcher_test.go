@@ -229,13 +229,7 @@ func TestARowRedisRefusesHoldsBackNoOther(t *testing.T) {
 	f.runWorker(t)
 	require.Eventually(t, func() bool { return len(runs.snapshot()) == events }, eventually, tick, "the other rows flow")
 
-	d := f.ledger(t)
-	var dead []signals.DeadLetter
-	require.Eventually(t, func() bool {
-		var err error
-		dead, err = d.DeadLetters(t.Context(), signals.DeadFilter{})
-		return err == nil && len(dead) == 1
-	}, eventually, tick)
+	dead := f.awaitDead(t, 1)
 	require.Equal(t, signals.ReasonUnenqueueable, dead[0].Reason)
 	require.Equal(t, 3, dead[0].Attempts)
 	require.NotEmpty(t, dead[0].Error)

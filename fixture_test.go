@@ -230,6 +230,19 @@ func (f *fixture) ledger(t *testing.T) *signals.Ledger {
 	return l
 }
 
+// awaitDead waits until the ledger holds n dead letters, and returns them.
+func (f *fixture) awaitDead(t *testing.T, n int) []signals.DeadLetter {
+	t.Helper()
+	l := f.ledger(t)
+	var dead []signals.DeadLetter
+	require.Eventually(t, func() bool {
+		var err error
+		dead, err = l.DeadLetters(t.Context(), signals.DeadFilter{})
+		return err == nil && len(dead) == n
+	}, eventually, tick, "%d dead letters", n)
+	return dead
+}
+
 func (f *fixture) dispatcher(t *testing.T, cfg signals.DispatcherConfig) *signals.Dispatcher {
 	t.Helper()
 	if cfg.Logger == nil {

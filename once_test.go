@@ -573,12 +573,7 @@ func TestConsumeAppliesARequeuedDeadLetterOnce(t *testing.T) {
 	send(t, f.pool, o.sig, orderPlaced{OrderID: "o-1"})
 
 	l := f.ledger(t)
-	var dead []signals.DeadLetter
-	require.Eventually(t, func() bool {
-		var err error
-		dead, err = l.DeadLetters(t.Context(), signals.DeadFilter{})
-		return err == nil && len(dead) == 1
-	}, eventually, tick)
+	dead := f.awaitDead(t, 1)
 	require.Equal(t, signals.ReasonPermanent, dead[0].Reason)
 	n, err := l.RequeueDead(t.Context(), dead[0].TaskID)
 	require.NoError(t, err)
