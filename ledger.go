@@ -48,9 +48,11 @@ func (l *Ledger) PruneInbox(ctx context.Context, olderThan time.Duration) (int, 
 	}
 	before := time.Now().Add(-olderThan)
 	total := 0
+	var after [16]byte
 	for {
-		n, err := l.reg.queries.PruneInbox(ctx, l.db, before, pruneChunk)
+		n, last, err := l.reg.queries.PruneInbox(ctx, l.db, before, after, pruneChunk)
 		total += int(n)
+		after = last
 		if err != nil {
 			return total, fmt.Errorf("signals: prune the inbox: %w", l.reg.explain(err))
 		}

@@ -88,6 +88,12 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 	}
 	progress("drain: Ledger.Stats with %d rows in flight took %v", inFlight, statsInFlight.Round(time.Millisecond))
 
+	pruned, removed, err := inboxPrune(ctx, e, f, n)
+	if err != nil {
+		return err
+	}
+	progress("drain: Ledger.PruneInbox removed %d of %d inbox rows in %v", removed, n, pruned.Round(time.Millisecond))
+
 	status := ""
 	switch {
 	case d.dead > 0:
@@ -104,7 +110,8 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 			"Baseline: the relay's own asynq tasks (type, headers, payload and options as the relay builds them) for %s rows like the backlog's, "+
 			"enqueued with asynq Client.Enqueue to the same Redis, %d in flight, no PostgreSQL: the relay's ceiling on this machine. "+
 			"Ledger.Stats (what signals status reads) is timed once, from this process, after the load (every row pending) and once after the drain (every row in flight, "+
-			"its task queued in the same Redis). One run.",
+			"its task queued in the same Redis). Then an inbox of as many rows as signals.Once leaves them, nine in ten older than an hour, is written server-side and "+
+			"VACUUM ANALYZEd, and Ledger.PruneInbox(ctx, time.Hour) (what signals inbox prune runs) is timed. One run.",
 			fmtCount(n), loadTime.Round(time.Millisecond), dispatcherBatchSize, dispatcherConcurrency,
 			target.describe(), fmtCount(ceilN), dispatcherConcurrency),
 		header: []string{"measure", "value", "× enqueue ceiling"},
@@ -116,6 +123,7 @@ func runDrain(ctx context.Context, e *env, o options, r *report) error {
 		[]string{"relay peak RSS (VmHWM)", fmt.Sprintf("%.1f MB", mb(d.hwm)), ""},
 		[]string{fmt.Sprintf("Ledger.Stats, %s rows pending", fmtCount(n)), fmtDur(statsPending), ""},
 		[]string{fmt.Sprintf("Ledger.Stats, %s rows in flight", fmtCount(inFlight)), fmtDur(statsInFlight), ""},
+		[]string{fmt.Sprintf("Ledger.PruneInbox, %s of %s inbox rows removed", fmtCount(removed), fmtCount(n)), fmtDur(pruned), ""},
 	)
 	for _, s := range d.samples {
 		t.rows = append(t.rows, []string{fmt.Sprintf("relay VmRSS at %d%% drained", s.pct), fmt.Sprintf("%.1f MB", mb(s.rss)), ""})
