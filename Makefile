@@ -15,7 +15,7 @@ help: ## Show this list of targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-10s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 # Nested modules with their own go.mod, tested and vetted beside the root.
-MODULES      ?= otelsignals examples/shop
+MODULES      ?= otelsignals examples/shop dashboard/browsertest
 
 test: testdb ## Run all tests with the race detector, root and nested modules (needs PostgreSQL and Redis; about 2 min on 2 idle cores)
 	$(GO) test $(TEST_FLAGS) ./...

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -81,8 +83,67 @@ type DeadFilter struct {
 	TaskIDs []ulid.ULID
 	// EventIDs, when set, selects only the letters of these events.
 	EventIDs []ulid.ULID
+	// Reason, when set, selects only the letters dead for it.
+	Reason DeadReason
+	// After, when not zero, selects only the letters past it in the list's
+	// order: pass the last letter's [DeadLetter.Cursor] to read the next
+	// page. Letters requeued or discarded meanwhile do not move it.
+	After DeadCursor
 	// Limit caps how many are returned. Defaults to 100.
 	Limit int
+}
+
+// DeadCursor is a place in the order [Ledger.DeadLetters] lists dead
+// letters in, by DeadAt then TaskID, for paging. The zero DeadCursor is
+// before every letter. Its text form, from MarshalText, fits in a URL.
+type DeadCursor struct {
+	DeadAt time.Time
+	TaskID ulid.ULID
+}
+
+// Cursor returns the place right after d in the dead letters' order.
+func (d DeadLetter) Cursor() DeadCursor { return DeadCursor{DeadAt: d.DeadAt, TaskID: d.TaskID} }
+
+// IsZero reports whether c is the zero DeadCursor, before every letter.
+func (c DeadCursor) IsZero() bool { return c.DeadAt.IsZero() && c.TaskID == (ulid.ULID{}) }
+
+// MarshalText encodes c as the microseconds of DeadAt since the Unix epoch
+// (PostgreSQL's precision), a dot and the task ID; the zero cursor as "".
+func (c DeadCursor) MarshalText() ([]byte, error) {
+	if c.IsZero() {
+		return []byte{}, nil
+	}
+	return fmt.Appendf(nil, "%d.%s", c.DeadAt.UnixMicro(), c.TaskID), nil
+}
+
+// UnmarshalText decodes what MarshalText encoded; "" is the zero cursor.
+func (c *DeadCursor) UnmarshalText(text []byte) error {
+	if len(text) == 0 {
+		*c = DeadCursor{}
+		return nil
+	}
+	micros, id, ok := strings.Cut(string(text), ".")
+	us, err := strconv.ParseInt(micros, 10, 64)
+	if !ok || err != nil {
+		return fmt.Errorf("%w: dead letter cursor %q: want microseconds.task_id", ErrInvalidConfig, text)
+	}
+	taskID, err := ulid.ParseStrict(id)
+	if err != nil {
+		return fmt.Errorf("%w: dead letter cursor %q: %v", ErrInvalidConfig, text, err)
+	}
+	*c = DeadCursor{DeadAt: time.UnixMicro(us), TaskID: taskID}
+	return nil
+}
+
+// storeFilter is f as the store takes it.
+func (f DeadFilter) storeFilter() store.DeadFilter {
+	return store.DeadFilter{
+		Signal: f.Signal, Receiver: f.Receiver,
+		DeadSince: f.Since, DeadUntil: f.Until,
+		ErrorLike: f.ErrorContains, IDs: ids16(f.TaskIDs), EventIDs: ids16(f.EventIDs),
+		Reason: string(f.Reason), AfterDeadAt: f.After.DeadAt, AfterID: f.After.TaskID,
+		Limit: f.Limit,
+	}
 }
 
 // DeadLetters lists the dead letters f selects, the longest dead first.
@@ -92,11 +153,7 @@ func (l *Ledger) DeadLetters(ctx context.Context, f DeadFilter) ([]DeadLetter, e
 	}
 	var rows []store.Dead
 	err := pgx.BeginFunc(ctx, l.db, func(tx pgx.Tx) (err error) {
-		rows, err = l.reg.queries.ListDead(ctx, tx, store.DeadFilter{
-			Signal: f.Signal, Receiver: f.Receiver,
-			DeadSince: f.Since, DeadUntil: f.Until,
-			ErrorLike: f.ErrorContains, IDs: ids16(f.TaskIDs), EventIDs: ids16(f.EventIDs), Limit: f.Limit,
-		})
+		rows, err = l.reg.queries.ListDead(ctx, tx, f.storeFilter())
 		return err
 	})
 	if err != nil {
@@ -119,6 +176,16 @@ func (l *Ledger) DeadLetters(ctx context.Context, f DeadFilter) ([]DeadLetter, e
 		}
 	}
 	return out, nil
+}
+
+// CountDead returns how many dead letters f selects, whatever its Limit.
+// It reads every letter that matches: on a large ledger, narrow f.
+func (l *Ledger) CountDead(ctx context.Context, f DeadFilter) (int, error) {
+	n, err := l.reg.queries.CountDead(ctx, l.db, f.storeFilter())
+	if err != nil {
+		return 0, fmt.Errorf("signals: count dead letters: %w", l.reg.explain(err))
+	}
+	return int(n), nil
 }
 
 // RequeueDead sends dead letters again, once their cause is fixed: each

@@ -211,3 +211,99 @@ func TestRequeuedDeadLetterKeepsItsTaskID(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, n, "requeued, so no longer dead")
 }
+
+func TestDeadLettersPageWithACursor(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	sig := nopSignal(t, f, "r")
+	sendOrders(t, f, sig, "o", 5)
+	rows := f.outbox(t)
+	require.Len(t, rows, 5)
+	bury := func(reason, msg string, rows ...store.Row) {
+		t.Helper()
+		burials := make([]store.Burial, len(rows))
+		for i, r := range rows {
+			burials[i] = store.Burial{Ref: r.Ref(), Reason: reason, Error: msg, Attempts: 1}
+		}
+		n, err := f.queries.Bury(t.Context(), f.pool, burials)
+		require.NoError(t, err)
+		require.Equal(t, int64(len(rows)), n)
+	}
+	// Two letters die in one statement, so at the same time: the cursor
+	// tells them apart by task ID.
+	bury(store.ReasonPermanent, "card declined", rows[0], rows[1])
+	bury(store.ReasonPermanent, "card declined", rows[2])
+	bury(store.ReasonRetriesExhausted, "timeout", rows[3], rows[4])
+	d := f.ledger(t)
+
+	all, err := d.DeadLetters(t.Context(), signals.DeadFilter{})
+	require.NoError(t, err)
+	require.Len(t, all, 5)
+	var paged []signals.DeadLetter
+	var after signals.DeadCursor
+	for pages := 1; ; pages++ {
+		require.LessOrEqual(t, pages, 3)
+		page, err := d.DeadLetters(t.Context(), signals.DeadFilter{After: after, Limit: 2})
+		require.NoError(t, err)
+		paged = append(paged, page...)
+		if len(page) < 2 {
+			break
+		}
+		after = page[len(page)-1].Cursor()
+	}
+	require.Equal(t, all, paged, "the pages hold every letter once, in the list's order")
+
+	t.Run("count and reason", func(t *testing.T) {
+		for _, c := range []struct {
+			f             signals.DeadFilter
+			count, listed int
+		}{
+			{signals.DeadFilter{}, 5, 5},
+			{signals.DeadFilter{Limit: 1}, 5, 1},
+			{signals.DeadFilter{Reason: signals.ReasonPermanent}, 3, 3},
+			{signals.DeadFilter{Reason: signals.ReasonRetriesExhausted, ErrorContains: "TIME"}, 2, 2},
+			{signals.DeadFilter{Reason: signals.ReasonUndecodable}, 0, 0},
+			{signals.DeadFilter{After: all[2].Cursor()}, 2, 2},
+		} {
+			n, err := d.CountDead(t.Context(), c.f)
+			require.NoError(t, err)
+			require.Equal(t, c.count, n, "%+v", c.f)
+			letters, err := d.DeadLetters(t.Context(), c.f)
+			require.NoError(t, err)
+			require.Len(t, letters, c.listed, "%+v", c.f)
+		}
+	})
+
+	t.Run("text form", func(t *testing.T) {
+		c := all[1].Cursor()
+		text, err := c.MarshalText()
+		require.NoError(t, err)
+		var back signals.DeadCursor
+		require.NoError(t, back.UnmarshalText(text))
+		require.Equal(t, c.TaskID, back.TaskID)
+		require.True(t, c.DeadAt.Equal(back.DeadAt), "%v != %v", c.DeadAt, back.DeadAt)
+		next, err := d.DeadLetters(t.Context(), signals.DeadFilter{After: back, Limit: 1})
+		require.NoError(t, err)
+		require.Equal(t, all[2].TaskID, next[0].TaskID)
+
+		text, err = signals.DeadCursor{}.MarshalText()
+		require.NoError(t, err)
+		require.Empty(t, text)
+		require.NoError(t, back.UnmarshalText(nil))
+		require.True(t, back.IsZero())
+		for _, bad := range []string{"12", "x.01HZZZZZZZZZZZZZZZZZZZZZZZ", "12.notanid"} {
+			require.ErrorIs(t, back.UnmarshalText([]byte(bad)), signals.ErrInvalidConfig, bad)
+		}
+	})
+
+	t.Run("the cursor holds while the letters before it go", func(t *testing.T) {
+		want, err := d.DeadLetters(t.Context(), signals.DeadFilter{After: all[1].Cursor(), Limit: 2})
+		require.NoError(t, err)
+		n, err := d.DiscardDead(t.Context(), all[0].TaskID, all[1].TaskID)
+		require.NoError(t, err)
+		require.Equal(t, 2, n)
+		got, err := d.DeadLetters(t.Context(), signals.DeadFilter{After: all[1].Cursor(), Limit: 2})
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	})
+}

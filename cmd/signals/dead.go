@@ -15,6 +15,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/health"
 )
 
 // Without --limit, list shows a screenful; requeue and discard take a
@@ -186,7 +187,7 @@ func deadShow(ctx context.Context, args []string, stdout io.Writer) error {
 	if *asJSON {
 		return printJSON(stdout, deadJSONs(letters))
 	}
-	fmt.Fprintf(stdout, "event %s: %s\n", id, count(len(letters), "dead letter"))
+	fmt.Fprintf(stdout, "event %s: %s\n", id, health.Count(len(letters), "dead letter"))
 	for _, l := range letters {
 		fmt.Fprintln(stdout)
 		if err := printDeadLetter(stdout, l, time.Now()); err != nil {
@@ -245,7 +246,7 @@ func deadAct(ctx context.Context, verb string, args []string, stdout io.Writer) 
 		if err != nil {
 			return s.explain(err)
 		}
-		fmt.Fprintf(stdout, "%s %s\n", past, count(n, "dead letter"))
+		fmt.Fprintf(stdout, "%s %s\n", past, health.Count(n, "dead letter"))
 		if n < len(ids) {
 			return fmt.Errorf("%d of the %d IDs are not dead letters' IDs in schema %s (%s or discarded already, or mistyped; an event's letters have IDs of their own: see signals dead show EVENT_ID)",
 				len(ids)-n, len(ids), c.schema, past)
@@ -266,7 +267,7 @@ func deadAct(ctx context.Context, verb string, args []string, stdout io.Writer) 
 		return err
 	}
 	if !*yes {
-		fmt.Fprintf(stdout, "would %s %s:\n\n", verb, count(len(letters), "dead letter"))
+		fmt.Fprintf(stdout, "would %s %s:\n\n", verb, health.Count(len(letters), "dead letter"))
 		if err := printDeadSummary(stdout, letters); err != nil {
 			return err
 		}
@@ -281,7 +282,7 @@ func deadAct(ctx context.Context, verb string, args []string, stdout io.Writer) 
 	if err != nil {
 		return s.explain(err)
 	}
-	fmt.Fprintf(stdout, "%s %s\n", past, count(n, "dead letter"))
+	fmt.Fprintf(stdout, "%s %s\n", past, health.Count(n, "dead letter"))
 	if len(letters) == df.Limit {
 		fmt.Fprintf(stdout, "more may match: run again (at most --limit %d per run)\n", df.Limit)
 	}
@@ -317,7 +318,7 @@ func printDeadTable(w io.Writer, letters []signals.DeadLetter, now time.Time) er
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSIGNAL\tRECEIVER\tREASON\tATTEMPTS\tDEAD FOR\tERROR")
 	for _, l := range letters {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", l.TaskID, l.Signal, l.Receiver, l.Reason, l.Attempts, age(now.Sub(l.DeadAt)), oneLine(l.Error, 60))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", l.TaskID, l.Signal, l.Receiver, l.Reason, l.Attempts, health.Age(now.Sub(l.DeadAt)), oneLine(l.Error, 60))
 	}
 	return tw.Flush()
 }
@@ -347,7 +348,7 @@ func printDeadLetter(w io.Writer, l signals.DeadLetter, now time.Time) error {
 		if t.IsZero() {
 			return "never"
 		}
-		return fmt.Sprintf("%s (%s ago)", t.UTC().Format(time.RFC3339Nano), age(now.Sub(t)))
+		return fmt.Sprintf("%s (%s ago)", t.UTC().Format(time.RFC3339Nano), health.Age(now.Sub(t)))
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, f := range [][2]string{

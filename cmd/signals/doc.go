@@ -13,6 +13,7 @@
 //	signals inbox prune --older-than D
 //	signals migrate [--sql]
 //	signals relay
+//	signals web [--addr HOST:PORT] [--read-only] [--trace-url URL]
 //
 // status prints, per signal and receiver, the rows pending, in flight and
 // dead with the oldest pending and in-flight ages, and per asynq queue the
@@ -39,6 +40,13 @@
 // relay runs a Dispatcher, which moves committed outbox rows into asynq,
 // until SIGINT or SIGTERM, logging to stderr.
 //
+// web serves the dashboard, the pages of the ledger (dead letters to
+// requeue or discard, an event and its cascade), at http://127.0.0.1:8080/
+// by default, until SIGINT or SIGTERM. It takes basic-auth credentials from
+// SIGNALS_WEB_USER and SIGNALS_WEB_PASSWORD, and refuses an --addr other
+// than loopback without them (or --no-auth). See package dashboard to mount
+// the same pages in an application.
+//
 // Connection flags, for every command:
 //
 //	--database-url URL  PostgreSQL, postgres://user:password@host:port/database;
@@ -48,7 +56,7 @@
 //	                    redis-cluster://host:port,host:port; defaults to
 //	                    $REDIS_ADDR, else 127.0.0.1:6379
 //	--schema NAME       PostgreSQL schema of the outbox (default "signals")
-//	--timeout D         bound on connecting, and on status and dead (default 10s)
+//	--timeout D         bound on connecting, on status and dead, and on a page of web (default 10s)
 //
 // Filters, for dead list, requeue and discard; a letter matches all given:
 //

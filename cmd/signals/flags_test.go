@@ -13,7 +13,7 @@ import (
 // commandLines are every command's words before its flags.
 var commandLines = [][]string{
 	{"status"}, {"dead", "list"}, {"dead", "show"}, {"dead", "requeue"}, {"dead", "discard"},
-	{"inbox"}, {"migrate"}, {"relay"},
+	{"inbox"}, {"migrate"}, {"relay"}, {"web"},
 }
 
 // flagNames matches the flags a text names as --name.

@@ -38,6 +38,7 @@ Usage:
 	signals inbox prune --older-than D
 	signals migrate [--sql]
 	signals relay
+	signals web [--addr HOST:PORT] [--read-only] [--trace-url URL]
 
 status prints, per signal and receiver, the rows pending, in flight and
 dead with the oldest pending and in-flight ages, and per asynq queue the
@@ -64,6 +65,13 @@ in order, for goose or golang-migrate.
 relay runs a Dispatcher, which moves committed outbox rows into asynq,
 until SIGINT or SIGTERM, logging to stderr.
 
+web serves the dashboard, the pages of the ledger (dead letters to
+requeue or discard, an event and its cascade), at http://127.0.0.1:8080/
+by default, until SIGINT or SIGTERM. It takes basic-auth credentials from
+SIGNALS_WEB_USER and SIGNALS_WEB_PASSWORD, and refuses an --addr other
+than loopback without them (or --no-auth). See package dashboard to mount
+the same pages in an application.
+
 Connection flags, for every command:
 
 	--database-url URL  PostgreSQL, postgres://user:password@host:port/database;
@@ -73,7 +81,7 @@ Connection flags, for every command:
 	                    redis-cluster://host:port,host:port; defaults to
 	                    $REDIS_ADDR, else 127.0.0.1:6379
 	--schema NAME       PostgreSQL schema of the outbox (default "signals")
-	--timeout D         bound on connecting, and on status and dead (default 10s)
+	--timeout D         bound on connecting, on status and dead, and on a page of web (default 10s)
 
 Filters, for dead list, requeue and discard; a letter matches all given:
 
@@ -130,6 +138,7 @@ var commands = map[string]command{
 	"inbox":   inboxCommand,
 	"migrate": migrateCommand,
 	"relay":   relayCommand,
+	"web":     webCommand,
 }
 
 func main() {
@@ -200,7 +209,7 @@ func (c *connection) addFlags(fs *flagSet) {
 	fs.StringVar(&c.databaseURL, "database-url", "", "PostgreSQL at `URL`, postgres://user:password@host:port/database (default $DATABASE_URL; one is required)")
 	fs.StringVar(&c.redisAddr, "redis-addr", "", "Redis at `ADDR`, a host:port, a redis:// URL or redis-cluster://host:port,... (default $REDIS_ADDR, else 127.0.0.1:6379)")
 	fs.StringVar(&c.schema, "schema", signals.DefaultRegistrySchema, "the outbox's PostgreSQL schema `NAME`")
-	fs.durationVar(&c.timeout, "timeout", 10*time.Second, "wait at most `D` to connect, and for status and dead")
+	fs.durationVar(&c.timeout, "timeout", 10*time.Second, "wait at most `D` to connect, for status and dead, and for a page of web")
 }
 
 // session is an open connection to the outbox: a pool, the Redis to use,

@@ -10,36 +10,25 @@ import (
 	"time"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/health"
 )
 
-// statusLimits are the thresholds past which status reports a problem.
-type statusLimits struct {
-	maxPendingAge  time.Duration // 0: off
-	maxInFlightAge time.Duration // 0: off
-	maxDueAhead    time.Duration // 0: off
-}
-
-// problem is something status found wrong: work that is failing, or that
-// nobody will ever do.
+// problem is a health.Problem as status prints it in JSON, with its
+// message.
 type problem struct {
-	// Kind is one of dead, pending_too_old, in_flight_too_old,
-	// due_far_ahead, queue_unserved, unknown_receiver.
-	Kind     string `json:"kind"`
-	Signal   string `json:"signal,omitempty"`
-	Receiver string `json:"receiver,omitempty"`
-	Queue    string `json:"queue,omitempty"`
-	Message  string `json:"message"`
+	health.Problem
+	Message string `json:"message"`
 }
 
 func statusCommand(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	fs := newFlagSet("status", "signals status [--json] [--max-pending-age D] [--max-in-flight-age D] [--max-due-ahead D] [connection flags]", stdout)
 	var c connection
 	c.addFlags(fs)
-	var lim statusLimits
+	lim := health.Defaults
 	asJSON := fs.Bool("json", false, "print JSON instead of tables")
-	fs.durationVar(&lim.maxPendingAge, "max-pending-age", time.Minute, "a pending row older than `D` is a problem (no Dispatcher keeps up); 0 turns the check off")
-	fs.durationVar(&lim.maxInFlightAge, "max-in-flight-age", 0, "a row enqueued longer than `D` ago is a problem (its receiver keeps failing); rows delayed with At or Delay count too; 0 (the default) turns the check off")
-	fs.durationVar(&lim.maxDueAhead, "max-due-ahead", 365*24*time.Hour, "a row due more than `D` from now is a problem (a wrong At or Delay); 0 turns the check off")
+	fs.durationVar(&lim.MaxPendingAge, "max-pending-age", lim.MaxPendingAge, "a pending row older than `D` is a problem (no Dispatcher keeps up); 0 turns the check off")
+	fs.durationVar(&lim.MaxInFlightAge, "max-in-flight-age", lim.MaxInFlightAge, "a row enqueued longer than `D` ago is a problem (its receiver keeps failing); rows delayed with At or Delay count too; 0 (the default) turns the check off")
+	fs.durationVar(&lim.MaxDueAhead, "max-due-ahead", lim.MaxDueAhead, "a row due more than `D` from now is a problem (a wrong At or Delay); 0 turns the check off")
 	args, err := fs.parse(args)
 	if err != nil {
 		return err
@@ -57,7 +46,7 @@ func statusCommand(ctx context.Context, args []string, stdout, _ io.Writer) erro
 		}
 		return err
 	}
-	problems := lim.problems(st)
+	problems := statusProblems(st, lim)
 	if *asJSON {
 		err = printStatusJSON(stdout, c.schema, st, problems)
 	} else {
@@ -88,36 +77,16 @@ func readStats(ctx context.Context, c *connection) (signals.Stats, error) {
 	return st, err
 }
 
-// problems lists what is wrong in st, ledger first, then queues.
-func (lim statusLimits) problems(st signals.Stats) []problem {
+// statusProblems lists what is wrong in st under lim, each with its
+// message: a receiver's dead letters say how to list them.
+func statusProblems(st signals.Stats, lim health.Limits) []problem {
 	out := []problem{}
-	for _, r := range st.Receivers {
-		name := r.Signal + "/" + r.Receiver
-		add := func(kind, format string, args ...any) {
-			out = append(out, problem{Kind: kind, Signal: r.Signal, Receiver: r.Receiver, Message: name + ": " + fmt.Sprintf(format, args...)})
+	for _, p := range health.Problems(st, lim) {
+		msg := p.Subject("/") + ": " + p.Detail
+		if p.Kind == "dead" {
+			msg += fmt.Sprintf(": see signals dead list --signal %s --receiver %s", p.Signal, p.Receiver)
 		}
-		if r.Dead > 0 {
-			add("dead", "%s: see signals dead list --signal %s --receiver %s", count(r.Dead, "dead letter"), r.Signal, r.Receiver)
-		}
-		if lim.maxPendingAge > 0 && r.OldestPending > lim.maxPendingAge {
-			add("pending_too_old", "the oldest pending row was sent %s ago (limit %s): is a Dispatcher (signals relay) running and keeping up?", age(r.OldestPending), lim.maxPendingAge)
-		}
-		if lim.maxInFlightAge > 0 && r.OldestInFlight > lim.maxInFlightAge {
-			add("in_flight_too_old", "the oldest in-flight row was enqueued %s ago (limit %s): its receiver keeps failing, or no worker serves its queue", age(r.OldestInFlight), lim.maxInFlightAge)
-		}
-		if lim.maxDueAhead > 0 && r.LatestDue.After(st.At.Add(lim.maxDueAhead)) {
-			add("due_far_ahead", "a row is due %s, more than %s ahead: was At or Delay given a wrong time?", r.LatestDue.UTC().Format(time.RFC3339), lim.maxDueAhead)
-		}
-	}
-	for _, q := range st.Queues {
-		if waiting := q.Pending + q.Active + q.Scheduled + q.Retry; waiting > 0 && !q.Served {
-			out = append(out, problem{Kind: "queue_unserved", Queue: q.Queue, Message: fmt.Sprintf(
-				"queue %s: %s (pending %d, scheduled %d, retry %d) and no worker serves it", q.Queue, count(waiting, "task"), q.Pending, q.Scheduled, q.Retry)})
-		}
-		if q.UnknownReceiver > 0 {
-			out = append(out, problem{Kind: "unknown_receiver", Queue: q.Queue, Message: fmt.Sprintf(
-				"queue %s: %s failed because the worker did not know their signal or receiver: deploy a worker that connects it", q.Queue, count(q.UnknownReceiver, "retrying task"))})
-		}
+		out = append(out, problem{Problem: p, Message: msg})
 	}
 	return out
 }
@@ -130,7 +99,7 @@ func printStatus(w io.Writer, schema string, st signals.Stats, problems []proble
 	} else {
 		fmt.Fprintln(tw, "SIGNAL\tRECEIVER\tPENDING\tIN FLIGHT\tDEAD\tHELD KEYS\tOLDEST PENDING\tOLDEST IN FLIGHT")
 		for _, r := range st.Receivers {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", r.Signal, r.Receiver, r.Pending, r.InFlight, r.Dead, r.HeldKeys, age(r.OldestPending), age(r.OldestInFlight))
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", r.Signal, r.Receiver, r.Pending, r.InFlight, r.Dead, r.HeldKeys, health.Age(r.OldestPending), health.Age(r.OldestInFlight))
 		}
 	}
 	if len(st.Queues) > 0 {
@@ -154,7 +123,7 @@ func printStatus(w io.Writer, schema string, st signals.Stats, problems []proble
 	for _, p := range problems {
 		fmt.Fprintf(w, "  %s\n", p.Message)
 	}
-	_, err := fmt.Fprintf(w, "\nunhealthy: %s\n", count(len(problems), "problem"))
+	_, err := fmt.Fprintf(w, "\nunhealthy: %s\n", health.Count(len(problems), "problem"))
 	return err
 }
 
@@ -218,24 +187,3 @@ func printStatusJSON(w io.Writer, schema string, st signals.Stats, problems []pr
 
 // seconds is d in seconds, to the millisecond.
 func seconds(d time.Duration) float64 { return d.Round(time.Millisecond).Seconds() }
-
-// count prints n nouns: "1 task", "2 tasks".
-func count(n int, noun string) string {
-	if n == 1 {
-		return "1 " + noun
-	}
-	return fmt.Sprintf("%d %ss", n, noun)
-}
-
-// age prints a duration for a human: "-" for none, whole seconds from one
-// second on.
-func age(d time.Duration) string {
-	switch {
-	case d <= 0:
-		return "-"
-	case d < time.Second:
-		return d.Round(time.Millisecond).String()
-	default:
-		return d.Round(time.Second).String()
-	}
-}

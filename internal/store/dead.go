@@ -8,20 +8,25 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// The dead letters' statements: an operator lists, requeues and discards.
+// The dead letters' statements: an operator lists, counts, requeues and
+// discards, and looks up an event with its cascade (event.go).
 type deadStatements struct {
 	list     string
+	count    string
 	requeue  string
 	discard  string
 	retarget string
+	event    eventStatements
 }
 
 func newDeadStatements(r *strings.Replacer) deadStatements {
 	return deadStatements{
 		list:     r.Replace(listDeadSQL),
+		count:    r.Replace(countDeadSQL),
 		requeue:  r.Replace(requeueDeadSQL),
 		discard:  r.Replace(discardDeadSQL),
 		retarget: r.Replace(retargetDeadSQL),
+		event:    newEventStatements(r),
 	}
 }
 
@@ -42,24 +47,47 @@ type DeadFilter struct {
 	ErrorLike string     // substring of the error, case-insensitive
 	IDs       [][16]byte // only these rows, when not nil
 	EventIDs  [][16]byte // only these events' rows, when not nil
-	Limit     int
+	Reason    string     // one of the Reason constants
+	// AfterDeadAt and AfterID, when AfterDeadAt is not zero, select only
+	// the letters past that one in the list's order (dead_at, id): a cursor
+	// that stays put while letters before it are requeued or discarded.
+	AfterDeadAt time.Time
+	AfterID     [16]byte
+	Limit       int // ignored by CountDead
 }
 
-var listDeadSQL = `SELECT ` + columns("", nil) + `, reason, enqueued_at, dead_at
-FROM {{schema}}.dead
-WHERE ($1 = '' OR signal = $1)
+// deadWhere is the condition of f's letters, $1 to $5 and $7 to $11.
+const deadWhere = `($1 = '' OR signal = $1)
   AND ($2 = '' OR receiver = $2)
   AND ($3::timestamptz IS NULL OR dead_at >= $3)
   AND ($4::timestamptz IS NULL OR dead_at < $4)
   AND ($5 = '' OR strpos(lower(coalesce(last_error, '')), lower($5)) > 0)
   AND ($7::uuid[] IS NULL OR id = ANY($7))
   AND ($8::uuid[] IS NULL OR event_id = ANY($8))
+  AND ($9 = '' OR reason = $9)
+  AND ($10::timestamptz IS NULL OR (dead_at, id) > ($10, $11::uuid))`
+
+var listDeadSQL = `SELECT ` + columns("", nil) + `, reason, enqueued_at, dead_at
+FROM {{schema}}.dead
+WHERE ` + deadWhere + `
 ORDER BY dead_at, id
 LIMIT $6`
 
+// countDeadSQL has no use for $6, the list's limit, but names it so that
+// both statements take the same arguments (PostgreSQL refuses a parameter
+// it cannot type).
+const countDeadSQL = `SELECT count(*) FROM {{schema}}.dead
+WHERE $6::int IS NOT NULL AND ` + deadWhere
+
+// args are f's values for deadWhere, and the limit as $6.
+func (f DeadFilter) args() []any {
+	return []any{f.Signal, f.Receiver, timeOrNil(f.DeadSince), timeOrNil(f.DeadUntil), f.ErrorLike, f.Limit,
+		f.IDs, f.EventIDs, f.Reason, timeOrNil(f.AfterDeadAt), f.AfterID}
+}
+
 // ListDead returns the dead letters f selects, oldest death first.
 func (q *Queries) ListDead(ctx context.Context, db Executor, f DeadFilter) ([]Dead, error) {
-	rows, err := db.Query(ctx, q.dead.list, f.Signal, f.Receiver, timeOrNil(f.DeadSince), timeOrNil(f.DeadUntil), f.ErrorLike, f.Limit, f.IDs, f.EventIDs)
+	rows, err := db.Query(ctx, q.dead.list, f.args()...)
 	if err != nil {
 		return nil, err
 	}
@@ -68,6 +96,15 @@ func (q *Queries) ListDead(ctx context.Context, db Executor, f DeadFilter) ([]De
 		err := r.Scan(append(d.Row.fields(), &d.Reason, &d.EnqueuedAt, &d.DeadAt)...)
 		return d, err
 	})
+}
+
+// CountDead returns how many dead letters f selects, whatever its Limit.
+func (q *Queries) CountDead(ctx context.Context, db Executor, f DeadFilter) (int64, error) {
+	rows, err := db.Query(ctx, q.dead.count, f.args()...)
+	if err != nil {
+		return 0, err
+	}
+	return pgx.CollectExactlyOneRow(rows, pgx.RowTo[int64])
 }
 
 func timeOrNil(t time.Time) *time.Time {

@@ -86,3 +86,35 @@ func TestRequeueDeadKeepsAKeyedRowInItsPlace(t *testing.T) {
 	require.Equal(t, *first.OrderingSeq, *heads[0].OrderingSeq)
 	require.NotEqual(t, second.ID, heads[0].ID)
 }
+
+func TestCountDeadAndTheCursor(t *testing.T) {
+	t.Parallel()
+	q, b := setup(t)
+	rows := b.insert(t, q, "order.placed", "a", "b", "c", "d")
+	burials := make([]Burial, len(rows))
+	for i, r := range rows {
+		burials[i] = Burial{Ref: r.Ref(), Reason: ReasonPermanent, Error: "declined", Attempts: 1}
+	}
+	burials[3].Reason = ReasonRetriesExhausted
+	_, err := q.Bury(t.Context(), b.pool, burials)
+	require.NoError(t, err)
+
+	all := b.dead(t, q, DeadFilter{Limit: 10})
+	require.Len(t, all, 4)
+	for _, c := range []struct {
+		f    DeadFilter
+		want int64
+	}{
+		{DeadFilter{}, 4},
+		{DeadFilter{Limit: 1}, 4},
+		{DeadFilter{Reason: ReasonPermanent}, 3},
+		{DeadFilter{Reason: ReasonPermanent, Receiver: "d"}, 0},
+		{DeadFilter{AfterDeadAt: all[1].DeadAt, AfterID: all[1].ID}, 2},
+	} {
+		n, err := q.CountDead(t.Context(), b.pool, c.f)
+		require.NoError(t, err)
+		require.Equal(t, c.want, n, "%+v", c.f)
+	}
+	next := b.dead(t, q, DeadFilter{AfterDeadAt: all[1].DeadAt, AfterID: all[1].ID, Limit: 10})
+	require.Equal(t, []Dead{all[2], all[3]}, next, "the letters past the cursor, one statement's letters told apart by ID")
+}
