@@ -141,7 +141,7 @@ func sendID[T any](t *testing.T, db signals.DB, sig *signals.Signal[T], payload 
 // the test ends, as a receiver's transaction with signals.Consume does while
 // it runs: until then no ack removes them, and everyone else still sees
 // them. It returns their IDs.
-func (w world) holdRows(t *testing.T, event ulid.ULID) []ulid.ULID {
+func (w testBundle) holdRows(t *testing.T, event ulid.ULID) []ulid.ULID {
 	t.Helper()
 	tx, err := w.pool.Begin(t.Context())
 	require.NoError(t, err)

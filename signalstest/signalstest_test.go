@@ -29,22 +29,22 @@ type signedUp struct {
 // quiet keeps receiver failures that tests provoke out of the test log.
 var quiet = slog.New(slog.DiscardHandler)
 
-// world is one test's migrated schema, with a registry on it.
-type world struct {
+// testBundle is one test's migrated schema, with a registry on it.
+type testBundle struct {
 	pool   *pgxpool.Pool
 	schema string
 	reg    *signals.Registry
 }
 
-func setup(t *testing.T) world {
+func setup(t *testing.T) testBundle {
 	t.Helper()
-	w := world{pool: testenv.Pool(t), schema: testenv.Schema(t)}
+	w := testBundle{pool: testenv.Pool(t), schema: testenv.Schema(t)}
 	require.NoError(t, signals.MigrateSchema(t.Context(), w.pool, w.schema))
 	w.reg = signals.MustNewRegistry(signals.RegistryConfig{Schema: w.schema})
 	return w
 }
 
-func register[T any](t *testing.T, w world, name string) *signals.Signal[T] {
+func register[T any](t *testing.T, w testBundle, name string) *signals.Signal[T] {
 	t.Helper()
 	sig, err := signals.Register[T](w.reg, name)
 	require.NoError(t, err)
@@ -52,7 +52,7 @@ func register[T any](t *testing.T, w world, name string) *signals.Signal[T] {
 }
 
 // table creates a table in the test's schema and returns its quoted name.
-func (w world) table(t *testing.T, name, columns string) string {
+func (w testBundle) table(t *testing.T, name, columns string) string {
 	t.Helper()
 	quoted := pgx.Identifier{w.schema, name}.Sanitize()
 	_, err := w.pool.Exec(t.Context(), `CREATE TABLE `+quoted+` (`+columns+`)`)
@@ -60,7 +60,7 @@ func (w world) table(t *testing.T, name, columns string) string {
 	return quoted
 }
 
-func (w world) count(t testing.TB, table string) int {
+func (w testBundle) count(t testing.TB, table string) int {
 	t.Helper()
 	var n int
 	require.NoError(t, w.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+table).Scan(&n))

@@ -150,7 +150,7 @@ func TestDeadOnAnUnmigratedSchema(t *testing.T) {
 // refunds registers order.refunded with three receivers that refuse every
 // refund, sends events of it and delivers them: it returns the events' IDs,
 // each with three dead letters.
-func (b *bundle) refunds(t *testing.T, events int) []ulid.ULID {
+func (b *testBundle) refunds(t *testing.T, events int) []ulid.ULID {
 	t.Helper()
 	refunded, err := signals.Register[orderPlaced](b.reg, "order.refunded")
 	require.NoError(t, err)

@@ -72,18 +72,18 @@ type result struct {
 	code           int
 }
 
-// bundle is one test's world: a migrated schema of its own with a registry
+// testBundle is one test's world: a migrated schema of its own with a registry
 // on it, an asynq queue of its own, and a pool.
-type bundle struct {
+type testBundle struct {
 	schema, queue string
 	pool          *pgxpool.Pool
 	reg           *signals.Registry
 	redis         asynq.RedisClientOpt
 }
 
-func setup(t *testing.T) *bundle {
+func setup(t *testing.T) *testBundle {
 	t.Helper()
-	b := &bundle{
+	b := &testBundle{
 		schema: testenv.Schema(t),
 		queue:  testenv.Queue(t),
 		pool:   testenv.Pool(t),
@@ -97,7 +97,7 @@ func setup(t *testing.T) *bundle {
 }
 
 // signals runs the binary with args on the bundle's schema.
-func (b *bundle) signals(t *testing.T, args ...string) result {
+func (b *testBundle) signals(t *testing.T, args ...string) result {
 	t.Helper()
 	return runSignals(t, serverEnv(), append(args, "--schema", b.schema)...)
 }
@@ -236,7 +236,7 @@ type ledger struct {
 	signups *signals.Signal[signedUp]
 }
 
-func (b *bundle) ledger(t *testing.T) *ledger {
+func (b *testBundle) ledger(t *testing.T) *ledger {
 	t.Helper()
 	l := &ledger{}
 	var err error
@@ -258,7 +258,7 @@ func (b *bundle) ledger(t *testing.T) *ledger {
 }
 
 // send commits payload on sig and returns the event's ID.
-func send[T any](t *testing.T, b *bundle, sig *signals.Signal[T], payload T, opts ...signals.SendOption) ulid.ULID {
+func send[T any](t *testing.T, b *testBundle, sig *signals.Signal[T], payload T, opts ...signals.SendOption) ulid.ULID {
 	t.Helper()
 	var id ulid.ULID
 	require.NoError(t, pgx.BeginFunc(t.Context(), b.pool, func(tx pgx.Tx) (err error) {
@@ -271,7 +271,7 @@ func send[T any](t *testing.T, b *bundle, sig *signals.Signal[T], payload T, opt
 // deadLetters sends two orders of the ghost SKU and one sign-up, and
 // delivers them all, leaving three dead letters: two of notify-warehouse,
 // one of send-welcome.
-func (b *bundle) deadLetters(t *testing.T) *ledger {
+func (b *testBundle) deadLetters(t *testing.T) *ledger {
 	t.Helper()
 	l := b.ledger(t)
 	send(t, b, l.orders, orderPlaced{OrderID: 1, SKU: "ghost"})
@@ -296,7 +296,7 @@ func allDead(n int) func(signals.Stats) bool {
 
 // deliver runs a Dispatcher and, if withWorker, a Worker in this process
 // until the ledger's stats satisfy done, then stops them.
-func (b *bundle) deliver(t *testing.T, withWorker bool, done func(signals.Stats) bool) {
+func (b *testBundle) deliver(t *testing.T, withWorker bool, done func(signals.Stats) bool) {
 	t.Helper()
 	d, err := signals.NewDispatcher(b.reg, b.pool, b.redis, signals.DispatcherConfig{Logger: quietLogger()})
 	require.NoError(t, err)
@@ -330,7 +330,7 @@ func (b *bundle) deliver(t *testing.T, withWorker bool, done func(signals.Stats)
 }
 
 // outbox returns the ledger of the bundle's registry, for its Stats.
-func (b *bundle) outbox(t *testing.T) *signals.Ledger {
+func (b *testBundle) outbox(t *testing.T) *signals.Ledger {
 	t.Helper()
 	l, err := signals.NewLedger(b.reg, b.pool, b.redis)
 	require.NoError(t, err)
@@ -338,7 +338,7 @@ func (b *bundle) outbox(t *testing.T) *signals.Ledger {
 }
 
 // stats returns the receiver's stats, zero if it has none.
-func (b *bundle) stats(t *testing.T, signal, receiver string) signals.ReceiverStats {
+func (b *testBundle) stats(t *testing.T, signal, receiver string) signals.ReceiverStats {
 	t.Helper()
 	st, err := b.outbox(t).Stats(t.Context())
 	require.NoError(t, err)

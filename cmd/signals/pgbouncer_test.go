@@ -31,7 +31,7 @@ func TestPgBouncer(t *testing.T) {
 	t.Parallel()
 	bouncer := testenv.StartPgBouncer(t)
 	env := []string{"DATABASE_URL=" + bouncer.URL(pgbouncerQuery), "REDIS_ADDR=" + testenv.RedisAddr()}
-	b := &bundle{
+	b := &testBundle{
 		schema: testenv.Schema(t),
 		queue:  testenv.Queue(t),
 		redis:  asynq.RedisClientOpt{Addr: testenv.RedisAddr()},

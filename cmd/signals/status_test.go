@@ -14,7 +14,7 @@ import (
 )
 
 // statusJSON runs status --json with args and decodes its output.
-func (b *bundle) statusJSON(t *testing.T, code int, args ...string) statusJSON {
+func (b *testBundle) statusJSON(t *testing.T, code int, args ...string) statusJSON {
 	t.Helper()
 	r := b.signals(t, append([]string{"status", "--json"}, args...)...)
 	requireCode(t, code, r)

@@ -17,7 +17,7 @@ import (
 // startWeb runs signals web with args on the bundle's schema, waits for it
 // to print its address and returns it; the command is stopped with SIGTERM
 // when the test ends, and must then exit with code 0.
-func startWeb(t *testing.T, b *bundle, env []string, args ...string) string {
+func startWeb(t *testing.T, b *testBundle, env []string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	cmd := exec.CommandContext(ctx, binary, append([]string{"web", "--addr", "127.0.0.1:0", "--schema", b.schema}, args...)...)
