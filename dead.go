@@ -62,8 +62,12 @@ type DeadLetter struct {
 	// SentAt is when the event was sent; EnqueuedAt when the delivery was
 	// last enqueued (zero if never); DeadAt when it was recorded as dead.
 	SentAt, EnqueuedAt, DeadAt time.Time
-	// Payload is the event's JSON payload.
+	// Payload is the event's JSON payload, decoded with the registry's
+	// [Codec]; nil when Encoded.
 	Payload json.RawMessage
+	// Encoded says the payload is encoded and the Ledger's registry has no
+	// Codec for it (the signals command's, say).
+	Encoded bool
 	// Headers are the event's own, as middleware set them at send (a trace
 	// context, say).
 	Headers map[string]string
@@ -166,8 +170,9 @@ func (l *Ledger) DeadLetters(ctx context.Context, f DeadFilter) ([]DeadLetter, e
 			Signal: r.Signal, Receiver: r.Receiver, Queue: r.Queue,
 			Reason: DeadReason(r.Reason), Attempts: r.Attempts,
 			SentAt: time.UnixMilli(int64(ulid.ULID(r.EventID).Time())),
-			DeadAt: r.DeadAt, Payload: r.Payload, Headers: r.Headers,
+			DeadAt: r.DeadAt, Headers: r.Headers,
 		}
+		out[i].Payload, out[i].Encoded = l.reg.readablePayload(r.Payload)
 		if r.LastError != nil {
 			out[i].Error = *r.LastError
 		}

@@ -67,8 +67,12 @@ type EventRecord struct {
 	// zero if none did; Depth how many events came before it in its cascade.
 	CorrelationID, CausationID ulid.ULID
 	Depth                      int
-	// Payload is the event's JSON payload.
+	// Payload is the event's JSON payload, decoded with the registry's
+	// [Codec]; nil when Encoded.
 	Payload json.RawMessage
+	// Encoded says the payload is encoded and the Ledger's registry has no
+	// Codec for it (the signals command's, say).
+	Encoded bool
 	// Headers are the event's own, as middleware set them at send.
 	Headers map[string]string
 	// Deliveries are its rows, one per receiver not done yet, sorted by
@@ -101,7 +105,7 @@ func (l *Ledger) Event(ctx context.Context, id ulid.ULID) (*EventRecord, error) 
 	if err != nil {
 		return nil, fmt.Errorf("signals: read event %s: %w", id, l.reg.explain(err))
 	}
-	events := eventRecords(rows)
+	events := l.eventRecords(rows)
 	if len(events) == 0 {
 		return nil, nil
 	}
@@ -119,11 +123,11 @@ func (l *Ledger) Cascade(ctx context.Context, correlationID ulid.ULID) ([]EventR
 	if err != nil {
 		return nil, fmt.Errorf("signals: read cascade %s: %w", correlationID, l.reg.explain(err))
 	}
-	return eventRecords(rows), nil
+	return l.eventRecords(rows), nil
 }
 
 // eventRecords groups rows by event, sorted by event ID.
-func eventRecords(rows []store.EventRow) []EventRecord {
+func (l *Ledger) eventRecords(rows []store.EventRow) []EventRecord {
 	byID := map[ulid.ULID]*EventRecord{}
 	var order []ulid.ULID
 	for _, r := range rows {
@@ -132,8 +136,9 @@ func eventRecords(rows []store.EventRow) []EventRecord {
 		if !ok {
 			e = &EventRecord{
 				ID: id, Signal: r.Signal, SentAt: time.UnixMilli(int64(id.Time())),
-				CorrelationID: r.CorrelationID, Depth: r.Depth, Payload: r.Payload, Headers: r.Headers,
+				CorrelationID: r.CorrelationID, Depth: r.Depth, Headers: r.Headers,
 			}
+			e.Payload, e.Encoded = l.reg.readablePayload(r.Payload)
 			if r.CausationID != nil {
 				e.CausationID = *r.CausationID
 			}

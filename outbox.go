@@ -66,8 +66,9 @@ func OrderingKey(key string) SendOption {
 // receiver connected at this moment runs at least once.
 //
 // Validation comes first and sends nothing, leaving tx usable: a nil tx
-// ([ErrTxUnusable]), a payload JSON cannot encode ([ErrInvalidPayload]), a
-// payload above the registry's MaxPayloadBytes ([ErrPayloadTooLarge]), no
+// ([ErrTxUnusable]), a payload JSON (or the registry's [Codec]) cannot
+// encode ([ErrInvalidPayload]), a payload above the registry's
+// MaxPayloadBytes ([ErrPayloadTooLarge]), no
 // connected receiver ([ErrNoReceivers]), a cascade beyond MaxDepth
 // ([ErrCascadeTooDeep]), an ordering key that is too long, holds a NUL or
 // is not UTF-8 ([ErrInvalidOrderingKey]). A finished or aborted tx yields
@@ -101,7 +102,11 @@ func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts
 		return ulid.ULID{}, fmt.Errorf("%w: %q: import the package that connects its receivers (init wiring) in this binary", ErrNoReceivers, s.name)
 	}
 
-	event := store.Event{ID: ulid.Make(), Signal: s.name, Payload: body}
+	stored, err := s.reg.encodePayload(body)
+	if err != nil {
+		return ulid.ULID{}, fmt.Errorf("%w: signal %q: %w", ErrInvalidPayload, s.name, err)
+	}
+	event := store.Event{ID: ulid.Make(), Signal: s.name, Payload: stored}
 	event.CorrelationID = event.ID
 	if cause, ok := causeFrom(ctx); ok {
 		event.Depth = cause.Depth + 1

@@ -66,6 +66,14 @@ type RegistryConfig struct {
 	// signals, the first outermost: tracing and metrics adapters go here.
 	// Registry.Use adds more later. Defaults to none.
 	Middleware []Middleware
+	// Codec, when set, encodes every payload before SendReliable stores it
+	// and decodes it before a receiver runs; the Ledger's dead letters and
+	// events come decoded, and readers without the codec (the signals
+	// command, a registry without it) see them as encoded. MaxPayloadBytes
+	// applies to the JSON, before encoding. Every registry that sends or
+	// works the schema's signals needs the same codec. Defaults to none:
+	// payloads are stored as JSON.
+	Codec Codec
 }
 
 // withDefaults returns c with every zero field set to its default.

@@ -99,6 +99,11 @@ func runCost(ctx context.Context, _ *env, o options, r *report) error {
 	for _, s := range effects {
 		systems = append(systems, costSystem{system: s, delivers: true, empty: f.outboxEmpty})
 	}
+	codec, err := f.codecSystem()
+	if err != nil {
+		return err
+	}
+	systems = append(systems, costSystem{system: codec, delivers: true, empty: f.outboxEmpty})
 	runs := map[string][]cost{}
 	top := map[string][]statementCost{} // dj-signals' and the minimum ledger's, last rep
 	for rep := range o.reps {
@@ -118,6 +123,7 @@ func runCost(ctx context.Context, _ *env, o options, r *report) error {
 	topTable(r, w, sysSignals, top[sysSignals], o.events, o.reps)
 	topTable(r, w, sysMinLedger, top[sysMinLedger], o.events, o.reps)
 	effectTable(r, runs, o)
+	codecTable(r, runs, o)
 
 	plain, err := w.heldOnce(ctx, o.held, false)
 	if err != nil {

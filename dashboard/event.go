@@ -65,6 +65,9 @@ func (h *handler) event(w http.ResponseWriter, r *http.Request) {
 	if d.Event != nil {
 		correlation = d.Event.CorrelationID
 		d.Payload = indent(d.Event.Payload)
+		if d.Event.Encoded {
+			d.Payload = "encoded (by the application's RegistryConfig.Codec, which this dashboard's registry does not have)"
+		}
 		d.Headers = h.headers(d.Event.Headers)
 	}
 	cascade, err := h.ledger.Cascade(r.Context(), correlation)

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/kithook"
 	"github.com/dj-signals/signals/internal/store"
 )
 
@@ -53,8 +54,12 @@ func sent[T any](t testing.TB, db DB, sig *signals.Signal[T], match func(T) bool
 			continue
 		}
 		seen[r.EventID] = true
+		body, err := kithook.DecodePayload(sig.Registry(), r.Payload)
+		if err != nil {
+			t.Fatalf("signalstest: read a %q payload: %v", sig.Name(), err)
+		}
 		var p T
-		if err := json.Unmarshal(r.Payload, &p); err != nil {
+		if err := json.Unmarshal(body, &p); err != nil {
 			t.Fatalf("signalstest: decode a %q payload: %v", sig.Name(), err)
 		}
 		if match == nil || match(p) {

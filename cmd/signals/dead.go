@@ -369,6 +369,10 @@ func printDeadLetter(w io.Writer, l signals.DeadLetter, now time.Time) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if l.Encoded {
+		_, err := fmt.Fprintln(w, "payload\nencoded (by the application's RegistryConfig.Codec, which this command does not have)")
+		return err
+	}
 	_, err := fmt.Fprintf(w, "payload\n%s\n", prettyJSON(l.Payload))
 	return err
 }
@@ -388,7 +392,8 @@ type deadJSON struct {
 	SentAt     time.Time       `json:"sent_at"`
 	EnqueuedAt *time.Time      `json:"enqueued_at"`
 	DeadAt     time.Time       `json:"dead_at"`
-	Payload    json.RawMessage `json:"payload"`
+	Payload    json.RawMessage `json:"payload"`           // null when encoded
+	Encoded    bool            `json:"encoded,omitempty"` // the payload is encoded by a Codec this command lacks
 }
 
 func deadJSONs(letters []signals.DeadLetter) []deadJSON {
@@ -398,13 +403,13 @@ func deadJSONs(letters []signals.DeadLetter) []deadJSON {
 			ID: l.TaskID.String(), EventID: l.EventID.String(),
 			Signal: l.Signal, Receiver: l.Receiver, Queue: l.Queue,
 			Reason: string(l.Reason), Error: l.Error, Attempts: l.Attempts,
-			SentAt: l.SentAt.UTC(), DeadAt: l.DeadAt.UTC(), Payload: l.Payload,
+			SentAt: l.SentAt.UTC(), DeadAt: l.DeadAt.UTC(), Payload: l.Payload, Encoded: l.Encoded,
 		}
 		if !l.EnqueuedAt.IsZero() {
 			t := l.EnqueuedAt.UTC()
 			out[i].EnqueuedAt = &t
 		}
-		if !json.Valid(l.Payload) {
+		if !l.Encoded && !json.Valid(l.Payload) {
 			// An undecodable letter may hold bytes that are not JSON: carry them as a string.
 			out[i].Payload, _ = json.Marshal(string(l.Payload))
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/aesgcm"
 )
 
 func TestDead(t *testing.T) {
@@ -196,4 +198,38 @@ func TestDeadShowTakesAnEventID(t *testing.T) {
 	requireCode(t, exitOK, r)
 	require.True(t, strings.HasPrefix(r.stdout, "id "), "a letter's ID shows the letter alone:\n%s", r.stdout)
 	require.Equal(t, 1, strings.Count(r.stdout, "event_id"))
+}
+
+// TestDeadShowSaysAnEncodedPayloadIsEncoded buries an event its registry
+// encrypted: the command, which has no codec, shows the letter and says its
+// payload is encoded, in text and in JSON.
+func TestDeadShowSaysAnEncodedPayloadIsEncoded(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	key := make([]byte, 32)
+	_, err := rand.Read(key)
+	require.NoError(t, err)
+	codec, err := aesgcm.New(1, map[byte][]byte{1: key})
+	require.NoError(t, err)
+	b.reg, err = signals.NewRegistry(signals.RegistryConfig{Schema: b.schema, Codec: codec})
+	require.NoError(t, err)
+	sig, err := signals.Register[orderPlaced](b.reg, "order.placed")
+	require.NoError(t, err)
+	sig.Connect("refuse", func(context.Context, signals.Event[orderPlaced]) error {
+		return signals.Permanent(errors.New("no"))
+	}, signals.Queue(b.queue))
+	event := send(t, b, sig, orderPlaced{OrderID: 7, SKU: "secret-sku"})
+	b.deliver(t, true, allDead(1))
+
+	r := b.signals(t, "dead", "show", event.String())
+	requireCode(t, exitOK, r)
+	require.Contains(t, r.stdout, "payload\nencoded (by the application's RegistryConfig.Codec")
+	require.NotContains(t, r.stdout, "secret-sku")
+	r = b.signals(t, "dead", "show", event.String(), "--json")
+	requireCode(t, exitOK, r)
+	var letters []deadJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &letters))
+	require.Len(t, letters, 1)
+	require.True(t, letters[0].Encoded)
+	require.Equal(t, "null", string(letters[0].Payload))
 }

@@ -1,6 +1,6 @@
 // Package kithook connects package signalstest to what package signals
-// keeps unexported: which events a transaction sent, and running one
-// delivery in-process. Neither belongs in the public API.
+// keeps unexported: which events a transaction sent, running one delivery
+// in-process, and reading a payload its Codec encoded. Neither belongs in the public API.
 package kithook
 
 import (
@@ -25,3 +25,8 @@ type Recorder interface {
 // why the delivery is dead if this run's failure is final ("" if a retry
 // may succeed). Package signals sets it at initialization.
 var Deliver func(ctx context.Context, reg any, task *asynq.Task, taskID, queue string, attempt, maxRetry int) (dead string, err error)
+
+// DecodePayload returns the JSON of a payload as reg, a *signals.Registry,
+// stored it: decoded with its Codec when one encoded it. Package signals
+// sets it at initialization.
+var DecodePayload func(reg any, stored []byte) ([]byte, error)
