@@ -27,18 +27,26 @@ func setupCodec(t *testing.T) *fixture {
 	return setupRegistry(t, signals.RegistryConfig{Codec: codec})
 }
 
+// payloadSignal registers order.placed with a receiver that hands each
+// payload it sees to got.
+func payloadSignal(t *testing.T, f *fixture) (sig *signals.Signal[orderPlaced], got chan orderPlaced) {
+	t.Helper()
+	sig = register[orderPlaced](t, f.reg, "order.placed")
+	got = make(chan orderPlaced, 1)
+	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
+		got <- e.Payload
+		return nil
+	}, signals.Queue(f.queue))
+	return sig, got
+}
+
 // secret is the payload the tests look for in clear.
 var secret = orderPlaced{OrderID: "ada@example.com", Cents: 4200}
 
 func TestACodecKeepsPayloadsEncodedInPostgresAndRedis(t *testing.T) {
 	t.Parallel()
 	f := setupCodec(t)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
-	got := make(chan orderPlaced, 1)
-	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
-		got <- e.Payload
-		return nil
-	}, signals.Queue(f.queue))
+	sig, got := payloadSignal(t, f)
 	send(t, f.pool, sig, secret)
 
 	rows := f.outbox(t)
@@ -114,12 +122,7 @@ func TestAWorkerWithoutTheCodecBuriesTheDeliveryAsUndecodable(t *testing.T) {
 func TestTheTestKitDecodes(t *testing.T) {
 	t.Parallel()
 	f := setupCodec(t)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
-	got := make(chan orderPlaced, 1)
-	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
-		got <- e.Payload
-		return nil
-	}, signals.Queue(f.queue))
+	sig, got := payloadSignal(t, f)
 
 	eager, err := signalstest.NewEager(f.pool, f.reg)
 	require.NoError(t, err)
@@ -135,12 +138,7 @@ func TestTheTestKitDecodes(t *testing.T) {
 func TestDrainRunsReceiversOfEncodedPayloads(t *testing.T) {
 	t.Parallel()
 	f := setupCodec(t)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
-	got := make(chan orderPlaced, 1)
-	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
-		got <- e.Payload
-		return nil
-	}, signals.Queue(f.queue))
+	sig, got := payloadSignal(t, f)
 	send(t, f.pool, sig, secret)
 	signalstest.Drain(t, f.pool, f.redis, f.reg)
 	require.Equal(t, secret, <-got)

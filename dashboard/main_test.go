@@ -112,8 +112,8 @@ func setup(t *testing.T, cfg dashboard.Config) *testBundle {
 	require.NoError(t, err)
 	w, err := signals.NewWorker(b.reg, b.pool, redisOpt, signals.WorkerConfig{ShutdownTimeout: 2 * time.Second, Logger: quiet})
 	require.NoError(t, err)
-	run(t, d.Run)
-	run(t, w.Run)
+	testenv.Run(t, d.Run)
+	testenv.Run(t, w.Run)
 
 	if cfg.Logger == nil {
 		cfg.Logger = quiet
@@ -144,22 +144,6 @@ func (tracing) Send(ctx context.Context, s *signals.SendInfo, next func(context.
 	}
 	s.Headers["traceparent"] = traceParent
 	return next(ctx)
-}
-
-// run runs fn until the test ends, then requires that it returns nil.
-func run(t *testing.T, fn func(context.Context) error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fn(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(30 * time.Second):
-			t.Fatal("Run did not return within 30s of its ctx's end")
-		}
-	})
 }
 
 // send commits n orders, each in its own transaction, and returns their

@@ -160,8 +160,8 @@ func newShop(t *testing.T) *shop {
 	require.NoError(t, err)
 	w, err := signals.NewWorker(reg, s.pool, redisOpt, signals.WorkerConfig{ShutdownTimeout: 2 * time.Second, Logger: quiet})
 	require.NoError(t, err)
-	run(t, d.Run)
-	run(t, w.Run)
+	testenv.Run(t, d.Run)
+	testenv.Run(t, w.Run)
 	return s
 }
 
@@ -175,22 +175,6 @@ func (tracing) Send(ctx context.Context, s *signals.SendInfo, next func(context.
 	}
 	s.Headers["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	return next(ctx)
-}
-
-// run runs fn until the test ends, then requires that it returns nil.
-func run(t *testing.T, fn func(context.Context) error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fn(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(eventually):
-			t.Error("Run did not return after its ctx ended")
-		}
-	})
 }
 
 func send[T any](t *testing.T, s *shop, sig *signals.Signal[T], payload T) ulid.ULID {
