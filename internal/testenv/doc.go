@@ -17,6 +17,8 @@
 //   - [StartPgBouncer]: a PgBouncer of the test's own in transaction
 //     pooling mode, in front of the test database.
 //   - [Eventually]: waits for a condition by polling instead of sleeping.
+//   - [Run]: runs a Dispatcher's or a Worker's Run until the test ends,
+//     and requires that it then returns nil.
 //
 // Tests share one database and one Redis server, so every schema and queue
 // name is unique and every helper cleans up after itself: tests using them
