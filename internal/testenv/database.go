@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/oklog/ulid/v2"
 )
 
 // DatabaseURLEnv names the environment variable that points tests at a
@@ -125,7 +126,8 @@ func createCommand(dbURL string) string {
 // Schema returns a fresh, unique PostgreSQL schema name of the form
 // "t_<lowercase ULID>", a valid unquoted identifier. Schema does not create
 // the schema; when the test and its subtests complete it is dropped, with
-// everything in it, if it exists.
+// everything in it, if it exists, and what its ledger's Dispatchers kept in
+// the Redis at RedisAddr (marker, clock, position) goes with it.
 func Schema(t testing.TB) string {
 	t.Helper()
 	return uniqueName(t, "t_", dropSchema)
@@ -139,6 +141,14 @@ func dropSchema(ctx context.Context, name string) error {
 			name, redactURL(DatabaseURL()), err, DatabaseURLEnv)
 	}
 	defer conn.Close(ctx)
+	// The schema's ledger names what its Dispatchers kept in Redis: without
+	// it (never migrated, say) they kept nothing.
+	var ledgerID [16]byte
+	if conn.QueryRow(ctx, "SELECT id FROM "+pgx.Identifier{name, "ledger"}.Sanitize()+" LIMIT 1").Scan(&ledgerID) == nil {
+		if err := forgetLedger(ctx, RedisAddr(), ulid.ULID(ledgerID).String()); err != nil {
+			return fmt.Errorf("drop schema %s: forget its ledger in Redis at %s: %w (set %s)", name, RedisAddr(), err, RedisAddrEnv)
+		}
+	}
 	sql := "DROP SCHEMA IF EXISTS " + pgx.Identifier{name}.Sanitize() + " CASCADE"
 	if _, err := conn.Exec(ctx, sql); err != nil {
 		return fmt.Errorf("%s: %w", sql, err)

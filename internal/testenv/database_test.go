@@ -7,9 +7,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dj-signals/signals/internal/testenv"
@@ -71,4 +73,37 @@ func TestEnsureDatabaseCreatesAMissingOneOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, created, "there already")
 	require.NotNil(t, testenv.PoolFor(t, u.String()))
+}
+
+// TestSchemaForgetsItsLedgerInRedis drops a schema whose ledger's
+// Dispatchers kept keys in Redis: they go with it, and another ledger's
+// stay.
+func TestSchemaForgetsItsLedgerInRedis(t *testing.T) {
+	t.Parallel()
+	pool := testenv.Pool(t)
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	mine, other := ulid.Make().String(), ulid.Make().String()
+	keys := func(id string) []string {
+		return []string{"signals:ledger:" + id, "{signals:ledger:" + id + "}:position", "{signals:ledger:" + id + "}:clock"}
+	}
+	for _, k := range append(keys(mine), keys(other)...) {
+		require.NoError(t, rdb.Set(t.Context(), k, "x", time.Hour).Err())
+	}
+	t.Cleanup(func() { _ = rdb.Del(context.Background(), keys(other)...).Err() })
+
+	t.Run("a test whose schema holds a ledger", func(t *testing.T) {
+		schema := testenv.Schema(t)
+		_, err := pool.Exec(t.Context(), "CREATE SCHEMA "+schema+"; CREATE TABLE "+schema+".ledger (id uuid)")
+		require.NoError(t, err)
+		id := ulid.MustParse(mine)
+		_, err = pool.Exec(t.Context(), "INSERT INTO "+schema+".ledger VALUES ($1)", [16]byte(id))
+		require.NoError(t, err)
+	})
+	n, err := rdb.Exists(t.Context(), keys(mine)...).Result()
+	require.NoError(t, err)
+	require.Zero(t, n, "the dropped schema's ledger keys are gone")
+	n, err = rdb.Exists(t.Context(), keys(other)...).Result()
+	require.NoError(t, err)
+	require.EqualValues(t, 3, n, "another ledger's stay")
 }

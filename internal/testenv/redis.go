@@ -66,7 +66,17 @@ func DeleteQueueAtEnd(t testing.TB, qname string) {
 func deleteQueue(ctx context.Context, addr, qname string) error {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer rdb.Close()
-	pattern := "asynq:{" + qname + "}:*"
+	if err := deleteMatching(ctx, rdb, "asynq:{"+qname+"}:*"); err != nil {
+		return err
+	}
+	if err := rdb.SRem(ctx, asynqQueuesKey, qname).Err(); err != nil {
+		return fmt.Errorf("remove from %s: %w", asynqQueuesKey, err)
+	}
+	return nil
+}
+
+// deleteMatching deletes the keys that match pattern.
+func deleteMatching(ctx context.Context, rdb *redis.Client, pattern string) error {
 	var cursor uint64
 	for {
 		keys, next, err := rdb.Scan(ctx, cursor, pattern, scanCount).Result()
@@ -79,11 +89,16 @@ func deleteQueue(ctx context.Context, addr, qname string) error {
 			}
 		}
 		if cursor = next; cursor == 0 {
-			break
+			return nil
 		}
 	}
-	if err := rdb.SRem(ctx, asynqQueuesKey, qname).Err(); err != nil {
-		return fmt.Errorf("remove from %s: %w", asynqQueuesKey, err)
-	}
-	return nil
+}
+
+// forgetLedger deletes what the Dispatchers of the ledger ledgerID keep in
+// the Redis at addr beside the tasks: its marker, clock, position and lock,
+// whose names all hold "signals:ledger:<ledgerID>".
+func forgetLedger(ctx context.Context, addr, ledgerID string) error {
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	return deleteMatching(ctx, rdb, "*signals:ledger:"+ledgerID+"*")
 }
