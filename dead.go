@@ -89,65 +89,48 @@ type DeadFilter struct {
 	EventIDs []ulid.ULID
 	// Reason, when set, selects only the letters dead for it.
 	Reason DeadReason
-	// After, when not zero, selects only the letters past it in the list's
+	// After, when set, selects only the letters past it in the list's
 	// order: pass the last letter's [DeadLetter.Cursor] to read the next
 	// page. Letters requeued or discarded meanwhile do not move it.
-	After DeadCursor
+	After string
 	// Limit caps how many are returned. Defaults to 100.
 	Limit int
 }
 
-// DeadCursor is a place in the order [Ledger.DeadLetters] lists dead
-// letters in, by DeadAt then TaskID, for paging. The zero DeadCursor is
-// before every letter. Its text form, from MarshalText, fits in a URL.
-type DeadCursor struct {
-	DeadAt time.Time
-	TaskID ulid.ULID
+// Cursor returns the place right after d in the order [Ledger.DeadLetters]
+// lists dead letters in (by DeadAt, then TaskID), for
+// [DeadFilter].After: an opaque token that fits in a URL.
+func (d DeadLetter) Cursor() string {
+	return fmt.Sprintf("%d.%s", d.DeadAt.UnixMicro(), d.TaskID)
 }
 
-// Cursor returns the place right after d in the dead letters' order.
-func (d DeadLetter) Cursor() DeadCursor { return DeadCursor{DeadAt: d.DeadAt, TaskID: d.TaskID} }
-
-// IsZero reports whether c is the zero DeadCursor, before every letter.
-func (c DeadCursor) IsZero() bool { return c.DeadAt.IsZero() && c.TaskID == (ulid.ULID{}) }
-
-// MarshalText encodes c as the microseconds of DeadAt since the Unix epoch
-// (PostgreSQL's precision), a dot and the task ID; the zero cursor as "".
-func (c DeadCursor) MarshalText() ([]byte, error) {
-	if c.IsZero() {
-		return []byte{}, nil
+// parseCursor reads what Cursor wrote; "" is before every letter.
+func parseCursor(cursor string) (deadAt time.Time, taskID ulid.ULID, err error) {
+	if cursor == "" {
+		return time.Time{}, ulid.ULID{}, nil
 	}
-	return fmt.Appendf(nil, "%d.%s", c.DeadAt.UnixMicro(), c.TaskID), nil
-}
-
-// UnmarshalText decodes what MarshalText encoded; "" is the zero cursor.
-func (c *DeadCursor) UnmarshalText(text []byte) error {
-	if len(text) == 0 {
-		*c = DeadCursor{}
-		return nil
-	}
-	micros, id, ok := strings.Cut(string(text), ".")
+	micros, id, ok := strings.Cut(cursor, ".")
 	us, err := strconv.ParseInt(micros, 10, 64)
 	if !ok || err != nil {
-		return fmt.Errorf("%w: dead letter cursor %q: want microseconds.task_id", ErrInvalidConfig, text)
+		return time.Time{}, ulid.ULID{}, fmt.Errorf("%w: dead letter cursor %q is not one DeadLetter.Cursor returned", ErrInvalidConfig, cursor)
 	}
-	taskID, err := ulid.ParseStrict(id)
-	if err != nil {
-		return fmt.Errorf("%w: dead letter cursor %q: %v", ErrInvalidConfig, text, err)
+	if taskID, err = ulid.ParseStrict(id); err != nil {
+		return time.Time{}, ulid.ULID{}, fmt.Errorf("%w: dead letter cursor %q is not one DeadLetter.Cursor returned: %v", ErrInvalidConfig, cursor, err)
 	}
-	*c = DeadCursor{DeadAt: time.UnixMicro(us), TaskID: taskID}
-	return nil
+	return time.UnixMicro(us), taskID, nil
 }
 
-// storeFilter is f as the store takes it.
-func (f DeadFilter) storeFilter() store.DeadFilter {
+// storeFilter is f as the store takes it, or an error for an After that
+// no Cursor returned.
+func (f DeadFilter) storeFilter() (store.DeadFilter, error) {
+	afterDeadAt, afterID, err := parseCursor(f.After)
 	return store.DeadFilter{
 		Signal: f.Signal, Receiver: f.Receiver,
 		DeadSince: f.Since, DeadUntil: f.Until,
 		ErrorLike: f.ErrorContains, IDs: ids16(f.TaskIDs), EventIDs: ids16(f.EventIDs),
-		Reason: string(f.Reason), AfterDeadAt: f.After.DeadAt, AfterID: f.After.TaskID,
+		Reason: string(f.Reason), AfterDeadAt: afterDeadAt, AfterID: afterID,
 		Limit: f.Limit,
-	}
+	}, err
 }
 
 // DeadLetters lists the dead letters f selects, the longest dead first.
@@ -155,9 +138,13 @@ func (l *Ledger) DeadLetters(ctx context.Context, f DeadFilter) ([]DeadLetter, e
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
+	sf, err := f.storeFilter()
+	if err != nil {
+		return nil, err
+	}
 	var rows []store.Dead
-	err := pgx.BeginFunc(ctx, l.db, func(tx pgx.Tx) (err error) {
-		rows, err = l.reg.queries.ListDead(ctx, tx, f.storeFilter())
+	err = pgx.BeginFunc(ctx, l.db, func(tx pgx.Tx) (err error) {
+		rows, err = l.reg.queries.ListDead(ctx, tx, sf)
 		return err
 	})
 	if err != nil {
@@ -186,7 +173,11 @@ func (l *Ledger) DeadLetters(ctx context.Context, f DeadFilter) ([]DeadLetter, e
 // CountDead returns how many dead letters f selects, whatever its Limit.
 // It reads every letter that matches: on a large ledger, narrow f.
 func (l *Ledger) CountDead(ctx context.Context, f DeadFilter) (int, error) {
-	n, err := l.reg.queries.CountDead(ctx, l.db, f.storeFilter())
+	sf, err := f.storeFilter()
+	if err != nil {
+		return 0, err
+	}
+	n, err := l.reg.queries.CountDead(ctx, l.db, sf)
 	if err != nil {
 		return 0, fmt.Errorf("signals: count dead letters: %w", l.reg.explain(err))
 	}

@@ -124,21 +124,22 @@ func (h *handler) deadLetters(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusBadRequest, "read the filter", err)
 		return
 	}
-	if err := f.After.UnmarshalText([]byte(r.URL.Query().Get("after"))); err != nil {
-		h.fail(w, r, http.StatusBadRequest, "read the page's cursor", err)
-		return
-	}
-	first := f.After.IsZero()
+	f.After = r.URL.Query().Get("after")
+	first := f.After == ""
 	// One more than a page tells whether there is a next.
 	f.Limit = h.cfg.PageSize + 1
 	letters, err := h.ledger.DeadLetters(r.Context(), f)
+	if errors.Is(err, signals.ErrInvalidConfig) {
+		h.fail(w, r, http.StatusBadRequest, "read the page's cursor", err)
+		return
+	}
 	if err != nil {
 		h.fail(w, r, http.StatusInternalServerError, "list the dead letters", err)
 		return
 	}
 	more := len(letters) > h.cfg.PageSize
 	letters = letters[:min(len(letters), h.cfg.PageSize)]
-	f.After = signals.DeadCursor{}
+	f.After = ""
 	matching, err := h.ledger.CountDead(r.Context(), f)
 	if err != nil {
 		h.fail(w, r, http.StatusInternalServerError, "count the dead letters", err)
@@ -147,8 +148,7 @@ func (h *handler) deadLetters(w http.ResponseWriter, r *http.Request) {
 	d := deadData{Query: q, Reasons: reasons, Letters: letters, Matching: matching, First: first}
 	if more {
 		next := q.values()
-		cursor, _ := letters[len(letters)-1].Cursor().MarshalText()
-		next.Set("after", string(cursor))
+		next.Set("after", letters[len(letters)-1].Cursor())
 		d.Next = link(next)
 	}
 	if n, err := strconv.Atoi(r.URL.Query().Get("n")); err == nil {
