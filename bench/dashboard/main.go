@@ -142,7 +142,7 @@ func run(ctx context.Context, dbURL, redisAddr string, pending, dead, runs int) 
 	if err != nil {
 		return err
 	}
-	middle, _ := deepPage[len(deepPage)-1].Cursor().MarshalText()
+	middle := deepPage[len(deepPage)-1].Cursor()
 
 	fmt.Printf("Dashboard pages on a ledger of %d pending rows and %d dead letters (%d signals × %d receivers), %d fetches each:\n\n",
 		pending, dead, len(signalNames)+1, len(receiverNames), runs)
@@ -194,7 +194,7 @@ func run(ctx context.Context, dbURL, redisAddr string, pending, dead, runs int) 
 	for _, p := range []struct{ name, path string }{
 		{"overview, snapshot younger than 5 s", "/"},
 		{"dead letters, first page of 50, with the count of all", "/dead"},
-		{"dead letters, a page halfway, by cursor", "/dead?after=" + string(middle)},
+		{"dead letters, a page halfway, by cursor", "/dead?after=" + middle},
 		{"dead letters of one signal and receiver", "/dead?signal=" + deadSignal + "&receiver=webhook"},
 		{"dead letters whose error contains a text", "/dead?error=timeout"},
 		{"dead letters of one reason, dead for at least 1s", "/dead?reason=permanent&older_than=1s"},
