@@ -17,6 +17,10 @@ func TestEvent(t *testing.T) {
 	b := setup(t, dashboard.Config{TraceURL: "https://traces.example/trace/{trace_id}"})
 	placed := b.send(t, 1, "cascade")[0]
 	testenv.Eventually(t, eventually, func() bool { return b.countDead(t) == 2 }, "the charge and the invoice's pdf die")
+	testenv.Eventually(t, eventually, func() bool {
+		e, err := b.ledger.Event(t.Context(), placed)
+		return err == nil && e != nil && len(e.Deliveries) == 1
+	}, "email's and invoice's successes acked (the Worker acks in batches)")
 	pdf, err := b.ledger.DeadLetters(t.Context(), signals.DeadFilter{Receiver: "pdf"})
 	require.NoError(t, err)
 	require.Len(t, pdf, 1)
