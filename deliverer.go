@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,7 +15,9 @@ import (
 	"github.com/dj-signals/signals/internal/backoff"
 	"github.com/dj-signals/signals/internal/envelope"
 	"github.com/dj-signals/signals/internal/kithook"
+	"github.com/dj-signals/signals/internal/limit"
 	"github.com/dj-signals/signals/internal/store"
+	"github.com/dj-signals/signals/internal/throttle"
 )
 
 // deliverer runs a Worker's deliveries, one task at a time, top to bottom:
@@ -22,8 +25,11 @@ import (
 // middleware, classify what it returned, and log a failure once. Each run
 // comes to one outcome, which the Worker records in the ledger.
 type deliverer struct {
-	reg *Registry
-	log *slog.Logger
+	reg      *Registry
+	log      *slog.Logger
+	limiter  *limit.Limiter   // nil: limits are not enforced (signalstest.Eager)
+	limitLog *throttle.Logger // the limiter's Redis errors, which repeat while Redis is down
+	seats    *limitSeats      // where runs whose turn is near wait in the handler
 }
 
 // attempt places one run among the runs of its delivery.
@@ -71,6 +77,13 @@ func (d deliverer) deliver(ctx context.Context, t *asynq.Task, at attempt) outco
 			at.taskID, meta.Schema, d.reg.cfg.Schema, at.queue)
 		d.log.ErrorContext(ctx, "signals: task of another registry's outbox not run", "signal", meta.Signal, "receiver", meta.Receiver, "error", err)
 		return outcome{err: err, attempt: o.attempt}
+	}
+	if decodeErr == nil {
+		permit, err := d.admit(ctx, meta, &at)
+		if err != nil {
+			return outcome{err: err, attempt: o.attempt}
+		}
+		defer d.release(ctx, meta, permit)
 	}
 	consumed := new(atomic.Bool)
 	ctx = context.WithValue(ctx, consumedKey{}, consumed)
@@ -134,17 +147,188 @@ func (d deliverer) failed(ctx context.Context, meta envelope.Meta, rowID ulid.UL
 }
 
 // retryDelay is the Worker's asynq.RetryDelayFunc: each receiver's
-// [Backoff].
-func (d deliverer) retryDelay(retried int, _ error, t *asynq.Task) time.Duration {
+// [Backoff], or the wait the limiter suggested for a task waiting for its
+// receiver's limits.
+func (d deliverer) retryDelay(retried int, err error, t *asynq.Task) time.Duration {
+	var w *limitWait
+	if errors.As(err, &w) {
+		return w.wait
+	}
 	o := defaultReceiverOptions("")
 	if meta, err := envelope.Decode(t.Type(), t.Headers()); err == nil {
-		if h := d.reg.lookup(meta.Signal); h != nil {
-			if ro, ok := h.receiverOptions(meta.Receiver); ok {
-				o = ro
-			}
+		if ro, ok := d.options(meta); ok {
+			o = ro
 		}
 	}
 	return backoff.Delay(retried+1, o.backoffMin, o.backoffMax)
+}
+
+// options returns the options of the receiver a task is for, if this
+// worker knows it.
+func (d deliverer) options(meta envelope.Meta) (receiverOptions, bool) {
+	if h := d.reg.lookup(meta.Signal); h != nil {
+		return h.receiverOptions(meta.Receiver)
+	}
+	return receiverOptions{}, false
+}
+
+// limitWait is the error of a run turned away by its receiver's limits
+// ([ConcurrencyLimit], [RateLimit]): the receiver did not run. It is no
+// failure: asynq reschedules the task after wait without counting a retry
+// (isFailure), and nothing is logged above debug or recorded in the outbox.
+type limitWait struct{ wait time.Duration }
+
+func (w *limitWait) Error() string {
+	return fmt.Sprintf("signals: receiver limit reached; waiting about %v for a turn (not a failure)", w.wait.Round(time.Millisecond))
+}
+
+// isFailure is the Worker's asynq IsFailure: every error but a wait for a
+// limit counts as a failed attempt.
+func isFailure(err error) bool {
+	var w *limitWait
+	return !errors.As(err, &w)
+}
+
+// limitHandlerWait bounds each wait admit does inside the handler, for a
+// run asynq cannot reschedule without archiving it.
+const limitHandlerWait = time.Second
+
+// admit takes a slot and a token for a run of a limited receiver; the
+// zero Permit for an unlimited one. It returns a *limitWait when the run
+// must wait for its turn.
+//
+// It also sets at.maxRetry to the receiver's own budget: Connect gives a
+// limited receiver's tasks one asynq retry more than its MaxRetries, since
+// asynq archives a task rescheduled after its last retry even when the
+// reason is no failure. Only a task without that headroom (enqueued before
+// the receiver was limited, or run past its budget after a lease expiry)
+// waits inside the handler, holding its worker slot: asynq cannot
+// reschedule it.
+func (d deliverer) admit(ctx context.Context, meta envelope.Meta, at *attempt) (limit.Permit, error) {
+	o, ok := d.options(meta)
+	if !ok || !o.limits.Limited() {
+		return limit.Permit{}, nil
+	}
+	reschedulable := at.retried < at.maxRetry
+	if at.maxRetry == o.maxRetries+1 {
+		at.maxRetry = o.maxRetries
+	}
+	if d.limiter == nil {
+		return limit.Permit{}, nil
+	}
+	key := limit.Key{Schema: d.reg.cfg.Schema, Signal: meta.Signal, Receiver: meta.Receiver}
+	seatUntil := time.Now().Add(d.seats.within)
+	var seat func()
+	defer func() {
+		if seat != nil {
+			seat()
+		}
+	}()
+	for {
+		permit, wait, err := d.limiter.Acquire(ctx, key, meta.TaskID.String(), o.limits, limit.Lease(meta.Timeout))
+		switch {
+		case err != nil:
+			d.limitLog.Log(slog.LevelWarn, "signals: check a receiver's limits in Redis; its task waits", "signal", meta.Signal, "receiver", meta.Receiver, "error", err)
+			wait = time.Second
+		case wait == 0:
+			return permit, nil
+		}
+		soon := err == nil && time.Now().Add(wait).Before(seatUntil)
+		if seat == nil && soon && reschedulable {
+			seat = d.seats.take(key)
+		}
+		if seat == nil || !soon {
+			d.log.DebugContext(ctx, "signals: receiver limit reached; task waits", "signal", meta.Signal, "receiver", meta.Receiver,
+				"task_id", meta.TaskID.String(), "wait", wait)
+			if reschedulable {
+				if d.seats.crowded() {
+					// A turn due within the second would bring the task
+					// back at every look for due retries, taking a busy
+					// Worker's time from work that can run.
+					wait = max(wait, limitCrowdedWait)
+				}
+				return limit.Permit{}, &limitWait{wait: wait}
+			}
+			wait = min(wait, limitHandlerWait)
+		}
+		select {
+		case <-ctx.Done():
+			return limit.Permit{}, &limitWait{wait: wait}
+		case <-time.After(wait):
+		}
+	}
+}
+
+// limitCrowdedWait is the shortest wait of a task turned away by its
+// limit while its Worker is busy.
+const limitCrowdedWait = time.Second
+
+// limitSeatsPerReceiver is how many runs of one limited receiver may wait
+// inside a Worker's handlers at once, holding their worker slots.
+const limitSeatsPerReceiver = 4
+
+// limitSeats are the few worker slots in which a limited receiver's runs
+// whose turn comes before the next look for due retries wait for it,
+// rather than go back to asynq: asynq keeps a retry's time to the whole
+// second and moves due retries only every DelayedTaskCheckInterval, so a
+// slot or token that frees between two looks would otherwise go unused
+// until the next one. Each receiver has limitSeatsPerReceiver of them, so a
+// limited receiver never holds more of a Worker's slots than that while its
+// tasks wait, each for less than within; and none is given while a quarter
+// of the Worker's slots or fewer are free, so that a busy Worker's slots go
+// to work that can run.
+type limitSeats struct {
+	within time.Duration // the longest a seat is held: one DelayedTaskCheckInterval
+	busy   *atomic.Int64 // the Worker's running handlers; nil: no check
+	most   int64         // seats are given only while busy is at most this
+	mu     sync.Mutex
+	taken  map[limit.Key]int
+}
+
+// newLimitSeats returns the seats of a Worker running up to concurrency
+// handlers at once, busy of them now.
+func newLimitSeats(within time.Duration, concurrency int, busy *atomic.Int64) *limitSeats {
+	return &limitSeats{within: within, busy: busy, most: int64(concurrency - (concurrency+3)/4), taken: map[limit.Key]int{}}
+}
+
+// crowded reports whether the Worker is too busy to give seats.
+func (s *limitSeats) crowded() bool {
+	return s.busy != nil && s.busy.Load() > s.most
+}
+
+// take returns the func that gives back a seat of key's receiver, or nil
+// if its seats are all taken or the Worker is crowded.
+func (s *limitSeats) take(key limit.Key) func() {
+	if s.crowded() {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.taken[key] >= limitSeatsPerReceiver {
+		return nil
+	}
+	s.taken[key]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.taken[key]--; s.taken[key] == 0 {
+			delete(s.taken, key)
+		}
+	}
+}
+
+// release gives a run's slot back once its receiver returned. A release
+// that fails leaves the slot taken until its lease expires.
+func (d deliverer) release(ctx context.Context, meta envelope.Meta, p limit.Permit) {
+	if !p.Held() {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := p.Release(rctx); err != nil {
+		d.limitLog.Log(slog.LevelWarn, "signals: release a receiver's concurrency slot; it frees itself when its lease expires",
+			"signal", meta.Signal, "receiver", meta.Receiver, "error", err)
+	}
 }
 
 // deadReason says why a failed delivery is dead, or "" if it is to be

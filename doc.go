@@ -37,7 +37,8 @@
 //   - A worker does not know the signal or receiver: the task is retried,
 //     for a newer worker to take, and dead only when its retries run out.
 //   - A worker dies mid-receiver: the receiver runs again, whatever its
-//     retry budget, so receivers must be idempotent.
+//     retry budget, about 30 s later (when asynq's lease on the task ends),
+//     so receivers must be idempotent.
 //   - Events are not ordered with respect to each other, unless they carry
 //     an ordering key ([OrderingKey], [OrderBy]): then, for each receiver,
 //     the events of one key run one at a time in commit order, also while
@@ -60,7 +61,8 @@
 //   - worker.go: a [Worker], an asynq server, takes the task from Redis,
 //     and afterwards deletes the row (the receiver succeeded) or moves it to
 //     the dead letters (dead.go).
-//   - deliverer.go: the Worker's deliverer decodes the task, finds the
+//   - deliverer.go: the Worker's deliverer decodes the task, waits for the
+//     receiver's limits ([ConcurrencyLimit], [RateLimit]), finds the
 //     receiver, calls it inside the middleware and classifies its error:
 //     retry with the receiver's backoff, or dead-letter.
 //   - receiver.go: the receiver gets an [Event] with the payload and the IDs
@@ -68,13 +70,17 @@
 //     effects in PostgreSQL exactly once; signals it sends carry the event
 //     as their cause (cascade.go).
 //
-// registry.go holds who listens to what and the settings all of these share;
+// registry.go holds who listens to what and the settings all of these share,
+// codec.go the [Codec] a registry may encode payloads with (package aesgcm
+// is one);
 // middleware.go the hooks around send, enqueue and receive that tracing and
 // metrics plug into (the otelsignals module is the OpenTelemetry one);
 // ledger.go the operator's view of the outbox: stats.go the snapshot an
 // operator reads ([Ledger.Stats], and the signals command's status), dead.go
-// the dead letters an operator lists, requeues or discards; migrations.go
-// the tables; errors.go every sentinel error.
+// the dead letters an operator lists, requeues or discards, event_record.go
+// an event's rows and its cascade ([Ledger.Event]); migrations.go the
+// tables; errors.go every sentinel error. Package dashboard serves the
+// Ledger as web pages.
 //
 // # Wiring
 //

@@ -109,10 +109,18 @@ func (s *Signal[T]) ConnectSafely(name string, fn ReceiverFunc[T], opts ...Recei
 		return fmt.Errorf("%w: signal %q already has a receiver %q", ErrDuplicateReceiver, s.name, name)
 	}
 	s.receivers[name] = &receiver[T]{fn: fn, opts: o}
+	maxRetry := o.maxRetries
+	if o.limits.Limited() {
+		// asynq archives a task that is rescheduled on its last attempt,
+		// even for a wait that is no failure: one retry of headroom lets a
+		// limited receiver's last attempt wait too. The worker counts the
+		// receiver's own MaxRetries (deliverer.admit).
+		maxRetry++
+	}
 	s.targets = append(s.targets, store.Target{
 		Receiver:  name,
 		Queue:     o.queue,
-		MaxRetry:  o.maxRetries,
+		MaxRetry:  maxRetry,
 		TimeoutMS: o.timeout.Milliseconds(),
 	})
 	s.keyOf = append(s.keyOf, keyOf)

@@ -8,13 +8,16 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/dj-signals/signals/internal/acks"
+	"github.com/dj-signals/signals/internal/limit"
 	"github.com/dj-signals/signals/internal/store"
 	"github.com/dj-signals/signals/internal/throttle"
 	"github.com/dj-signals/signals/internal/wake"
@@ -94,7 +97,8 @@ type Worker struct {
 
 	deliverer deliverer
 	acks      *acks.Batcher
-	running   sync.Map // row ID → struct{}: deliveries whose receiver is running here
+	running   sync.Map     // row ID → struct{}: deliveries whose receiver is running here
+	busy      atomic.Int64 // handlers running now
 }
 
 // ackInterval is how long a success waits, at most, before its row is
@@ -123,11 +127,16 @@ func NewWorker(reg *Registry, db DB, redisOpt asynq.RedisConnOpt, cfg WorkerConf
 			return nil, err
 		}
 	}
-	return &Worker{
+	w := &Worker{
 		reg: reg, db: db, redis: redisOpt, cfg: cfg,
-		deliverer: deliverer{reg: reg, log: cfg.Logger},
-		acks:      acks.New(reg.queries, db, ackInterval, cfg.Logger),
-	}, nil
+		acks: acks.New(reg.queries, db, ackInterval, cfg.Logger),
+	}
+	w.deliverer = deliverer{
+		reg: reg, log: cfg.Logger,
+		limitLog: throttle.New(cfg.Logger, asynqLogWindow),
+		seats:    newLimitSeats(cfg.DelayedTaskCheckInterval, cfg.Concurrency, &w.busy),
+	}
+	return w, nil
 }
 
 // Run serves tasks until ctx is canceled, then stops taking tasks, waits up
@@ -147,6 +156,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: the worker has no queue to serve: connect receivers before Run (import their package), or set WorkerConfig.Queues",
 			ErrNoReceivers)
 	}
+	// The receiver limits' own client; it connects when a limited receiver
+	// first runs, and is closed after the server stopped, once its last
+	// runs released their slots.
+	rdb, ok := w.redis.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return fmt.Errorf("%w: the Redis connection option makes no go-redis client, which receiver limits need", ErrInvalidConfig)
+	}
+	defer rdb.Close()
+	w.deliverer.limiter = limit.New(rdb)
 	srv := asynq.NewServer(w.redis, asynq.Config{
 		Concurrency:              w.cfg.Concurrency,
 		Queues:                   queues,
@@ -154,6 +172,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
 		ShutdownTimeout:          w.cfg.ShutdownTimeout,
 		RetryDelayFunc:           w.deliverer.retryDelay,
+		IsFailure:                isFailure,
 		Logger:                   asynqLogger{throttle.New(w.cfg.Logger, asynqLogWindow)},
 		LogLevel:                 asynq.WarnLevel,
 	})
@@ -207,6 +226,8 @@ var errStillRunning = errors.New("signals: an earlier run of this delivery is st
 
 // process runs one task and records its outcome in the outbox.
 func (w *Worker) process(ctx context.Context, t *asynq.Task) error {
+	w.busy.Add(1)
+	defer w.busy.Add(-1)
 	at := attemptOf(ctx)
 	if rowID, ok := envelope.RowID(at.taskID); ok {
 		if _, dup := w.running.LoadOrStore(rowID, struct{}{}); dup {

@@ -60,6 +60,7 @@ var scenarios = []scenario{
 	{"procs", runProcs},
 	{"ordering", runOrdering},
 	{"cost", runCost},
+	{"limits", runLimits},
 }
 
 func main() {
