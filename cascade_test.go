@@ -59,7 +59,7 @@ func recordOnly[T any](l *cascadeLog) signals.ReceiverFunc[T] {
 // per name in then: the receiver of each records its event and sends the
 // next signal with its ctx, through f.pool; the last one only records. It
 // returns the first signal and the log of all.
-func invoiceCascade(t *testing.T, f *fixture, then []string, opts ...signals.ReceiverOption) (*signals.Signal[orderPlaced], *cascadeLog) {
+func invoiceCascade(t *testing.T, f *testBundle, then []string, opts ...signals.ReceiverOption) (*signals.Signal[orderPlaced], *cascadeLog) {
 	t.Helper()
 	seen := newCascadeLog()
 	var next *signals.Signal[struct{}]

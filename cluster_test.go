@@ -99,7 +99,7 @@ func TestRedisClusterLosesNoEvent(t *testing.T) {
 
 // startedMarkerNode runs a Dispatcher until it has set the ledger's marker
 // and clock keys, requires them on one node, and returns that node.
-func startedMarkerNode(t *testing.T, f *fixture, cl *testenv.Cluster, opt asynq.RedisConnOpt) *testenv.Redis {
+func startedMarkerNode(t *testing.T, f *testBundle, cl *testenv.Cluster, opt asynq.RedisConnOpt) *testenv.Redis {
 	t.Helper()
 	d, err := signals.NewDispatcher(f.reg, f.pool, opt, signals.DispatcherConfig{Logger: quietLogger()})
 	require.NoError(t, err)

@@ -17,7 +17,7 @@ import (
 
 // setupCodec returns a fixture whose registry encrypts payloads with a
 // fresh AES-GCM key.
-func setupCodec(t *testing.T) *fixture {
+func setupCodec(t *testing.T) *testBundle {
 	t.Helper()
 	key := make([]byte, 32)
 	_, err := rand.Read(key)
@@ -29,7 +29,7 @@ func setupCodec(t *testing.T) *fixture {
 
 // payloadSignal registers order.placed with a receiver that hands each
 // payload it sees to got.
-func payloadSignal(t *testing.T, f *fixture) (sig *signals.Signal[orderPlaced], got chan orderPlaced) {
+func payloadSignal(t *testing.T, f *testBundle) (sig *signals.Signal[orderPlaced], got chan orderPlaced) {
 	t.Helper()
 	sig = register[orderPlaced](t, f.reg, "order.placed")
 	got = make(chan orderPlaced, 1)

@@ -25,10 +25,10 @@ import (
 // payload most tests send, and the helpers to register, send, read the
 // outbox, and run relays and workers.
 
-// fixture is one test's world: a pool that counts its statements, a migrated
+// testBundle is one test's world: a pool that counts its statements, a migrated
 // schema of the test's own with a registry on it, an asynq queue of the
 // test's own, and the store's statements for reading the outbox.
-type fixture struct {
+type testBundle struct {
 	pool       *pgxpool.Pool
 	statements *testenv.Statements // statements sent through pool
 	schema     string
@@ -41,14 +41,14 @@ type fixture struct {
 }
 
 // setup returns a fixture whose registry has the default config.
-func setup(t *testing.T) *fixture {
+func setup(t *testing.T) *testBundle {
 	t.Helper()
 	return setupRegistry(t, signals.RegistryConfig{})
 }
 
 // setupRegistry returns a fixture whose registry has cfg, with the fixture's
 // schema.
-func setupRegistry(t *testing.T, cfg signals.RegistryConfig) *fixture {
+func setupRegistry(t *testing.T, cfg signals.RegistryConfig) *testBundle {
 	t.Helper()
 	f := newFixture(t, testenv.Schema(t), cfg)
 	require.NoError(t, signals.MigrateSchema(t.Context(), f.pool, f.schema))
@@ -57,14 +57,14 @@ func setupRegistry(t *testing.T, cfg signals.RegistryConfig) *fixture {
 
 // setupOnSchema returns a fixture on schema as the test built it, not
 // migrated, for a test of the migrations.
-func setupOnSchema(t *testing.T, schema string) *fixture {
+func setupOnSchema(t *testing.T, schema string) *testBundle {
 	t.Helper()
 	return newFixture(t, schema, signals.RegistryConfig{})
 }
 
-func newFixture(t *testing.T, schema string, cfg signals.RegistryConfig) *fixture {
+func newFixture(t *testing.T, schema string, cfg signals.RegistryConfig) *testBundle {
 	t.Helper()
-	f := &fixture{
+	f := &testBundle{
 		statements: &testenv.Statements{},
 		schema:     schema,
 		queue:      testenv.Queue(t),
@@ -120,7 +120,7 @@ func register[T any](t *testing.T, reg *signals.Registry, name string) *signals.
 
 // nopSignal registers "order.placed" with receivers that do nothing, on
 // the fixture's queue.
-func nopSignal(t *testing.T, f *fixture, receivers ...string) *signals.Signal[orderPlaced] {
+func nopSignal(t *testing.T, f *testBundle, receivers ...string) *signals.Signal[orderPlaced] {
 	t.Helper()
 	sig := register[orderPlaced](t, f.reg, "order.placed")
 	for _, name := range receivers {
@@ -131,7 +131,7 @@ func nopSignal(t *testing.T, f *fixture, receivers ...string) *signals.Signal[or
 
 // countedSignal registers "order.placed" with one receiver, "r", on the
 // fixture's queue, counting its runs per order ID.
-func countedSignal(t *testing.T, f *fixture) (*signals.Signal[orderPlaced], *counter) {
+func countedSignal(t *testing.T, f *testBundle) (*signals.Signal[orderPlaced], *counter) {
 	t.Helper()
 	sig := register[orderPlaced](t, f.reg, "order.placed")
 	runs := newCounter()
@@ -165,7 +165,7 @@ func send[T any](t *testing.T, db signals.DB, sig *signals.Signal[T], payload T,
 
 // sendOrders commits n events, one per transaction, with order IDs
 // prefix-0 to prefix-<n-1>, and returns their IDs.
-func sendOrders(t *testing.T, f *fixture, sig *signals.Signal[orderPlaced], prefix string, n int) []ulid.ULID {
+func sendOrders(t *testing.T, f *testBundle, sig *signals.Signal[orderPlaced], prefix string, n int) []ulid.ULID {
 	t.Helper()
 	ids := make([]ulid.ULID, n)
 	for i := range ids {
@@ -176,7 +176,7 @@ func sendOrders(t *testing.T, f *fixture, sig *signals.Signal[orderPlaced], pref
 
 // begin opens a transaction on the fixture's pool that is rolled back when
 // the test ends unless it was committed first.
-func (f *fixture) begin(t *testing.T) pgx.Tx {
+func (f *testBundle) begin(t *testing.T) pgx.Tx {
 	t.Helper()
 	tx, err := f.pool.Begin(t.Context())
 	require.NoError(t, err)
@@ -185,7 +185,7 @@ func (f *fixture) begin(t *testing.T) pgx.Tx {
 }
 
 // outbox returns the rows still in the fixture's outbox, oldest first.
-func (f *fixture) outbox(t *testing.T) []store.Row {
+func (f *testBundle) outbox(t *testing.T) []store.Row {
 	t.Helper()
 	rows, err := f.kit.Live(context.Background(), f.pool)
 	require.NoError(t, err)
@@ -194,7 +194,7 @@ func (f *fixture) outbox(t *testing.T) []store.Row {
 
 // pending counts the rows still in the fixture's outbox: their receivers
 // have not succeeded yet, whether or not they are enqueued.
-func (f *fixture) pending(t *testing.T) int {
+func (f *testBundle) pending(t *testing.T) int {
 	t.Helper()
 	c, err := f.queries.Count(context.Background(), f.pool)
 	require.NoError(t, err)
@@ -203,7 +203,7 @@ func (f *fixture) pending(t *testing.T) int {
 
 // notEnqueued counts the rows waiting for a Dispatcher to enqueue them, as
 // the ledger's Stats count them.
-func (f *fixture) notEnqueued(t *testing.T) int {
+func (f *testBundle) notEnqueued(t *testing.T) int {
 	t.Helper()
 	st, err := f.ledger(t).Stats(context.Background())
 	require.NoError(t, err)
@@ -215,7 +215,7 @@ func (f *fixture) notEnqueued(t *testing.T) int {
 }
 
 // eager returns an Eager running the fixture's receivers at commit.
-func (f *fixture) eager(t *testing.T) *signalstest.Eager {
+func (f *testBundle) eager(t *testing.T) *signalstest.Eager {
 	t.Helper()
 	e, err := signalstest.NewEager(f.pool, f.reg)
 	require.NoError(t, err)
@@ -223,7 +223,7 @@ func (f *fixture) eager(t *testing.T) *signalstest.Eager {
 }
 
 // ledger returns the ledger of the fixture's registry, reading Redis too.
-func (f *fixture) ledger(t *testing.T) *signals.Ledger {
+func (f *testBundle) ledger(t *testing.T) *signals.Ledger {
 	t.Helper()
 	l, err := signals.NewLedger(f.reg, f.pool, f.redis)
 	require.NoError(t, err)
@@ -231,7 +231,7 @@ func (f *fixture) ledger(t *testing.T) *signals.Ledger {
 }
 
 // awaitDead waits until the ledger holds n dead letters, and returns them.
-func (f *fixture) awaitDead(t *testing.T, n int) []signals.DeadLetter {
+func (f *testBundle) awaitDead(t *testing.T, n int) []signals.DeadLetter {
 	t.Helper()
 	l := f.ledger(t)
 	var dead []signals.DeadLetter
@@ -243,7 +243,7 @@ func (f *fixture) awaitDead(t *testing.T, n int) []signals.DeadLetter {
 	return dead
 }
 
-func (f *fixture) dispatcher(t *testing.T, cfg signals.DispatcherConfig) *signals.Dispatcher {
+func (f *testBundle) dispatcher(t *testing.T, cfg signals.DispatcherConfig) *signals.Dispatcher {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
@@ -253,12 +253,12 @@ func (f *fixture) dispatcher(t *testing.T, cfg signals.DispatcherConfig) *signal
 	return d
 }
 
-func (f *fixture) runDispatcher(t *testing.T, cfg signals.DispatcherConfig) {
+func (f *testBundle) runDispatcher(t *testing.T, cfg signals.DispatcherConfig) {
 	t.Helper()
 	run(t, f.dispatcher(t, cfg).Run)
 }
 
-func (f *fixture) runWorker(t *testing.T) {
+func (f *testBundle) runWorker(t *testing.T) {
 	t.Helper()
 	w, err := signals.NewWorker(f.reg, f.pool, f.redis, signals.WorkerConfig{
 		Queues:                   map[string]int{f.queue: 1},
@@ -297,7 +297,7 @@ func start(t *testing.T, fn func(context.Context) error) (stop func(timeout time
 	}
 }
 
-func (f *fixture) inspector(t *testing.T) *asynq.Inspector {
+func (f *testBundle) inspector(t *testing.T) *asynq.Inspector {
 	t.Helper()
 	i := asynq.NewInspector(f.redis)
 	t.Cleanup(func() { _ = i.Close() })
@@ -305,7 +305,7 @@ func (f *fixture) inspector(t *testing.T) *asynq.Inspector {
 }
 
 // queueDrained reports whether the fixture's queue has nothing left to run.
-func (f *fixture) queueDrained(ins *asynq.Inspector) bool {
+func (f *testBundle) queueDrained(ins *asynq.Inspector) bool {
 	info, err := ins.GetQueueInfo(f.queue)
 	return err == nil && info.Pending == 0 && info.Active == 0 && info.Scheduled == 0 && info.Retry == 0
 }

@@ -137,7 +137,7 @@ func TestMultiProcessChild(t *testing.T) {
 	var c multiProcessChild
 	require.NoError(t, json.Unmarshal([]byte(raw), &c))
 	ledger := newMultiProcessLedger(c.Schema)
-	f := &fixture{schema: c.Schema, queue: c.Queue, redis: asynq.RedisClientOpt{Addr: testenv.RedisAddr()}}
+	f := &testBundle{schema: c.Schema, queue: c.Queue, redis: asynq.RedisClientOpt{Addr: testenv.RedisAddr()}}
 	f.pool = newPool(t, func(cfg *pgxpool.Config) { cfg.MaxConns = 6 })
 	var err error
 	f.reg, err = signals.NewRegistry(signals.RegistryConfig{Schema: c.Schema})

@@ -25,7 +25,7 @@ import (
 // and the effect under test, a receipts table with no unique key, so that a
 // second insert would show as a second row.
 type onceTest struct {
-	f     *fixture
+	f     *testBundle
 	sig   *signals.Signal[orderPlaced]
 	table string
 }

@@ -92,7 +92,7 @@ var receivers = []string{"email-receipt", "analytics"}
 
 // recordedSignal registers "order.placed" with receivers on the fixture's
 // queue, recording their runs.
-func recordedSignal(t *testing.T, f *fixture, opts ...signals.ReceiverOption) (*signals.Signal[orderPlaced], *runRecorder) {
+func recordedSignal(t *testing.T, f *testBundle, opts ...signals.ReceiverOption) (*signals.Signal[orderPlaced], *runRecorder) {
 	t.Helper()
 	sig := register[orderPlaced](t, f.reg, "order.placed")
 	runs := &runRecorder{byTask: newCounter(), byEvent: newCounter()}
@@ -120,7 +120,7 @@ func expectedRuns(events ...[]ulid.ULID) map[string]int {
 // ran, the outbox is empty and the queue has nothing left to run, so that no
 // further run can happen, then requires that each ran exactly once, under
 // as many distinct task IDs.
-func requireDeliveredExactlyOnce(t *testing.T, f *fixture, ins *asynq.Inspector, runs *runRecorder, events ...[]ulid.ULID) {
+func requireDeliveredExactlyOnce(t *testing.T, f *testBundle, ins *asynq.Inspector, runs *runRecorder, events ...[]ulid.ULID) {
 	t.Helper()
 	want := expectedRuns(events...)
 	waitForRuns(t, runs, want)
@@ -154,7 +154,7 @@ func waitForRuns(t *testing.T, runs *runRecorder, want map[string]int) {
 }
 
 // outboxIDs returns the task IDs of the rows pending in the outbox.
-func outboxIDs(t *testing.T, f *fixture) map[string]bool {
+func outboxIDs(t *testing.T, f *testBundle) map[string]bool {
 	t.Helper()
 	out := map[string]bool{}
 	for _, row := range f.outbox(t) {
@@ -329,7 +329,7 @@ const (
 // quick backoff reading the outbox through relayDB and counting its failures
 // in log, and a worker.
 type outage struct {
-	f    *fixture
+	f    *testBundle
 	sig  *signals.Signal[orderPlaced]
 	runs *runRecorder
 	log  *relayLog
@@ -337,7 +337,7 @@ type outage struct {
 	ins  *asynq.Inspector
 }
 
-func startOutage(t *testing.T, f *fixture, relayDB signals.DB, cfg signals.DispatcherConfig) *outage {
+func startOutage(t *testing.T, f *testBundle, relayDB signals.DB, cfg signals.DispatcherConfig) *outage {
 	t.Helper()
 	o := &outage{f: f, log: &relayLog{}}
 	o.sig, o.runs = recordedSignal(t, f, fastRetry)

@@ -38,7 +38,7 @@ const pgbouncerQuery = "default_query_exec_mode=cache_describe"
 // migrated through it too. The pool may open twice as many connections
 // as PgBouncer has server connections, so that transactions take turns on
 // them.
-func setupPgBouncer(t *testing.T, bouncer *testenv.PgBouncer, cfg signals.RegistryConfig) *fixture {
+func setupPgBouncer(t *testing.T, bouncer *testenv.PgBouncer, cfg signals.RegistryConfig) *testBundle {
 	t.Helper()
 	f := newFixture(t, testenv.Schema(t), cfg)
 	f.pool = pgbouncerPool(t, bouncer, func(c *pgxpool.Config) { c.ConnConfig.Tracer = f.statements })

@@ -20,7 +20,7 @@ import (
 func TestRegistriesOnTwoSchemasKeepTheirEventsApart(t *testing.T) {
 	t.Parallel()
 	type tenant struct {
-		f       *fixture
+		f       *testBundle
 		sig     *signals.Signal[orderPlaced]
 		runs    *counter
 		foreign atomic.Int64 // runs of another tenant's event

@@ -125,7 +125,7 @@ func since(t time.Time) time.Duration { return time.Since(t).Round(time.Millisec
 // ends. The Dispatcher checks rows enqueued repairAge ago and logs to logger;
 // the Worker serves queues with two receivers at a time, so that a stream
 // builds a backlog in Redis for an outage to lose.
-func runRelayAndWorker(t *testing.T, f *fixture, opt asynq.RedisConnOpt, queues []string, repairAge time.Duration, logger *slog.Logger) {
+func runRelayAndWorker(t *testing.T, f *testBundle, opt asynq.RedisConnOpt, queues []string, repairAge time.Duration, logger *slog.Logger) {
 	t.Helper()
 	d, err := signals.NewDispatcher(f.reg, f.pool, opt, signals.DispatcherConfig{
 		RepairAge: repairAge,
@@ -160,7 +160,7 @@ type stream struct {
 
 // newStream registers "order.placed" with a receiver, "r", on queue, that
 // takes a few milliseconds and counts its run.
-func newStream(t *testing.T, f *fixture, queue string) *stream {
+func newStream(t *testing.T, f *testBundle, queue string) *stream {
 	t.Helper()
 	st := &stream{sig: register[orderPlaced](t, f.reg, "order.placed"), runs: newCounter()}
 	st.sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
@@ -206,7 +206,7 @@ func (st *stream) wait() { st.senders.Wait() }
 // requireAllRan waits up to timeout for the outbox to empty, then requires
 // that every committed event's receiver ran (missing = 0) and that no other
 // event's did (phantom = 0).
-func (st *stream) requireAllRan(t *testing.T, f *fixture, timeout time.Duration) {
+func (st *stream) requireAllRan(t *testing.T, f *testBundle, timeout time.Duration) {
 	t.Helper()
 	require.Eventually(t, func() bool { return f.pending(t) == 0 }, timeout, tick, "every row done")
 	missing, phantom := 0, 0
