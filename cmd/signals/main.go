@@ -123,6 +123,13 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{msg: fmt.Sprintf(format, args...)} }
 
+// schemaError is the usage error of a --schema the library refused; its
+// message drops the library's "signals: ", which the command's own prefix
+// already says.
+func schemaError(err error) error {
+	return usagef("--schema: %s", strings.TrimPrefix(err.Error(), "signals: "))
+}
+
 // cannotCheckError means a server could not be reached or read.
 type cannotCheckError struct{ err error }
 
@@ -207,7 +214,7 @@ type connection struct {
 
 func (c *connection) addFlags(fs *flagSet) {
 	fs.StringVar(&c.databaseURL, "database-url", "", "PostgreSQL at `URL`, postgres://user:password@host:port/database (default $DATABASE_URL; one is required)")
-	fs.StringVar(&c.redisAddr, "redis-addr", "", "Redis at `ADDR`, a host:port, a redis:// URL or redis-cluster://host:port,... (default $REDIS_ADDR, else 127.0.0.1:6379)")
+	fs.StringVar(&c.redisAddr, "redis-addr", "", "Redis at `ADDR`, a host:port, a redis://, rediss:// or redis-sentinel:// URL, or redis-cluster://host:port,... (default $REDIS_ADDR, else 127.0.0.1:6379)")
 	fs.StringVar(&c.schema, "schema", signals.DefaultRegistrySchema, "the outbox's PostgreSQL schema `NAME`")
 	fs.durationVar(&c.timeout, "timeout", 10*time.Second, "wait at most `D` to connect, for status and dead, and for a page of web")
 }
@@ -235,7 +242,7 @@ func (c *connection) open(ctx context.Context, withRedis bool) (*session, error)
 	c.redisAddr = cmp.Or(c.redisAddr, os.Getenv("REDIS_ADDR"), "127.0.0.1:6379")
 	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: c.schema})
 	if err != nil {
-		return nil, usagef("--schema: %v", err)
+		return nil, schemaError(err)
 	}
 	redisOpt, err := c.redisOpt()
 	if err != nil {

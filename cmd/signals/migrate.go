@@ -25,7 +25,7 @@ func migrateCommand(ctx context.Context, args []string, stdout, _ io.Writer) err
 	}
 	migrations, err := signals.Migrations(c.schema)
 	if err != nil {
-		return usagef("--schema: %v", err)
+		return schemaError(err)
 	}
 	if *printSQL {
 		return printMigrations(stdout, c.schema, migrations)
