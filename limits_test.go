@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -243,24 +242,7 @@ type limitsChild struct {
 // killed when the test ends if it has not exited by then.
 func startLimitsChild(t *testing.T, c limitsChild) *childProcess {
 	t.Helper()
-	part, err := json.Marshal(c)
-	require.NoError(t, err)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLimitsChild$", "-test.count=1", "-test.v", "-test.timeout=2m")
-	cmd.Env = append(os.Environ(), limitsChildEnv+"="+string(part))
-	p := &childProcess{name: fmt.Sprintf("process %d", c.Process), cmd: cmd, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = &p.output, &p.output
-	p.stdin, err = cmd.StdinPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.done
-	})
-	return p
+	return startTestProcess(t, "TestLimitsChild", limitsChildEnv, c.Process, c)
 }
 
 // TestLimitsInOneWorker covers what a limit does to one delivery: its

@@ -305,11 +305,20 @@ type childProcess struct {
 // The process is killed when the test ends, if it has not exited by then.
 func startChild(t *testing.T, c multiProcessChild) *childProcess {
 	t.Helper()
-	part, err := json.Marshal(c)
+	return startTestProcess(t, "TestMultiProcessChild", multiProcessChildEnv, c.Process, c)
+}
+
+// startTestProcess starts this test binary again, running only the test
+// named test, with part as JSON in the environment variable env: process
+// number process of a multi-process test. The process is killed when the
+// test ends, if it has not exited by then.
+func startTestProcess(t *testing.T, test, env string, process int, part any) *childProcess {
+	t.Helper()
+	raw, err := json.Marshal(part)
 	require.NoError(t, err)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestMultiProcessChild$", "-test.count=1", "-test.v", "-test.timeout=2m")
-	cmd.Env = append(os.Environ(), multiProcessChildEnv+"="+string(part))
-	p := &childProcess{name: fmt.Sprintf("process %d", c.Process), cmd: cmd, done: make(chan struct{})}
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1", "-test.v", "-test.timeout=2m")
+	cmd.Env = append(os.Environ(), env+"="+string(raw))
+	p := &childProcess{name: fmt.Sprintf("process %d", process), cmd: cmd, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = &p.output, &p.output
 	p.stdin, err = cmd.StdinPipe()
 	require.NoError(t, err)
