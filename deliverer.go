@@ -78,8 +78,9 @@ func (d deliverer) deliver(ctx context.Context, t *asynq.Task, at attempt) outco
 		d.log.ErrorContext(ctx, "signals: task of another registry's outbox not run", "signal", meta.Signal, "receiver", meta.Receiver, "error", err)
 		return outcome{err: err, attempt: o.attempt}
 	}
+	h := d.reg.lookup(meta.Signal) // the task's signal, looked up once; nil if unknown here
 	if decodeErr == nil {
-		permit, err := d.admit(ctx, meta, &at)
+		permit, err := d.admit(ctx, h, meta, &at)
 		if err != nil {
 			return outcome{err: err, attempt: o.attempt}
 		}
@@ -92,7 +93,7 @@ func (d deliverer) deliver(ctx context.Context, t *asynq.Task, at attempt) outco
 		if err != nil {
 			err = fmt.Errorf("%w: %w", ErrUndecodable, err)
 		} else {
-			err = d.call(ctx, meta, t.Payload(), o.attempt)
+			err = d.call(ctx, h, meta, t.Payload(), o.attempt)
 		}
 		if err != nil {
 			o.dead = deadReason(err, at.retried >= at.maxRetry)
@@ -120,9 +121,8 @@ func (d deliverer) deliver(ctx context.Context, t *asynq.Task, at attempt) outco
 	return o
 }
 
-// call hands a decoded task to its signal, which calls the receiver.
-func (d deliverer) call(ctx context.Context, meta envelope.Meta, payload []byte, attempt int) error {
-	h := d.reg.lookup(meta.Signal)
+// call hands a decoded task to its signal h, which calls the receiver.
+func (d deliverer) call(ctx context.Context, h handle, meta envelope.Meta, payload []byte, attempt int) error {
 	if h == nil {
 		return fmt.Errorf("%w: no signal %q is registered in this worker: register it and connect its receivers in every worker binary",
 			ErrUnknownReceiver, meta.Signal)
@@ -156,18 +156,18 @@ func (d deliverer) retryDelay(retried int, err error, t *asynq.Task) time.Durati
 	}
 	o := defaultReceiverOptions("")
 	if meta, err := envelope.Decode(t.Type(), t.Headers()); err == nil {
-		if ro, ok := d.options(meta); ok {
+		if ro, ok := options(d.reg.lookup(meta.Signal), meta.Receiver); ok {
 			o = ro
 		}
 	}
 	return backoff.Delay(retried+1, o.backoffMin, o.backoffMax)
 }
 
-// options returns the options of the receiver a task is for, if this
-// worker knows it.
-func (d deliverer) options(meta envelope.Meta) (receiverOptions, bool) {
-	if h := d.reg.lookup(meta.Signal); h != nil {
-		return h.receiverOptions(meta.Receiver)
+// options returns the options of receiver of h's signal, if this worker
+// knows them.
+func options(h handle, receiver string) (receiverOptions, bool) {
+	if h != nil {
+		return h.receiverOptions(receiver)
 	}
 	return receiverOptions{}, false
 }
@@ -204,8 +204,8 @@ const limitHandlerWait = time.Second
 // the receiver was limited, or run past its budget after a lease expiry)
 // waits inside the handler, holding its worker slot: asynq cannot
 // reschedule it.
-func (d deliverer) admit(ctx context.Context, meta envelope.Meta, at *attempt) (limit.Permit, error) {
-	o, ok := d.options(meta)
+func (d deliverer) admit(ctx context.Context, h handle, meta envelope.Meta, at *attempt) (limit.Permit, error) {
+	o, ok := options(h, meta.Receiver)
 	if !ok || !o.limits.Limited() {
 		return limit.Permit{}, nil
 	}
