@@ -56,7 +56,7 @@ var (
 	// signals sending signals.
 	ErrCascadeTooDeep = errors.New("signals: cascade too deep")
 	// ErrInvalidOrderingKey is returned for an ordering key ([OrderingKey],
-	// [OrderBy]) longer than [MaxOrderingKeyBytes], holding a NUL byte or
+	// [OrderBy]) longer than 512 bytes, holding a NUL byte or
 	// not valid UTF-8.
 	ErrInvalidOrderingKey = errors.New("signals: invalid ordering key")
 )

@@ -14,10 +14,10 @@ import (
 // given.
 type DB = store.DB
 
-// Migrate creates or upgrades the outbox tables in [DefaultRegistrySchema]. See
+// Migrate creates or upgrades the outbox tables in the default schema, "signals". See
 // [MigrateSchema].
 func Migrate(ctx context.Context, db DB) error {
-	return MigrateSchema(ctx, db, DefaultRegistrySchema)
+	return MigrateSchema(ctx, db, defaultSchema)
 }
 
 // MigrateSchema creates the schema if needed and applies, in one

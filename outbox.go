@@ -40,15 +40,14 @@ func Delay(d time.Duration) SendOption {
 	return func(o *sendOptions) { o.processAt = time.Now().Add(d) }
 }
 
-// MaxOrderingKeyBytes is the longest ordering key SendReliable accepts.
-const MaxOrderingKeyBytes = 512
+// maxOrderingKeyBytes is the longest ordering key SendReliable accepts.
+const maxOrderingKeyBytes = 512
 
 // OrderingKey gives the event an ordering key for every receiver: each
 // receiver runs the events of one key one at a time, in commit order,
 // while events of different keys run in parallel. It takes precedence over
 // a receiver's [OrderBy]; "" gives no key of its own and leaves OrderBy's
-// in effect. Keys are UTF-8 text of at most [MaxOrderingKeyBytes] bytes,
-// without NUL.
+// in effect. Keys are UTF-8 text of at most 512 bytes, without NUL.
 //
 // "Commit order" is the order in which the senders' SendReliable calls
 // drew a number from the database. For transactions that lock what they
@@ -174,8 +173,8 @@ func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts
 // validOrderingKey says what is wrong with key, if anything: PostgreSQL's
 // text holds no NUL, and a key is an index entry, which must stay small.
 func validOrderingKey(key string) error {
-	if len(key) > MaxOrderingKeyBytes {
-		return fmt.Errorf("ordering key of %d bytes is longer than %d: use an ID, not a document", len(key), MaxOrderingKeyBytes)
+	if len(key) > maxOrderingKeyBytes {
+		return fmt.Errorf("ordering key of %d bytes is longer than %d: use an ID, not a document", len(key), maxOrderingKeyBytes)
 	}
 	if strings.IndexByte(key, 0) >= 0 {
 		return errors.New("ordering key holds a NUL byte, which PostgreSQL text cannot store")

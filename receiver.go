@@ -78,20 +78,12 @@ func (s *Signal[T]) NewEvent(receiver string, payload T) Event[T] {
 // [ErrPermanent] (see [Permanent]). It must be idempotent.
 type ReceiverFunc[T any] func(ctx context.Context, e Event[T]) error
 
-// Receiver defaults, for the options of the same names.
+// The defaults of the receiver options of the same names.
 const (
-	// DefaultReceiverMaxRetries is how many times a failing receiver is
-	// retried before its task is dead-lettered.
-	DefaultReceiverMaxRetries = 20
-	// DefaultReceiverTimeout bounds one run of a receiver.
-	DefaultReceiverTimeout = time.Minute
-	// DefaultReceiverBackoffMin is the delay before a receiver's first
-	// retry; it doubles per retry up to DefaultReceiverBackoffMax, with
-	// jitter.
-	DefaultReceiverBackoffMin = time.Second
-	// DefaultReceiverBackoffMax caps the delay between two retries of a
-	// receiver.
-	DefaultReceiverBackoffMax = time.Hour
+	defaultMaxRetries = 20
+	defaultTimeout    = time.Minute
+	defaultBackoffMin = time.Second
+	defaultBackoffMax = time.Hour
 )
 
 type receiverOptions struct {
@@ -109,10 +101,10 @@ type receiverOptions struct {
 func defaultReceiverOptions(queue string) receiverOptions {
 	return receiverOptions{
 		queue:      queue,
-		maxRetries: DefaultReceiverMaxRetries,
-		timeout:    DefaultReceiverTimeout,
-		backoffMin: DefaultReceiverBackoffMin,
-		backoffMax: DefaultReceiverBackoffMax,
+		maxRetries: defaultMaxRetries,
+		timeout:    defaultTimeout,
+		backoffMin: defaultBackoffMin,
+		backoffMax: defaultBackoffMax,
 	}
 }
 
@@ -134,8 +126,7 @@ func Queue(name string) ReceiverOption {
 }
 
 // MaxRetries sets how many times a failed run is retried before the task
-// is dead-lettered; 0 means never retry. Defaults to
-// [DefaultReceiverMaxRetries].
+// is dead-lettered; 0 means never retry. Defaults to 20.
 func MaxRetries(n int) ReceiverOption {
 	return func(o *receiverOptions) error {
 		if n < 0 {
@@ -147,7 +138,7 @@ func MaxRetries(n int) ReceiverOption {
 }
 
 // Timeout bounds one run of the receiver: its ctx is canceled after d and
-// the run counts as failed. Defaults to [DefaultReceiverTimeout].
+// the run counts as failed. Defaults to 1 minute.
 //
 // What it cannot do is stop a receiver that ignores its ctx: Go has no way
 // to end a goroutine. Such a run goes on; its worker does not start the
@@ -167,10 +158,9 @@ func Timeout(d time.Duration) ReceiverOption {
 
 // Backoff sets the delays between a failed run and its retry. Retry n
 // waits a delay drawn uniformly between half and all of min·2^(n-1),
-// capped at max: with the defaults, [DefaultReceiverBackoffMin] (1s) and
-// [DefaultReceiverBackoffMax] (1h), the first retry comes 0.5–1 s after the
-// failure, the 12th 17–34 min after it, and every one from the 13th 30–60
-// min after it. asynq keeps a retry's time to the whole second (it drops
+// capped at max. Defaults to a min of 1 s and a max of 1 h: the first
+// retry then comes 0.5–1 s after the failure, the 12th 17–34 min after
+// it, and every one from the 13th 30–60 min after it. asynq keeps a retry's time to the whole second (it drops
 // the fraction) and a Worker looks for due retries every
 // [WorkerConfig].DelayedTaskCheckInterval, so a retry comes up to 1 s
 // before its delay is over and up to that interval after: with
@@ -259,8 +249,10 @@ func RateLimit(perSecond float64, burst int) ReceiverOption {
 // (see [OrderingKey] for what that means exactly), while events of
 // different keys run in parallel. An empty key means no order for that
 // event. A key given at send time with the [OrderingKey] option takes
-// precedence. key runs inside SendReliable and must not panic. Connect
-// fails if key's parameter is not the signal's payload type.
+// precedence. Keys are UTF-8 text of at most 512 bytes, without NUL:
+// SendReliable refuses an event whose key is not. key runs inside
+// SendReliable and must not panic. Connect fails if key's parameter is not
+// the signal's payload type.
 //
 // A failing event holds back the later events of its key, and only those,
 // until it succeeds or is dead (after its retries, or at once for a

@@ -15,19 +15,11 @@ import (
 	"github.com/dj-signals/signals/internal/store"
 )
 
-// Registry defaults, for the [RegistryConfig] fields of the same names.
+// The defaults of the [RegistryConfig] fields of the same names.
 const (
-	// DefaultRegistrySchema is the PostgreSQL schema that holds the outbox
-	// tables.
-	DefaultRegistrySchema = "signals"
-	// DefaultRegistryMaxPayloadBytes is the largest JSON payload
-	// [Signal.SendReliable] accepts: 256 KiB. Payloads should carry IDs, not
-	// documents.
-	DefaultRegistryMaxPayloadBytes = 256 << 10
-	// DefaultRegistryMaxDepth is how deep a cascade of signals sent by
-	// receivers may go before [Signal.SendReliable] refuses with
-	// [ErrCascadeTooDeep].
-	DefaultRegistryMaxDepth = 8
+	defaultSchema          = "signals"
+	defaultMaxPayloadBytes = 256 << 10
+	defaultMaxDepth        = 8
 )
 
 // RegistryConfig configures a [Registry]. The zero value is valid; every
@@ -36,20 +28,22 @@ type RegistryConfig struct {
 	// Schema is the PostgreSQL schema of the outbox tables: 1 to 63
 	// lowercase letters, digits or underscores, not starting with a digit.
 	// Dispatchers and workers built on the registry use it too; migrate it
-	// with MigrateSchema. Defaults to DefaultRegistrySchema.
+	// with [Registry.Migrate]. Defaults to "signals".
 	Schema string
-	// MaxPayloadBytes caps a payload's JSON size. Defaults to
-	// DefaultRegistryMaxPayloadBytes.
+	// MaxPayloadBytes caps a payload's JSON size: [Signal.SendReliable]
+	// refuses a larger one. Payloads should carry IDs, not documents.
+	// Defaults to 256 KiB (262144).
 	MaxPayloadBytes int
-	// MaxDepth caps how many receivers deep a cascade of signals may go.
-	// Defaults to DefaultRegistryMaxDepth.
+	// MaxDepth caps how many receivers deep a cascade of signals may go:
+	// beyond it, [Signal.SendReliable] refuses with [ErrCascadeTooDeep],
+	// which stops an endless loop of signals sending signals. Defaults to 8.
 	MaxDepth int
 	// Queue is the asynq queue of the receivers connected without the
 	// [Queue] option. Defaults to "signals." followed by the main module's
 	// path from the binary's build info, with characters a queue name cannot
 	// hold replaced by '-' (for github.com/acme/shop:
 	// "signals.github.com-acme-shop"), or to "signals" for a binary without
-	// build info; a Schema other than DefaultRegistrySchema is appended
+	// build info; a Schema other than the default "signals" is appended
 	// ("signals.github.com-acme-shop.tenant_a"). So every binary built from
 	// one module agrees, two applications sharing one Redis never take each
 	// other's tasks, and neither do two registries of one application on
@@ -76,11 +70,14 @@ type RegistryConfig struct {
 	Codec Codec
 }
 
-// withDefaults returns c with every zero field set to its default.
-func (c RegistryConfig) withDefaults() RegistryConfig {
-	c.Schema = cmp.Or(c.Schema, DefaultRegistrySchema)
-	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, DefaultRegistryMaxPayloadBytes)
-	c.MaxDepth = cmp.Or(c.MaxDepth, DefaultRegistryMaxDepth)
+// WithDefaults returns c with every zero field set to its default: the
+// settings a Registry made with c runs with ([NewRegistry] calls it),
+// including the Queue computed from the binary's build info. The README's
+// defaults table lists the same values.
+func (c RegistryConfig) WithDefaults() RegistryConfig {
+	c.Schema = cmp.Or(c.Schema, defaultSchema)
+	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, defaultMaxPayloadBytes)
+	c.MaxDepth = cmp.Or(c.MaxDepth, defaultMaxDepth)
 	c.Queue = cmp.Or(c.Queue, applicationQueue(c.Schema))
 	return c
 }
@@ -95,7 +92,7 @@ func applicationQueue(schema string) string {
 	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Path != "" {
 		q += "." + notInQueueName.ReplaceAllString(info.Main.Path, "-")
 	}
-	if schema != DefaultRegistrySchema {
+	if schema != defaultSchema {
 		q += "." + schema
 	}
 	return q
@@ -137,14 +134,15 @@ type handle interface {
 	queues() []string
 }
 
-// DefaultRegistry holds the signals created with [New]. It uses
-// [DefaultRegistrySchema].
+// DefaultRegistry holds the signals created with [New]. Its config is the
+// zero RegistryConfig: schema "signals", the other fields at their
+// defaults too.
 var DefaultRegistry = MustNewRegistry(RegistryConfig{})
 
 // NewRegistry returns an empty registry. It returns [ErrInvalidSchema] or
 // [ErrInvalidConfig] for a config it cannot use.
 func NewRegistry(cfg RegistryConfig) (*Registry, error) {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}

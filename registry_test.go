@@ -102,7 +102,8 @@ func TestRegistryConfigIsValidated(t *testing.T) {
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)
 	reg, err := signals.NewRegistry(signals.RegistryConfig{})
 	require.NoError(t, err)
-	require.Equal(t, signals.DefaultRegistrySchema, reg.Schema())
+	require.Equal(t, "signals", reg.Schema())
+	require.Equal(t, signals.RegistryConfig{}.WithDefaults().Schema, reg.Schema())
 }
 
 func TestDefaultQueueIsTheApplications(t *testing.T) {

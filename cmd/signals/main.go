@@ -215,7 +215,7 @@ type connection struct {
 func (c *connection) addFlags(fs *flagSet) {
 	fs.StringVar(&c.databaseURL, "database-url", "", "PostgreSQL at `URL`, postgres://user:password@host:port/database (default $DATABASE_URL; one is required)")
 	fs.StringVar(&c.redisAddr, "redis-addr", "", "Redis at `ADDR`, a host:port, a redis://, rediss:// or redis-sentinel:// URL, or redis-cluster://host:port,... (default $REDIS_ADDR, else 127.0.0.1:6379)")
-	fs.StringVar(&c.schema, "schema", signals.DefaultRegistrySchema, "the outbox's PostgreSQL schema `NAME`")
+	fs.StringVar(&c.schema, "schema", signals.DefaultRegistry.Schema(), "the outbox's PostgreSQL schema `NAME`")
 	fs.durationVar(&c.timeout, "timeout", 10*time.Second, "wait at most `D` to connect, for status and dead, and for a page of web")
 }
 
