@@ -91,7 +91,7 @@ func (d deliverer) deliver(ctx context.Context, t *asynq.Task, at attempt) outco
 	step := func(ctx context.Context) error {
 		err := decodeErr
 		if err != nil {
-			err = fmt.Errorf("%w: %w", ErrUndecodable, err)
+			err = fmt.Errorf("%w: %w", errUndecodable, err)
 		} else {
 			err = d.call(ctx, h, meta, t.Payload(), o.attempt)
 		}
@@ -125,7 +125,7 @@ func (d deliverer) deliver(ctx context.Context, t *asynq.Task, at attempt) outco
 func (d deliverer) call(ctx context.Context, h handle, meta envelope.Meta, payload []byte, attempt int) error {
 	if h == nil {
 		return fmt.Errorf("%w: no signal %q is registered in this worker: register it and connect its receivers in every worker binary",
-			ErrUnknownReceiver, meta.Signal)
+			errUnknownReceiver, meta.Signal)
 	}
 	return h.deliver(ctx, delivery{meta: meta, attempt: attempt, payload: payload})
 }
@@ -338,7 +338,7 @@ func (d deliverer) release(ctx context.Context, meta envelope.Meta, p limit.Perm
 // take, until the retries run out.
 func deadReason(err error, lastAttempt bool) DeadReason {
 	switch {
-	case errors.Is(err, ErrUndecodable):
+	case errors.Is(err, errUndecodable):
 		return ReasonUndecodable
 	case errors.Is(err, ErrCascadeTooDeep):
 		return ReasonCascadeTooDeep
@@ -346,7 +346,7 @@ func deadReason(err error, lastAttempt bool) DeadReason {
 		return ReasonPermanent
 	case !lastAttempt:
 		return ""
-	case errors.Is(err, ErrUnknownReceiver):
+	case errors.Is(err, errUnknownReceiver):
 		return ReasonUnknownReceiver
 	}
 	return ReasonRetriesExhausted

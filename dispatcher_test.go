@@ -304,5 +304,5 @@ func TestConstructorsRejectBadConfig(t *testing.T) {
 	_, err = signals.NewWorker(nil, f.pool, f.redis, signals.WorkerConfig{})
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)
 	_, err = signals.NewRegistry(signals.RegistryConfig{Schema: "No"})
-	require.ErrorIs(t, err, signals.ErrInvalidSchema)
+	require.ErrorIs(t, err, signals.ErrInvalidName)
 }

@@ -5,27 +5,21 @@ import (
 	"fmt"
 
 	"github.com/dj-signals/signals/internal/envelope"
-	"github.com/dj-signals/signals/internal/store"
 )
 
-// Wiring errors, returned (or panicked with, by [New], [Signal.Connect] and
-// the Must constructors) while signals and receivers are being registered
-// and components built.
+// Wiring errors: the panics of [New] and [Signal.Connect] wrap them, and so
+// do the errors of [Register], [Signal.ConnectSafely] and the constructors
+// ([NewRegistry], [NewDispatcher], [NewWorker], [NewLedger]). The message
+// says what was wrong and how to fix it.
 var (
-	// ErrInvalidName is returned for a signal, receiver or queue name that
-	// breaks the naming rules; the message says which rule.
+	// ErrInvalidName is the error of a signal, receiver, queue or schema
+	// name that breaks the naming rules; the message says which rule.
 	ErrInvalidName = envelope.ErrInvalidName
-	// ErrDuplicateSignal is returned when a registry already has a signal
-	// with the same name.
-	ErrDuplicateSignal = errors.New("signals: duplicate signal name")
-	// ErrDuplicateReceiver is returned when a signal already has a receiver
-	// with the same name.
-	ErrDuplicateReceiver = errors.New("signals: duplicate receiver name")
-	// ErrInvalidSchema is returned for a schema name that is not 1 to 63
-	// lowercase letters, digits or underscores.
-	ErrInvalidSchema = store.ErrInvalidSchema
-	// ErrInvalidConfig is returned by constructors for a config field out
-	// of range; the message names the field.
+	// ErrDuplicateName is the error of a signal name a registry already
+	// has, or of a receiver name a signal already has.
+	ErrDuplicateName = errors.New("signals: duplicate name")
+	// ErrInvalidConfig is the error of a config field or option out of
+	// range, or of a missing argument; the message names it.
 	ErrInvalidConfig = errors.New("signals: invalid config")
 )
 
@@ -44,49 +38,45 @@ var (
 	// transaction stays usable; callers that mean to send into the void can
 	// check for it with errors.Is and carry on.
 	ErrNoReceivers = errors.New("signals: signal has no connected receivers")
-	// ErrInvalidPayload is returned when the payload cannot be encoded as
-	// JSON (channels, funcs, NaN or infinite floats, cyclic values). The
-	// error also wraps encoding/json's own error.
-	ErrInvalidPayload = errors.New("signals: payload cannot be encoded as JSON")
-	// ErrPayloadTooLarge is returned when the encoded payload exceeds the
-	// registry's [RegistryConfig].MaxPayloadBytes.
-	ErrPayloadTooLarge = errors.New("signals: payload too large")
+	// ErrInvalidEvent is returned when the event cannot be sent as given:
+	// its payload cannot be encoded as JSON (channels, funcs, NaN or
+	// infinite floats, cyclic values; the error also wraps encoding/json's)
+	// or by the registry's [Codec], its JSON exceeds the registry's
+	// [RegistryConfig].MaxPayloadBytes, or its ordering key ([OrderingKey],
+	// [OrderBy]) is longer than 512 bytes, holds a NUL byte or is not valid
+	// UTF-8. The message says which and what to do. [Once] and [Consume]
+	// return it for an Event that lacks the IDs a delivery carries.
+	ErrInvalidEvent = errors.New("signals: invalid event")
 	// ErrCascadeTooDeep is returned when a receiver's signal would exceed the
 	// registry's [RegistryConfig].MaxDepth, which stops an endless loop of
 	// signals sending signals.
 	ErrCascadeTooDeep = errors.New("signals: cascade too deep")
-	// ErrInvalidOrderingKey is returned for an ordering key ([OrderingKey],
-	// [OrderBy]) longer than 512 bytes, holding a NUL byte or
-	// not valid UTF-8.
-	ErrInvalidOrderingKey = errors.New("signals: invalid ordering key")
 )
 
 // errNilTx is SendReliable's, Once's and Consume's answer to a nil tx.
 var errNilTx = fmt.Errorf("%w: nil transaction: pass the caller's pgx.Tx", ErrTxUnusable)
 
-// Delivery errors, recorded as a dead letter's error. A delivery failing
-// with ErrPermanent or ErrUndecodable (or [ErrCascadeTooDeep], from a
-// receiver's own send) is not retried: a retry is bound to fail the same
-// way. ErrUnknownReceiver is retried, for a newer worker to take, and dead
-// only when the retries run out.
+// Receiver errors. A delivery failing with ErrPermanent (or
+// [ErrCascadeTooDeep], from a receiver's own send) is dead at once: a retry
+// is bound to fail the same way. Every other error is retried.
 var (
 	// ErrPermanent marks a receiver error that retrying cannot fix; see
 	// [Permanent].
 	ErrPermanent = errors.New("signals: permanent failure")
-	// ErrUnknownReceiver is the error of a delivery whose signal or
-	// receiver is not in the worker's registry.
-	ErrUnknownReceiver = errors.New("signals: unknown signal or receiver")
-	// ErrUndecodable is the error of a task whose metadata or payload cannot
-	// be decoded into the signal's payload type.
-	ErrUndecodable = errors.New("signals: task cannot be decoded")
-)
-
-// Receiver-side errors.
-var (
 	// ErrReceiverPanic is the error a receiver's recovered panic is turned
 	// into; it counts as a failed attempt and is retried like any error.
 	ErrReceiverPanic = errors.New("signals: receiver panicked")
-	// ErrInvalidEvent is returned by [Once] for an Event that lacks the IDs
-	// a delivery carries.
-	ErrInvalidEvent = errors.New("signals: invalid event")
+)
+
+// The errors of deliveries the Worker cannot hand to a receiver, which a
+// user meets as the reason of a dead letter ([ReasonUndecodable],
+// [ReasonUnknownReceiver]) and as its Error text.
+var (
+	// errUndecodable is the error of a task whose metadata or payload cannot
+	// be decoded into the signal's payload type: dead at once.
+	errUndecodable = errors.New("signals: task cannot be decoded")
+	// errUnknownReceiver is the error of a delivery whose signal or receiver
+	// is not in the worker's registry: retried, for a newer worker to take,
+	// and dead only when the retries run out.
+	errUnknownReceiver = errors.New("signals: unknown signal or receiver")
 )

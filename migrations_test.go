@@ -77,8 +77,8 @@ func TestMigrationsAreExportedForOtherTools(t *testing.T) {
 	requireTables(t, pool, schema)
 
 	_, err = signals.Migrations(`x"; DROP SCHEMA public; --`)
-	require.ErrorIs(t, err, signals.ErrInvalidSchema)
-	require.ErrorIs(t, signals.MigrateSchema(ctx, pool, "Bad Name"), signals.ErrInvalidSchema)
+	require.ErrorIs(t, err, signals.ErrInvalidName)
+	require.ErrorIs(t, signals.MigrateSchema(ctx, pool, "Bad Name"), signals.ErrInvalidName)
 }
 
 // TestAVersion5LedgerUpgradesWhileItsTasksAreInRedis builds a ledger at

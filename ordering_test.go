@@ -296,10 +296,15 @@ func TestOrderingKeyAtSendTakesPrecedence(t *testing.T) {
 	send(t, e, sig, step{Key: ""})
 	require.Equal(t, "", <-got)
 
-	for _, key := range []string{strings.Repeat("k", signals.MaxOrderingKeyBytes+1), "a\x00b", "\xff\xfe"} {
+	for key, says := range map[string]string{
+		strings.Repeat("k", signals.MaxOrderingKeyBytes+1): "longer than 512",
+		"a\x00b":   "holds a NUL byte",
+		"\xff\xfe": "not valid UTF-8",
+	} {
 		tx := f.begin(t)
 		_, err := sig.SendReliable(t.Context(), tx, step{}, signals.OrderingKey(key))
-		require.ErrorIs(t, err, signals.ErrInvalidOrderingKey)
+		require.ErrorIs(t, err, signals.ErrInvalidEvent)
+		require.ErrorContains(t, err, says)
 		require.NoError(t, tx.Commit(t.Context()), "the transaction stays usable")
 	}
 	require.Zero(t, f.pending(t))

@@ -66,11 +66,10 @@ func OrderingKey(key string) SendOption {
 //
 // Validation comes first and sends nothing, leaving tx usable: a nil tx
 // ([ErrTxUnusable]), a payload JSON (or the registry's [Codec]) cannot
-// encode ([ErrInvalidPayload]), a payload above the registry's
-// MaxPayloadBytes ([ErrPayloadTooLarge]), no
-// connected receiver ([ErrNoReceivers]), a cascade beyond MaxDepth
-// ([ErrCascadeTooDeep]), an ordering key that is too long, holds a NUL or
-// is not UTF-8 ([ErrInvalidOrderingKey]). A finished or aborted tx yields
+// encode, a payload above the registry's MaxPayloadBytes, or an ordering
+// key that is too long, holds a NUL or is not UTF-8 ([ErrInvalidEvent] for
+// these three), no connected receiver ([ErrNoReceivers]), a cascade beyond
+// MaxDepth ([ErrCascadeTooDeep]). A finished or aborted tx yields
 // [ErrTxUnusable] too.
 //
 // Called from inside a receiver (with the receiver's ctx), the new event
@@ -85,11 +84,11 @@ func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts
 	}
 	body, err := json.Marshal(payload)
 	if err != nil {
-		return ulid.ULID{}, fmt.Errorf("%w: signal %q: %w", ErrInvalidPayload, s.name, err)
+		return ulid.ULID{}, fmt.Errorf("%w: signal %q: the payload cannot be encoded as JSON: %w", ErrInvalidEvent, s.name, err)
 	}
 	if len(body) > s.reg.cfg.MaxPayloadBytes {
-		return ulid.ULID{}, fmt.Errorf("%w: signal %q: %d bytes of JSON exceed the limit of %d: send IDs, not documents, or raise RegistryConfig.MaxPayloadBytes",
-			ErrPayloadTooLarge, s.name, len(body), s.reg.cfg.MaxPayloadBytes)
+		return ulid.ULID{}, fmt.Errorf("%w: signal %q: the payload's %d bytes of JSON exceed the limit of %d: send IDs, not documents, or raise RegistryConfig.MaxPayloadBytes",
+			ErrInvalidEvent, s.name, len(body), s.reg.cfg.MaxPayloadBytes)
 	}
 
 	s.mu.RLock()
@@ -103,7 +102,7 @@ func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts
 
 	stored, err := s.reg.encodePayload(body)
 	if err != nil {
-		return ulid.ULID{}, fmt.Errorf("%w: signal %q: %w", ErrInvalidPayload, s.name, err)
+		return ulid.ULID{}, fmt.Errorf("%w: signal %q: %w", ErrInvalidEvent, s.name, err)
 	}
 	event := store.Event{ID: ulid.Make(), Signal: s.name, Payload: stored}
 	event.CorrelationID = event.ID
@@ -131,7 +130,7 @@ func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts
 		}
 		keyed = keyed || targets[i].OrderingKey != ""
 		if err := validOrderingKey(targets[i].OrderingKey); err != nil {
-			return ulid.ULID{}, fmt.Errorf("%w: signal %q, receiver %q: %s", ErrInvalidOrderingKey, s.name, targets[i].Receiver, err)
+			return ulid.ULID{}, fmt.Errorf("%w: signal %q, receiver %q: %s", ErrInvalidEvent, s.name, targets[i].Receiver, err)
 		}
 	}
 

@@ -152,20 +152,22 @@ func TestSendReliableRefusesBadInputAndSendsNothing(t *testing.T) {
 		sig     *signals.Signal[any]
 		payload any
 		want    error
+		says    string // what the message tells the caller
 	}{
-		{"channel", anySig, make(chan int), signals.ErrInvalidPayload},
-		{"func", anySig, func() {}, signals.ErrInvalidPayload},
-		{"NaN", anySig, math.NaN(), signals.ErrInvalidPayload},
-		{"infinity", anySig, map[string]float64{"x": math.Inf(1)}, signals.ErrInvalidPayload},
-		{"cycle", anySig, loop, signals.ErrInvalidPayload},
-		{"too large", anySig, strings.Repeat("x", 1024), signals.ErrPayloadTooLarge},
-		{"no receivers", lonely, "hello", signals.ErrNoReceivers},
+		{"channel", anySig, make(chan int), signals.ErrInvalidEvent, "cannot be encoded as JSON"},
+		{"func", anySig, func() {}, signals.ErrInvalidEvent, "cannot be encoded as JSON"},
+		{"NaN", anySig, math.NaN(), signals.ErrInvalidEvent, "cannot be encoded as JSON"},
+		{"infinity", anySig, map[string]float64{"x": math.Inf(1)}, signals.ErrInvalidEvent, "cannot be encoded as JSON"},
+		{"cycle", anySig, loop, signals.ErrInvalidEvent, "cannot be encoded as JSON"},
+		{"too large", anySig, strings.Repeat("x", 1024), signals.ErrInvalidEvent, "1026 bytes of JSON exceed the limit of 1024: send IDs, not documents"},
+		{"no receivers", lonely, "hello", signals.ErrNoReceivers, "import the package that connects its receivers"},
 	}
 	tx := f.begin(t)
 	for _, c := range cases {
 		before := f.statements.Count()
 		_, err := c.sig.SendReliable(t.Context(), tx, c.payload)
 		require.ErrorIs(t, err, c.want, c.name)
+		require.ErrorContains(t, err, c.says, c.name)
 		require.Equal(t, before, f.statements.Count(), "%s: no statement may be sent", c.name)
 	}
 

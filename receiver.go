@@ -312,15 +312,15 @@ func (s *Signal[T]) deliver(ctx context.Context, d delivery) error {
 	s.mu.RUnlock()
 	if rc == nil {
 		return fmt.Errorf("%w: signal %q has no receiver %q in this worker: connect it in every worker binary",
-			ErrUnknownReceiver, s.name, d.meta.Receiver)
+			errUnknownReceiver, s.name, d.meta.Receiver)
 	}
 	body, err := s.reg.decodePayload(d.payload)
 	if err != nil {
-		return fmt.Errorf("%w: payload of signal %q for receiver %q: %w", ErrUndecodable, s.name, d.meta.Receiver, err)
+		return fmt.Errorf("%w: payload of signal %q for receiver %q: %w", errUndecodable, s.name, d.meta.Receiver, err)
 	}
 	var payload T
 	if err := json.Unmarshal(body, &payload); err != nil {
-		return fmt.Errorf("%w: payload of signal %q for receiver %q: %w", ErrUndecodable, s.name, d.meta.Receiver, err)
+		return fmt.Errorf("%w: payload of signal %q for receiver %q: %w", errUndecodable, s.name, d.meta.Receiver, err)
 	}
 	e := Event[T]{
 		Payload:       payload,

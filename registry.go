@@ -102,7 +102,7 @@ var notInQueueName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 
 // validate checks a defaulted config.
 func (c RegistryConfig) validate() error {
-	if err := store.ValidateSchema(c.Schema); err != nil {
+	if err := envelope.ValidateSchema(c.Schema); err != nil {
 		return err
 	}
 	if err := envelope.ValidateQueue(c.Queue); err != nil {
@@ -139,8 +139,9 @@ type handle interface {
 // defaults too.
 var DefaultRegistry = MustNewRegistry(RegistryConfig{})
 
-// NewRegistry returns an empty registry. It returns [ErrInvalidSchema] or
-// [ErrInvalidConfig] for a config it cannot use.
+// NewRegistry returns an empty registry. It returns [ErrInvalidName] for a
+// Schema or Queue that breaks the naming rules and [ErrInvalidConfig] for
+// another field it cannot use.
 func NewRegistry(cfg RegistryConfig) (*Registry, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
@@ -187,7 +188,7 @@ func (r *Registry) add(name string, h handle) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, dup := r.signals[name]; dup {
-		return fmt.Errorf("%w: %q is already registered", ErrDuplicateSignal, name)
+		return fmt.Errorf("%w: signal %q is already registered", ErrDuplicateName, name)
 	}
 	r.signals[name] = h
 	return nil

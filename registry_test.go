@@ -96,7 +96,7 @@ func TestRegistryConfigIsValidated(t *testing.T) {
 	t.Parallel()
 	for _, bad := range []string{`bad"schema`, "Upper", "has space", "1x", strings.Repeat("x", 64), "x; DROP TABLE y"} {
 		_, err := signals.NewRegistry(signals.RegistryConfig{Schema: bad})
-		require.ErrorIs(t, err, signals.ErrInvalidSchema, "%q", bad)
+		require.ErrorIs(t, err, signals.ErrInvalidName, "%q", bad)
 	}
 	_, err := signals.NewRegistry(signals.RegistryConfig{MaxPayloadBytes: -1})
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)

@@ -43,7 +43,7 @@ func New[T any](name string) *Signal[T] {
 }
 
 // Register creates a signal named name in r. It returns [ErrInvalidName] for
-// a name that is not lowercase dot-separated words, and [ErrDuplicateSignal]
+// a name that is not lowercase dot-separated words, and [ErrDuplicateName]
 // if r already has a signal of that name.
 func Register[T any](r *Registry, name string) (*Signal[T], error) {
 	if err := envelope.ValidateSignal(name); err != nil {
@@ -77,7 +77,7 @@ func (s *Signal[T]) Connect(name string, fn ReceiverFunc[T], opts ...ReceiverOpt
 
 // ConnectSafely is [Signal.Connect] returning an error instead of panicking:
 // [ErrInvalidName] for a bad name, [ErrInvalidConfig] for a nil fn or a bad
-// option or a queue a registry on another schema uses, [ErrDuplicateReceiver]
+// option or a queue a registry on another schema uses, [ErrDuplicateName]
 // for a name already connected.
 func (s *Signal[T]) ConnectSafely(name string, fn ReceiverFunc[T], opts ...ReceiverOption) error {
 	if err := envelope.ValidateReceiver(name); err != nil {
@@ -106,7 +106,7 @@ func (s *Signal[T]) ConnectSafely(name string, fn ReceiverFunc[T], opts ...Recei
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, dup := s.receivers[name]; dup {
-		return fmt.Errorf("%w: signal %q already has a receiver %q", ErrDuplicateReceiver, s.name, name)
+		return fmt.Errorf("%w: signal %q already has a receiver %q", ErrDuplicateName, s.name, name)
 	}
 	s.receivers[name] = &receiver[T]{fn: fn, opts: o}
 	maxRetry := o.maxRetries

@@ -19,10 +19,10 @@ func TestNamesAreValidatedAndUnique(t *testing.T) {
 	}
 	sig := register[int](t, reg, "order.placed")
 	_, err := signals.Register[string](reg, "order.placed")
-	require.ErrorIs(t, err, signals.ErrDuplicateSignal)
+	require.ErrorIs(t, err, signals.ErrDuplicateName)
 
 	sig.Connect("email-receipt", nop[int])
-	require.PanicsWithError(t, `signals: duplicate receiver name: signal "order.placed" already has a receiver "email-receipt"`, func() {
+	require.PanicsWithError(t, `signals: duplicate name: signal "order.placed" already has a receiver "email-receipt"`, func() {
 		sig.Connect("email-receipt", nop[int])
 	})
 	for _, bad := range []string{"", "Email", "email receipt", "-x", "a:b"} {

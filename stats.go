@@ -199,7 +199,7 @@ func (l *Ledger) queueStats(names []string) ([]QueueStats, error) {
 				return nil, err
 			}
 			for _, t := range tasks {
-				if strings.Contains(t.LastErr, ErrUnknownReceiver.Error()) {
+				if strings.Contains(t.LastErr, errUnknownReceiver.Error()) {
 					qs.UnknownReceiver++
 				}
 			}

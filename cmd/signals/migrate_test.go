@@ -97,5 +97,5 @@ func TestMigrateRefusesABadSchemaName(t *testing.T) {
 	t.Parallel()
 	r := runSignals(t, serverEnv(), "migrate", "--schema", "Robert'); DROP TABLE students;--")
 	requireCode(t, exitUsage, r)
-	require.Contains(t, r.stderr, "signals migrate: --schema: invalid schema name", "the library's prefix is not repeated")
+	require.Contains(t, r.stderr, "signals migrate: --schema: invalid name: schema", "the library's prefix is not repeated")
 }

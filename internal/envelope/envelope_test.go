@@ -1,6 +1,7 @@
 package envelope
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -89,6 +90,18 @@ func TestNames(t *testing.T) {
 		{ValidateQueue, "has space", false},
 		{ValidateQueue, "{braces}", false},
 		{ValidateQueue, "", false},
+		{ValidateSchema, "signals", true},
+		{ValidateSchema, "_private", true},
+		{ValidateSchema, "t_01jd3x", true},
+		{ValidateSchema, strings.Repeat("x", 63), true},
+		{ValidateSchema, "", false},
+		{ValidateSchema, strings.Repeat("x", 64), false},
+		{ValidateSchema, "1x", false},
+		{ValidateSchema, "Signals", false},
+		{ValidateSchema, "has space", false},
+		{ValidateSchema, "has-dash", false},
+		{ValidateSchema, `x"; DROP SCHEMA public; --`, false},
+		{ValidateSchema, "schéma", false},
 	}
 	for _, c := range cases {
 		err := c.validate(c.name)

@@ -6,7 +6,8 @@ import (
 	"regexp"
 )
 
-// ErrInvalidName reports a signal, receiver or queue name outside the rules.
+// ErrInvalidName reports a signal, receiver, queue or schema name outside
+// the rules.
 var ErrInvalidName = errors.New("signals: invalid name")
 
 const maxNameLen = 128
@@ -15,6 +16,7 @@ var (
 	signalName   = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$`)
 	receiverName = regexp.MustCompile(`^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$`)
 	queueName    = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	schemaName   = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 )
 
 // ValidateSignal checks a signal name: lowercase dot-separated words of
@@ -40,6 +42,16 @@ func ValidateReceiver(name string) error {
 func ValidateQueue(name string) error {
 	if len(name) > maxNameLen || !queueName.MatchString(name) {
 		return fmt.Errorf("%w: queue %q: use letters, digits, '_', '-' or '.' (at most %d bytes)", ErrInvalidName, name, maxNameLen)
+	}
+	return nil
+}
+
+// ValidateSchema checks a PostgreSQL schema name: a lowercase identifier of
+// at most 63 bytes, letters, digits and underscores, not starting with a
+// digit, so that it needs no quoting and fits PostgreSQL's limit.
+func ValidateSchema(name string) error {
+	if !schemaName.MatchString(name) {
+		return fmt.Errorf("%w: schema %q: use 1 to 63 lowercase letters, digits or underscores, not starting with a digit", ErrInvalidName, name)
 	}
 	return nil
 }

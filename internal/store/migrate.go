@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/dj-signals/signals/internal/envelope"
 )
 
 //go:embed migrations/*.sql
@@ -25,7 +27,7 @@ type Migration struct {
 // Migrations returns the migrations for schema in version order, with the
 // schema name quoted into the SQL.
 func Migrations(schema string) ([]Migration, error) {
-	if err := ValidateSchema(schema); err != nil {
+	if err := envelope.ValidateSchema(schema); err != nil {
 		return nil, err
 	}
 	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
@@ -58,7 +60,7 @@ func Migrations(schema string) ([]Migration, error) {
 // Applied returns the versions recorded in schema's schema_migrations
 // table, in order.
 func Applied(ctx context.Context, db Executor, schema string) ([]int, error) {
-	if err := ValidateSchema(schema); err != nil {
+	if err := envelope.ValidateSchema(schema); err != nil {
 		return nil, err
 	}
 	rows, err := db.Query(ctx, `SELECT version FROM `+pgx.Identifier{schema, "schema_migrations"}.Sanitize()+` ORDER BY version`)

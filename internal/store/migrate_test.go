@@ -10,6 +10,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dj-signals/signals/internal/envelope"
 	"github.com/dj-signals/signals/internal/testenv"
 )
 
@@ -65,8 +66,8 @@ func TestMigrate(t *testing.T) {
 	require.Error(t, err, "no schema_migrations table")
 	require.True(t, TablesMissing(err))
 	_, err = Applied(t.Context(), b.pool, "Bad")
-	require.ErrorIs(t, err, ErrInvalidSchema)
-	require.ErrorIs(t, Migrate(t.Context(), b.pool, "Bad"), ErrInvalidSchema)
+	require.ErrorIs(t, err, envelope.ErrInvalidName)
+	require.ErrorIs(t, Migrate(t.Context(), b.pool, "Bad"), envelope.ErrInvalidName)
 }
 
 func TestMigrateConcurrently(t *testing.T) {

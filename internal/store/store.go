@@ -14,29 +14,14 @@ package store
 import (
 	"context"
 	"errors"
-	"fmt"
-	"regexp"
 	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/dj-signals/signals/internal/envelope"
 )
-
-// ErrInvalidSchema is returned for a schema name that is not a plain
-// lowercase PostgreSQL identifier.
-var ErrInvalidSchema = errors.New("signals: invalid schema name")
-
-var schemaName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
-
-// ValidateSchema checks that name is a lowercase identifier of at most 63
-// bytes: letters, digits and underscores, not starting with a digit.
-func ValidateSchema(name string) error {
-	if !schemaName.MatchString(name) {
-		return fmt.Errorf("%w %q: use 1 to 63 lowercase letters, digits or underscores, not starting with a digit", ErrInvalidSchema, name)
-	}
-	return nil
-}
 
 // Queries holds the statements for one schema, built once so that hot paths
 // do no string work and pgx can cache the prepared statements by text.
@@ -55,9 +40,10 @@ type Queries struct {
 	once         onceStatements
 }
 
-// New returns the statements for schema, which must pass ValidateSchema.
+// New returns the statements for schema, which must pass
+// envelope.ValidateSchema.
 func New(schema string) (*Queries, error) {
-	if err := ValidateSchema(schema); err != nil {
+	if err := envelope.ValidateSchema(schema); err != nil {
 		return nil, err
 	}
 	r := strings.NewReplacer("{{schema}}", pgx.Identifier{schema}.Sanitize())

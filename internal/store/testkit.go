@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/dj-signals/signals/internal/envelope"
 )
 
 // KitQueries holds the statements of the public test kit, package
@@ -20,9 +22,9 @@ type KitQueries struct {
 }
 
 // NewKitQueries returns the test kit's statements for schema, which must
-// pass ValidateSchema.
+// pass envelope.ValidateSchema.
 func NewKitQueries(schema string) (*KitQueries, error) {
-	if err := ValidateSchema(schema); err != nil {
+	if err := envelope.ValidateSchema(schema); err != nil {
 		return nil, err
 	}
 	r := strings.NewReplacer("{{schema}}", pgx.Identifier{schema}.Sanitize())
