@@ -64,7 +64,7 @@ func invoiceCascade(t *testing.T, f *testBundle, then []string, opts ...signals.
 	seen := newCascadeLog()
 	var next *signals.Signal[struct{}]
 	for i := len(then) - 1; i >= 0; i-- {
-		sig := register[struct{}](t, f.reg, then[i])
+		sig := signals.Register[struct{}](f.reg, then[i])
 		if next == nil {
 			sig.Connect("record", recordOnly[struct{}](seen), opts...)
 		} else {
@@ -72,7 +72,7 @@ func invoiceCascade(t *testing.T, f *testBundle, then []string, opts ...signals.
 		}
 		next = sig
 	}
-	first := register[orderPlaced](t, f.reg, "order.placed")
+	first := signals.Register[orderPlaced](f.reg, "order.placed")
 	first.Connect("send-next", recordAndSend[orderPlaced](seen, f.pool, next), opts...)
 	return first, seen
 }
@@ -127,7 +127,7 @@ func testCascadeLoop(t *testing.T, through string) {
 	const maxDepth = 3
 	f := setupRegistry(t, signals.RegistryConfig{MaxDepth: maxDepth})
 	eager := f.eager(t)
-	again := register[int](t, f.reg, "loop.again")
+	again := signals.Register[int](f.reg, "loop.again")
 	seen := newCascadeLog()
 	// A receiver that re-sends its own signal: a loop only MaxDepth ends.
 	// Sending through the Eager nests a commit inside each receiver, which

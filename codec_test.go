@@ -31,7 +31,7 @@ func setupCodec(t *testing.T) *testBundle {
 // payload it sees to got.
 func payloadSignal(t *testing.T, f *testBundle) (sig *signals.Signal[orderPlaced], got chan orderPlaced) {
 	t.Helper()
-	sig = register[orderPlaced](t, f.reg, "order.placed")
+	sig = signals.Register[orderPlaced](f.reg, "order.placed")
 	got = make(chan orderPlaced, 1)
 	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
 		got <- e.Payload
@@ -76,7 +76,7 @@ func TestACodecKeepsPayloadsEncodedInPostgresAndRedis(t *testing.T) {
 func TestDeadLettersReadEncodedWithoutTheCodec(t *testing.T) {
 	t.Parallel()
 	f := setupCodec(t)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	sig.Connect("refuse", func(context.Context, signals.Event[orderPlaced]) error {
 		return signals.Permanent(errors.New("no"))
 	}, signals.Queue(f.queue))
@@ -105,13 +105,13 @@ func TestDeadLettersReadEncodedWithoutTheCodec(t *testing.T) {
 func TestAWorkerWithoutTheCodecBuriesTheDeliveryAsUndecodable(t *testing.T) {
 	t.Parallel()
 	f := setupCodec(t)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	sig.Connect("r", nop[orderPlaced], signals.Queue(f.queue))
 	send(t, f.pool, sig, secret)
 
 	// The Worker's registry lacks the codec: a deploy that forgot it.
-	f.reg = signals.MustNewRegistry(signals.RegistryConfig{Schema: f.schema})
-	register[orderPlaced](t, f.reg, "order.placed").Connect("r", nop[orderPlaced], signals.Queue(f.queue))
+	f.reg = newRegistry(t, signals.RegistryConfig{Schema: f.schema})
+	signals.Register[orderPlaced](f.reg, "order.placed").Connect("r", nop[orderPlaced], signals.Queue(f.queue))
 	f.runDispatcher(t, signals.DispatcherConfig{})
 	f.runWorker(t)
 	dead := f.awaitDead(t, 1)

@@ -34,7 +34,7 @@ const crashRunsTable = `CREATE TABLE IF NOT EXISTS %s.crash_runs (event text, re
 // child it then blocks until the process dies.
 func crashSignal(t *testing.T, reg *signals.Registry, pool *pgxpool.Pool, schema, queue string, child bool) *signals.Signal[orderPlaced] {
 	t.Helper()
-	sig := register[orderPlaced](t, reg, "order.placed")
+	sig := signals.Register[orderPlaced](reg, "order.placed")
 	for _, opt := range []struct {
 		name string
 		opt  signals.ReceiverOption
@@ -124,7 +124,7 @@ func TestCrashChildProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // a last resort
 	defer cancel()
 	pool := testenv.PoolFor(t, testenv.DatabaseURL())
-	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: schema})
+	reg := newRegistry(t, signals.RegistryConfig{Schema: schema})
 	crashSignal(t, reg, pool, schema, queue, true)
 	w, err := signals.NewWorker(reg, pool, asynq.RedisClientOpt{Addr: testenv.RedisAddr()}, signals.WorkerConfig{
 		Queues: map[string]int{queue: 1}, Concurrency: 2 * crashEvents, Logger: quietLogger(),

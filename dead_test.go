@@ -18,7 +18,7 @@ import (
 func TestDeadLettersAreRecordedWithTheirReason(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	sig.Connect("exhausted", func(context.Context, signals.Event[orderPlaced]) error {
 		return errors.New("webhook answered 503")
 	}, signals.Queue(f.queue), signals.MaxRetries(1), fastRetry)
@@ -36,7 +36,7 @@ func TestDeadLettersAreRecordedWithTheirReason(t *testing.T) {
 	// A receiver re-sending its own signal with its ctx: past MaxDepth the
 	// send is refused, and since the depth travels with the task no retry
 	// can help.
-	loop := register[int](t, f.reg, "loop.again")
+	loop := signals.Register[int](f.reg, "loop.again")
 	loop.Connect("loops", func(ctx context.Context, e signals.Event[int]) error {
 		_, err := commit(ctx, f.pool, loop, e.Payload+1)
 		return err
@@ -46,10 +46,10 @@ func TestDeadLettersAreRecordedWithTheirReason(t *testing.T) {
 	// receiver it has not connected, and a payload of the wrong shape. The
 	// sending binary knows them; the worker's registry does not. The
 	// unknown ones are retried first, for a newer worker to take.
-	sender := signals.MustNewRegistry(signals.RegistryConfig{Schema: f.schema})
-	unknownSig := register[string](t, sender, "never.registered")
+	sender := newRegistry(t, signals.RegistryConfig{Schema: f.schema})
+	unknownSig := signals.Register[string](sender, "never.registered")
 	unknownSig.Connect("r", nop[string], signals.Queue(f.queue), signals.MaxRetries(1))
-	otherBinary := register[string](t, sender, "order.placed")
+	otherBinary := signals.Register[string](sender, "order.placed")
 	otherBinary.Connect("only-in-sender", nop[string], signals.Queue(f.queue), signals.MaxRetries(1))
 	otherBinary.Connect("exhausted", nop[string], signals.Queue(f.queue), signals.MaxRetries(0))
 
@@ -157,7 +157,7 @@ func TestRowsThatCannotBeEnqueuedAreDeadAndRequeued(t *testing.T) {
 func TestRequeuedDeadLetterKeepsItsTaskID(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	var broken atomic.Bool
 	broken.Store(true)
 	var mu sync.Mutex

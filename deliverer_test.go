@@ -21,7 +21,7 @@ import (
 func TestCommittedEventRunsEveryReceiverRolledBackNone(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 
 	runs := newCounter()
 	var mu sync.Mutex
@@ -77,7 +77,7 @@ func TestCommittedEventRunsEveryReceiverRolledBackNone(t *testing.T) {
 func TestFailingReceiverIsRetriedAloneItsSiblingRunsOnce(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 
 	runs := newCounter()
 	var attempts []int
@@ -120,7 +120,7 @@ func TestAWorkerNeverRunsAnotherSchemasTask(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	var runs atomic.Int64
-	register[orderPlaced](t, f.reg, "tenant.event").Connect("recv", func(context.Context, signals.Event[orderPlaced]) error {
+	signals.Register[orderPlaced](f.reg, "tenant.event").Connect("recv", func(context.Context, signals.Event[orderPlaced]) error {
 		runs.Add(1)
 		return nil
 	}, signals.Queue(f.queue))

@@ -52,7 +52,7 @@ func (d *deliveries) at(id string) (time.Time, bool) {
 func TestEventsCommittedOutOfOrderAreAllDelivered(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	runs := &deliveries{ran: map[string]time.Time{}}
 	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
 		runs.add(e.Payload.OrderID)
@@ -153,7 +153,7 @@ func TestRedisLosingItsDataLosesNoEvent(t *testing.T) {
 			rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
 			t.Cleanup(func() { _ = rc.Close() })
 
-			sig := register[orderPlaced](t, f.reg, "order.placed")
+			sig := signals.Register[orderPlaced](f.reg, "order.placed")
 			runs := newCounter()
 			sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
 				time.Sleep(time.Millisecond) // a receiver that takes a moment, so tasks pile up
@@ -240,7 +240,7 @@ func TestARowRedisRefusesHoldsBackNoOther(t *testing.T) {
 func TestTwoDispatchersEnqueueEachRowOnce(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	runs := newCounter()
 	sig.Connect("r", func(ctx context.Context, e signals.Event[orderPlaced]) error {
 		runs.add(e.TaskID.String())

@@ -95,4 +95,12 @@
 //
 // Every binary that sends a signal must connect the same receivers: the
 // receivers connected at send time are the ones that run.
+//
+// # Panics and errors
+//
+// Declaring signals and connecting receivers ([New], [Register],
+// [Signal.Connect]) panics on a programmer error, as http.Handle does,
+// since it runs at init where an error has nowhere to go; everything else,
+// constructors included, returns an error. A panic's value is an error too:
+// both wrap the sentinels of errors.go, so errors.Is tells them apart.
 package signals

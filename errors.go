@@ -7,10 +7,10 @@ import (
 	"github.com/dj-signals/signals/internal/envelope"
 )
 
-// Wiring errors: the panics of [New] and [Signal.Connect] wrap them, and so
-// do the errors of [Register], [Signal.ConnectSafely] and the constructors
-// ([NewRegistry], [NewDispatcher], [NewWorker], [NewLedger]). The message
-// says what was wrong and how to fix it.
+// Wiring errors: the panics of [New], [Register] and [Signal.Connect] wrap
+// them, and so do the errors of the constructors ([NewRegistry],
+// [NewDispatcher], [NewWorker], [NewLedger]). The message says what was
+// wrong and how to fix it.
 var (
 	// ErrInvalidName is the error of a signal, receiver, queue or schema
 	// name that breaks the naming rules; the message says which rule.

@@ -40,10 +40,13 @@ func ExampleEvent_cascade() {
 		log.Fatal(err)
 	}
 
-	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: "example_cascade"})
-	orderPlaced, _ := signals.Register[OrderRef](reg, "order.placed")
-	invoiceIssued, _ := signals.Register[OrderRef](reg, "invoice.issued")
-	invoiceEmailed, _ := signals.Register[OrderRef](reg, "invoice.emailed")
+	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: "example_cascade"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	orderPlaced := signals.Register[OrderRef](reg, "order.placed")
+	invoiceIssued := signals.Register[OrderRef](reg, "invoice.issued")
+	invoiceEmailed := signals.Register[OrderRef](reg, "invoice.emailed")
 
 	names := map[ulid.ULID]string{ulid.ULID{}: "nothing"}
 	describe := func(e signals.Event[OrderRef]) {

@@ -46,8 +46,11 @@ func ExampleDelay() {
 	}
 
 	quiet := slog.New(slog.DiscardHandler)
-	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: schema})
-	trialEnding, _ := signals.Register[TrialEnding](reg, "trial.ending")
+	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: schema})
+	if err != nil {
+		log.Fatal(err)
+	}
+	trialEnding := signals.Register[TrialEnding](reg, "trial.ending")
 	reminded := make(chan time.Time, 1)
 	trialEnding.Connect("send-reminder", func(_ context.Context, e signals.Event[TrialEnding]) error {
 		fmt.Printf("reminder for account %d\n", e.Payload.AccountID)

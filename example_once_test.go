@@ -39,11 +39,11 @@ func ExampleOnce() {
 		log.Fatal(err)
 	}
 
-	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: "example_once"})
-	paymentCaptured, err := signals.Register[PaymentCaptured](reg, "payment.captured")
+	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: "example_once"})
 	if err != nil {
 		log.Fatal(err)
 	}
+	paymentCaptured := signals.Register[PaymentCaptured](reg, "payment.captured")
 	recordReceipt := func(ctx context.Context, e signals.Event[PaymentCaptured]) error {
 		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			first, err := signals.Once(ctx, tx, e)

@@ -110,19 +110,35 @@ func nop[T any](context.Context, signals.Event[T]) error { return nil }
 // fastRetry makes retries quick enough for tests.
 var fastRetry = signals.Backoff(10*time.Millisecond, 50*time.Millisecond)
 
-// register creates the signal name in reg, as wiring code does.
-func register[T any](t *testing.T, reg *signals.Registry, name string) *signals.Signal[T] {
+// newRegistry returns a registry with cfg, for a test that needs one beside
+// its fixture's.
+func newRegistry(t *testing.T, cfg signals.RegistryConfig) *signals.Registry {
 	t.Helper()
-	sig, err := signals.Register[T](reg, name)
+	reg, err := signals.NewRegistry(cfg)
 	require.NoError(t, err)
-	return sig
+	return reg
+}
+
+// wiringError runs wire, wiring that panics on a programmer error (Register,
+// Connect), and returns the error it panicked with, or nil.
+func wiringError(t *testing.T, wire func()) (err error) {
+	t.Helper()
+	defer func() {
+		if p := recover(); p != nil {
+			var ok bool
+			err, ok = p.(error)
+			require.True(t, ok, "wiring panicked with %T, not an error: %v", p, p)
+		}
+	}()
+	wire()
+	return nil
 }
 
 // nopSignal registers "order.placed" with receivers that do nothing, on
 // the fixture's queue.
 func nopSignal(t *testing.T, f *testBundle, receivers ...string) *signals.Signal[orderPlaced] {
 	t.Helper()
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	for _, name := range receivers {
 		sig.Connect(name, nop[orderPlaced], signals.Queue(f.queue))
 	}
@@ -133,7 +149,7 @@ func nopSignal(t *testing.T, f *testBundle, receivers ...string) *signals.Signal
 // fixture's queue, counting its runs per order ID.
 func countedSignal(t *testing.T, f *testBundle) (*signals.Signal[orderPlaced], *counter) {
 	t.Helper()
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	runs := newCounter()
 	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
 		runs.add(e.Payload.OrderID)

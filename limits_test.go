@@ -53,8 +53,8 @@ const (
 // limitsReceivers registers the two signals in reg and connects the three
 // receivers; record is called at the end of each run with its start.
 func limitsReceivers(t *testing.T, reg *signals.Registry, queue string, record func(ctx context.Context, e signals.Event[orderPlaced], start time.Time) error) (placed, shipped *signals.Signal[orderPlaced]) {
-	placed = register[orderPlaced](t, reg, "order.placed")
-	shipped = register[orderPlaced](t, reg, "order.shipped")
+	placed = signals.Register[orderPlaced](reg, "order.placed")
+	shipped = signals.Register[orderPlaced](reg, "order.shipped")
 	shipped.Connect("capped", func(ctx context.Context, e signals.Event[orderPlaced]) error {
 		start := time.Now()
 		select {
@@ -258,7 +258,7 @@ func TestLimitsInOneWorker(t *testing.T) {
 		f.reg = must(signals.NewRegistry(signals.RegistryConfig{Schema: f.schema, Middleware: []signals.Middleware{receiveRecorder{&mu, &infos}}}))
 		logs := &testenv.Logs{}
 		f.logger = slog.New(logs)
-		sig := register[orderPlaced](t, f.reg, "order.placed")
+		sig := signals.Register[orderPlaced](f.reg, "order.placed")
 		var running, most, ran atomic.Int32
 		sig.Connect("once", func(ctx context.Context, e signals.Event[orderPlaced]) error {
 			n := running.Add(1)
@@ -304,7 +304,7 @@ func TestLimitsInOneWorker(t *testing.T) {
 		var mu sync.Mutex
 		var infos []signals.ReceiveInfo
 		f.reg = must(signals.NewRegistry(signals.RegistryConfig{Schema: f.schema, Middleware: []signals.Middleware{receiveRecorder{&mu, &infos}}}))
-		sig := register[orderPlaced](t, f.reg, "order.placed")
+		sig := signals.Register[orderPlaced](f.reg, "order.placed")
 		var runs atomic.Int32
 		sig.Connect("failing", func(context.Context, signals.Event[orderPlaced]) error {
 			runs.Add(1)
@@ -330,7 +330,7 @@ func TestLimitsInOneWorker(t *testing.T) {
 	t.Run("options out of range are refused, naming the option", func(t *testing.T) {
 		t.Parallel()
 		f := setup(t)
-		sig := register[orderPlaced](t, f.reg, "order.placed")
+		sig := signals.Register[orderPlaced](f.reg, "order.placed")
 		for _, tc := range []struct {
 			opt  signals.ReceiverOption
 			name string
@@ -343,11 +343,11 @@ func TestLimitsInOneWorker(t *testing.T) {
 			{signals.RateLimit(math.Inf(1), 1), "RateLimit(+Inf, 1)"},
 			{signals.RateLimit(10, 0), "RateLimit(10, 0)"},
 		} {
-			err := sig.ConnectSafely("r", nop[orderPlaced], tc.opt)
+			err := wiringError(t, func() { sig.Connect("r", nop[orderPlaced], tc.opt) })
 			require.ErrorIs(t, err, signals.ErrInvalidConfig, tc.name)
 			require.True(t, strings.Contains(err.Error(), tc.name), "%q names %s", err, tc.name)
 		}
-		require.NoError(t, sig.ConnectSafely("r", nop[orderPlaced], signals.ConcurrencyLimit(1), signals.RateLimit(0.5, 1)))
+		sig.Connect("r", nop[orderPlaced], signals.ConcurrencyLimit(1), signals.RateLimit(0.5, 1))
 	})
 }
 

@@ -17,7 +17,7 @@ import (
 func TestDispatcherOnAnUnmigratedSchemaSaysHowToFixItOnce(t *testing.T) {
 	t.Parallel()
 	logs := &testenv.Logs{}
-	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: testenv.Schema(t)}) // never migrated
+	reg := newRegistry(t, signals.RegistryConfig{Schema: testenv.Schema(t)}) // never migrated
 	d, err := signals.NewDispatcher(reg, testenv.Pool(t), setup(t).redis, signals.DispatcherConfig{
 		BackoffMin: time.Millisecond, BackoffMax: 5 * time.Millisecond, Logger: slog.New(logs),
 	})
@@ -38,15 +38,15 @@ func TestDispatcherOnAnUnmigratedSchemaSaysHowToFixItOnce(t *testing.T) {
 func TestWorkerSaysAtStartWhatWorkItDoesNotKnow(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sender := signals.MustNewRegistry(signals.RegistryConfig{Schema: f.schema})
-	newer := register[orderPlaced](t, sender, "order.placed")
+	sender := newRegistry(t, signals.RegistryConfig{Schema: f.schema})
+	newer := signals.Register[orderPlaced](sender, "order.placed")
 	newer.Connect("known", nop[orderPlaced], signals.Queue(f.queue))
 	newer.Connect("added-later", nop[orderPlaced], signals.Queue(f.queue))
 	for range 3 {
 		send(t, f.pool, newer, orderPlaced{OrderID: "o"})
 	}
 
-	register[orderPlaced](t, f.reg, "order.placed").Connect("known", nop[orderPlaced], signals.Queue(f.queue))
+	signals.Register[orderPlaced](f.reg, "order.placed").Connect("known", nop[orderPlaced], signals.Queue(f.queue))
 	logs := &testenv.Logs{}
 	w, err := signals.NewWorker(f.reg, f.pool, f.redis, signals.WorkerConfig{Queues: map[string]int{f.queue: 1}, Logger: slog.New(logs)})
 	require.NoError(t, err)
@@ -76,7 +76,7 @@ func TestOutagesLogEachWarningOncePerHalfMinute(t *testing.T) {
 
 	release := make(chan struct{})
 	var ran atomic.Int64
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	sig.Connect("r", func(context.Context, signals.Event[orderPlaced]) error {
 		ran.Add(1)
 		<-release

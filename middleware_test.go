@@ -76,7 +76,7 @@ func TestMiddlewareSeesEachStepAndHeadersTravel(t *testing.T) {
 	var order []string
 	outer, inner := &recorder{name: "outer", order: &order}, &recorder{name: "inner", order: &order}
 	f := setupRegistry(t, signals.RegistryConfig{Middleware: []signals.Middleware{outer, inner}})
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	var mu sync.Mutex
 	seen := map[string]any{}
 	sig.Connect("ok", func(ctx context.Context, e signals.Event[orderPlaced]) error {

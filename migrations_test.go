@@ -105,7 +105,7 @@ INSERT INTO `+schema+`.schema_migrations (version, name) SELECT v, 'v' || v FROM
 
 	f := setupOnSchema(t, schema)
 	runs := newCounter()
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	for _, name := range []string{"plain", "keyed"} {
 		sig.Connect(name, func(_ context.Context, e signals.Event[orderPlaced]) error {
 			runs.add(e.Payload.OrderID)

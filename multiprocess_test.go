@@ -142,7 +142,7 @@ func TestMultiProcessChild(t *testing.T) {
 	var err error
 	f.reg, err = signals.NewRegistry(signals.RegistryConfig{Schema: c.Schema})
 	require.NoError(t, err)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	for _, name := range multiProcessReceivers {
 		sig.Connect(name, func(ctx context.Context, e signals.Event[orderPlaced]) error {
 			_, err := f.pool.Exec(ctx, ledger.insertRun, e.ID.String(), e.Receiver, c.Process, time.Now())

@@ -33,7 +33,7 @@ type onceTest struct {
 func setupOnce(t *testing.T) *onceTest {
 	t.Helper()
 	f := setup(t)
-	o := &onceTest{f: f, sig: register[orderPlaced](t, f.reg, "order.placed"), table: pgx.Identifier{f.schema, "receipts"}.Sanitize()}
+	o := &onceTest{f: f, sig: signals.Register[orderPlaced](f.reg, "order.placed"), table: pgx.Identifier{f.schema, "receipts"}.Sanitize()}
 	_, err := f.pool.Exec(t.Context(), `CREATE TABLE `+o.table+` (order_id text NOT NULL)`)
 	require.NoError(t, err)
 	return o

@@ -113,7 +113,7 @@ func (s *sendInTurn) send(ctx context.Context, db signals.DB, sig *signals.Signa
 func TestOrderByRunsEachKeyInCommitOrder(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sig := register[step](t, f.reg, "ledger.step")
+	sig := signals.Register[step](f.reg, "ledger.step")
 	check := newOrderChecker()
 	var unordered atomic.Int64
 	sig.Connect("ordered", func(_ context.Context, e signals.Event[step]) error {
@@ -183,7 +183,7 @@ func TestOrderHoldsWhileRedisLosesItsData(t *testing.T) {
 	srv := testenv.StartRedis(t)
 	f := setup(t)
 	f.redis = asynq.RedisClientOpt{Addr: srv.Addr}
-	sig := register[step](t, f.reg, "ledger.step")
+	sig := signals.Register[step](f.reg, "ledger.step")
 	check := newOrderChecker()
 	sig.Connect("ordered", func(ctx context.Context, e signals.Event[step]) error {
 		check.start(e.Payload)
@@ -239,7 +239,7 @@ func TestOrderHoldsWhileRedisLosesItsData(t *testing.T) {
 func TestAKeyMovesOnOnceItsFailingEventIsDead(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sig := register[step](t, f.reg, "ledger.step")
+	sig := signals.Register[step](f.reg, "ledger.step")
 	var mu sync.Mutex
 	var order []string
 	var attempts, stuckWaited atomic.Int64
@@ -283,7 +283,7 @@ func TestAKeyMovesOnOnceItsFailingEventIsDead(t *testing.T) {
 func TestOrderingKeyAtSendTakesPrecedence(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sig := register[step](t, f.reg, "ledger.step")
+	sig := signals.Register[step](f.reg, "ledger.step")
 	got := make(chan string, 2)
 	sig.Connect("r", func(_ context.Context, e signals.Event[step]) error {
 		got <- e.OrderingKey
@@ -315,9 +315,10 @@ func TestOrderingKeyAtSendTakesPrecedence(t *testing.T) {
 func TestOrderByMustTakeThePayloadType(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sig := register[step](t, f.reg, "ledger.step")
-	err := sig.ConnectSafely("r", nop[step], signals.OrderBy(func(o orderPlaced) string { return o.OrderID }))
+	sig := signals.Register[step](f.reg, "ledger.step")
+	err := wiringError(t, func() { sig.Connect("r", nop[step], signals.OrderBy(func(o orderPlaced) string { return o.OrderID })) })
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)
 	require.ErrorContains(t, err, "func(signals_test.step) string")
-	require.ErrorIs(t, sig.ConnectSafely("r", nop[step], signals.OrderBy[step](nil)), signals.ErrInvalidConfig)
+	err = wiringError(t, func() { sig.Connect("r", nop[step], signals.OrderBy[step](nil)) })
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
 }

@@ -62,7 +62,7 @@ func TestRelayChildProcess(t *testing.T) {
 	}()
 
 	pool := testenv.PoolFor(t, testenv.DatabaseURL())
-	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: schema})
+	reg := newRegistry(t, signals.RegistryConfig{Schema: schema})
 	d, err := signals.NewDispatcher(reg, pool, asynq.RedisClientOpt{Addr: addr}, signals.DispatcherConfig{
 		BatchSize: relayChildBatchSize,
 		// One enqueue at a time: a batch then spends most of its time between
@@ -94,7 +94,7 @@ var receivers = []string{"email-receipt", "analytics"}
 // queue, recording their runs.
 func recordedSignal(t *testing.T, f *testBundle, opts ...signals.ReceiverOption) (*signals.Signal[orderPlaced], *runRecorder) {
 	t.Helper()
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	runs := &runRecorder{byTask: newCounter(), byEvent: newCounter()}
 	for _, name := range receivers {
 		sig.Connect(name, runs.receive, append([]signals.ReceiverOption{signals.Queue(f.queue)}, opts...)...)

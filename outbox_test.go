@@ -21,7 +21,7 @@ import (
 func TestSendReliableCommitWritesOneRowPerReceiver(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	sig.Connect("email-receipt", nop[orderPlaced])
 	sig.Connect("analytics", nop[orderPlaced], signals.Queue(f.queue+"-low"), signals.MaxRetries(3), signals.Timeout(1500*time.Millisecond))
 	sig.Connect("warehouse", nop[orderPlaced])
@@ -141,9 +141,9 @@ func TestSendReliableConcurrentSenders(t *testing.T) {
 func TestSendReliableRefusesBadInputAndSendsNothing(t *testing.T) {
 	t.Parallel()
 	f := setupRegistry(t, signals.RegistryConfig{MaxPayloadBytes: 1024})
-	anySig := register[any](t, f.reg, "any.thing")
+	anySig := signals.Register[any](f.reg, "any.thing")
 	anySig.Connect("r", nop[any])
-	lonely := register[any](t, f.reg, "nobody.listens")
+	lonely := signals.Register[any](f.reg, "nobody.listens")
 
 	loop := &cyclic{}
 	loop.Next = loop
@@ -184,7 +184,7 @@ func TestSendReliableRefusesBadInputAndSendsNothing(t *testing.T) {
 func TestSendReliableWrapsJSONError(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sig := register[float64](t, f.reg, "num.sent")
+	sig := signals.Register[float64](f.reg, "num.sent")
 	sig.Connect("r", nop[float64])
 
 	_, err := sig.SendReliable(t.Context(), f.begin(t), math.NaN())
@@ -218,8 +218,8 @@ func TestSendReliableOnFinishedTransaction(t *testing.T) {
 func TestSendReliableWithoutMigrationSaysWhatToDo(t *testing.T) {
 	t.Parallel()
 	pool := testenv.Pool(t)
-	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: testenv.Schema(t)})
-	sig := register[orderPlaced](t, reg, "order.placed")
+	reg := newRegistry(t, signals.RegistryConfig{Schema: testenv.Schema(t)})
+	sig := signals.Register[orderPlaced](reg, "order.placed")
 	sig.Connect("r", nop[orderPlaced])
 	_, err := commit(t.Context(), pool, sig, orderPlaced{})
 	require.ErrorContains(t, err, "signals.Migrate")
@@ -228,7 +228,7 @@ func TestSendReliableWithoutMigrationSaysWhatToDo(t *testing.T) {
 func TestDelayedSignalRunsNoEarlierThanAsked(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	var mu sync.Mutex
 	ranAt := map[string]time.Time{}
 	sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {

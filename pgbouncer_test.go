@@ -103,7 +103,7 @@ func TestPgBouncer(t *testing.T) {
 		orders := pgx.Identifier{f.schema, "orders"}.Sanitize()
 		_, err := f.pool.Exec(t.Context(), `CREATE TABLE `+orders+` (id text PRIMARY KEY, cents int NOT NULL)`)
 		require.NoError(t, err)
-		sig := register[orderPlaced](t, f.reg, "order.placed")
+		sig := signals.Register[orderPlaced](f.reg, "order.placed")
 		emails, audits := newCounter(), newCounter()
 		sig.Connect("email-receipt", func(ctx context.Context, e signals.Event[orderPlaced]) error {
 			if got, want := ctx.Value(traceHeader{}), "trace-"+e.ID.String(); got != want {
@@ -187,7 +187,7 @@ func TestPgBouncer(t *testing.T) {
 	t.Run("Once and Consume", func(t *testing.T) {
 		t.Parallel()
 		f := setupPgBouncer(t, bouncer, signals.RegistryConfig{})
-		o := &onceTest{f: f, sig: register[orderPlaced](t, f.reg, "order.placed"), table: pgx.Identifier{f.schema, "receipts"}.Sanitize()}
+		o := &onceTest{f: f, sig: signals.Register[orderPlaced](f.reg, "order.placed"), table: pgx.Identifier{f.schema, "receipts"}.Sanitize()}
 		_, err := f.pool.Exec(t.Context(), `CREATE TABLE `+o.table+` (order_id text NOT NULL)`)
 		require.NoError(t, err)
 		var mu sync.Mutex
@@ -261,7 +261,7 @@ func TestPgBouncer(t *testing.T) {
 	t.Run("ordering", func(t *testing.T) {
 		t.Parallel()
 		f := setupPgBouncer(t, bouncer, signals.RegistryConfig{})
-		sig := register[step](t, f.reg, "ledger.step")
+		sig := signals.Register[step](f.reg, "ledger.step")
 		check := newOrderChecker()
 		sig.Connect("ordered", func(_ context.Context, e signals.Event[step]) error {
 			check.start(e.Payload)
@@ -324,7 +324,7 @@ func TestPgBouncer(t *testing.T) {
 	t.Run("dead letters, requeue, discard and stats", func(t *testing.T) {
 		t.Parallel()
 		f := setupPgBouncer(t, bouncer, signals.RegistryConfig{})
-		sig := register[orderPlaced](t, f.reg, "order.placed")
+		sig := signals.Register[orderPlaced](f.reg, "order.placed")
 		var healed atomic.Bool
 		runs := newCounter()
 		sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {

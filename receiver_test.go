@@ -15,7 +15,7 @@ func TestAPanicIsLoggedOncePerAttemptWithABoundedStack(t *testing.T) {
 	logs := &testenv.Logs{}
 	f := setup(t)
 	f.logger = slog.New(logs)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	sig.Connect("boom", panickingReceiver, signals.Queue(f.queue), signals.MaxRetries(1), fastRetry)
 	f.runDispatcher(t, signals.DispatcherConfig{})
 	f.runWorker(t)

@@ -137,7 +137,16 @@ type handle interface {
 // DefaultRegistry holds the signals created with [New]. Its config is the
 // zero RegistryConfig: schema "signals", the other fields at their
 // defaults too.
-var DefaultRegistry = MustNewRegistry(RegistryConfig{})
+var DefaultRegistry = newDefaultRegistry()
+
+// newDefaultRegistry is NewRegistry of the zero config, which is valid.
+func newDefaultRegistry() *Registry {
+	r, err := NewRegistry(RegistryConfig{})
+	if err != nil {
+		panic(err) // a bug in the defaults
+	}
+	return r
+}
 
 // NewRegistry returns an empty registry. It returns [ErrInvalidName] for a
 // Schema or Queue that breaks the naming rules and [ErrInvalidConfig] for
@@ -171,15 +180,6 @@ func (r *Registry) Use(mws ...Middleware) {
 
 // wraps returns the registry's middleware, outermost first.
 func (r *Registry) wraps() []Middleware { return *r.middleware.Load() }
-
-// MustNewRegistry is [NewRegistry] that panics on error, for wiring code.
-func MustNewRegistry(cfg RegistryConfig) *Registry {
-	r, err := NewRegistry(cfg)
-	if err != nil {
-		panic(err)
-	}
-	return r
-}
 
 // Schema returns the PostgreSQL schema of the registry's outbox.
 func (r *Registry) Schema() string { return r.cfg.Schema }

@@ -30,7 +30,7 @@ func TestRegistriesOnTwoSchemasKeepTheirEventsApart(t *testing.T) {
 	for i := range tenants {
 		tn := &tenant{f: setup(t), runs: newCounter()}
 		testenv.DeleteQueueAtEnd(t, tn.f.reg.Queue())
-		tn.sig = register[orderPlaced](t, tn.f.reg, "tenant.event")
+		tn.sig = signals.Register[orderPlaced](tn.f.reg, "tenant.event")
 		prefix := fmt.Sprintf("tenant%d-", i)
 		tn.sig.Connect("recv", func(_ context.Context, e signals.Event[orderPlaced]) error {
 			if !strings.HasPrefix(e.Payload.OrderID, prefix) {
@@ -75,9 +75,11 @@ func TestRegistriesOnTwoSchemasKeepTheirEventsApart(t *testing.T) {
 func TestAQueueCarriesOneSchema(t *testing.T) {
 	t.Parallel()
 	a, b := setup(t), setup(t)
-	register[orderPlaced](t, a.reg, "tenant.event").Connect("recv", nop[orderPlaced], signals.Queue(a.queue))
+	signals.Register[orderPlaced](a.reg, "tenant.event").Connect("recv", nop[orderPlaced], signals.Queue(a.queue))
 
-	err := register[orderPlaced](t, b.reg, "tenant.event").ConnectSafely("recv", nop[orderPlaced], signals.Queue(a.queue))
+	err := wiringError(t, func() {
+		signals.Register[orderPlaced](b.reg, "tenant.event").Connect("recv", nop[orderPlaced], signals.Queue(a.queue))
+	})
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)
 	require.ErrorContains(t, err, a.schema)
 	require.ErrorContains(t, err, b.schema)
@@ -88,8 +90,8 @@ func TestAQueueCarriesOneSchema(t *testing.T) {
 
 	same, err := signals.NewRegistry(signals.RegistryConfig{Schema: a.schema})
 	require.NoError(t, err)
-	require.NoError(t, register[orderPlaced](t, same, "other.event").ConnectSafely("recv", nop[orderPlaced], signals.Queue(a.queue)),
-		"a second registry on the same schema may share the queue")
+	// A second registry on the same schema may share the queue.
+	signals.Register[orderPlaced](same, "other.event").Connect("recv", nop[orderPlaced], signals.Queue(a.queue))
 }
 
 func TestRegistryConfigIsValidated(t *testing.T) {
@@ -110,15 +112,15 @@ func TestDefaultQueueIsTheApplications(t *testing.T) {
 	t.Parallel()
 	// Named after the main module, as the binary's build info gives it:
 	// here, this module's test binary.
-	reg := signals.MustNewRegistry(signals.RegistryConfig{})
+	reg := newRegistry(t, signals.RegistryConfig{})
 	require.Equal(t, "signals.github.com-dj-signals-signals", reg.Queue())
-	sig := register[orderPlaced](t, reg, "order.placed")
+	sig := signals.Register[orderPlaced](reg, "order.placed")
 	sig.Connect("r", nop[orderPlaced])
 	mail := testenv.Queue(t) // queues are claimed per schema for the whole process
 	sig.Connect("elsewhere", nop[orderPlaced], signals.Queue(mail))
 	require.Equal(t, []string{mail, reg.Queue()}, reg.Queues(), "sorted")
 
-	other := signals.MustNewRegistry(signals.RegistryConfig{Queue: "billing"})
+	other := newRegistry(t, signals.RegistryConfig{Queue: "billing"})
 	require.Equal(t, "billing", other.Queue())
 	_, err := signals.NewRegistry(signals.RegistryConfig{Queue: "has spaces"})
 	require.ErrorIs(t, err, signals.ErrInvalidName)

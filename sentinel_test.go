@@ -46,7 +46,7 @@ func TestSentinelFailoverLosesNoEvent(t *testing.T) {
 	// first delivery after the failover without waiting behind the backlog.
 	probeQueue := f.queue + "_probe"
 	var probeRan atomic.Int64 // Unix ms
-	probe := register[orderPlaced](t, f.reg, "probe")
+	probe := signals.Register[orderPlaced](f.reg, "probe")
 	probe.Connect("p", func(context.Context, signals.Event[orderPlaced]) error {
 		probeRan.CompareAndSwap(0, time.Now().UnixMilli())
 		return nil
@@ -162,7 +162,7 @@ type stream struct {
 // takes a few milliseconds and counts its run.
 func newStream(t *testing.T, f *testBundle, queue string) *stream {
 	t.Helper()
-	st := &stream{sig: register[orderPlaced](t, f.reg, "order.placed"), runs: newCounter()}
+	st := &stream{sig: signals.Register[orderPlaced](f.reg, "order.placed"), runs: newCounter()}
 	st.sig.Connect("r", func(_ context.Context, e signals.Event[orderPlaced]) error {
 		time.Sleep(5 * time.Millisecond) // a receiver that takes a moment, so tasks pile up in Redis
 		st.runs.add(e.Payload.OrderID)

@@ -29,31 +29,33 @@ type receiver[T any] struct {
 }
 
 // New creates a signal named name in [DefaultRegistry]. It is meant for
-// package-level variables and panics if the name is invalid or taken, like
-// regexp.MustCompile; use [Register] for an explicit registry and an error.
+// package-level variables and panics, as [Register] does, if the name is
+// invalid or taken.
 //
 // Names are lowercase dot-separated words such as "order.placed" and must
 // stay stable: they are stored in outbox rows and queued tasks.
 func New[T any](name string) *Signal[T] {
-	s, err := Register[T](DefaultRegistry, name)
-	if err != nil {
-		panic(err)
-	}
-	return s
+	return Register[T](DefaultRegistry, name)
 }
 
-// Register creates a signal named name in r. It returns [ErrInvalidName] for
-// a name that is not lowercase dot-separated words, and [ErrDuplicateName]
-// if r already has a signal of that name.
-func Register[T any](r *Registry, name string) (*Signal[T], error) {
+// Register creates a signal named name in r, for a registry of the
+// application's own. Like [New] and [Signal.Connect], it is wiring: it
+// panics on a programmer error, as http.Handle does, with an error wrapping
+// [ErrInvalidName] for a name that is not lowercase dot-separated words,
+// [ErrDuplicateName] if r already has a signal of that name, or
+// [ErrInvalidConfig] for a nil r.
+func Register[T any](r *Registry, name string) *Signal[T] {
+	if r == nil {
+		panic(fmt.Errorf("%w: Register of signal %q needs a registry (signals.DefaultRegistry, or one from NewRegistry)", ErrInvalidConfig, name))
+	}
 	if err := envelope.ValidateSignal(name); err != nil {
-		return nil, err
+		panic(err)
 	}
 	s := &Signal[T]{name: name, reg: r, receivers: map[string]*receiver[T]{}}
 	if err := r.add(name, s); err != nil {
-		return nil, err
+		panic(err)
 	}
-	return s, nil
+	return s
 }
 
 // Name returns the signal's name.
@@ -63,23 +65,21 @@ func (s *Signal[T]) Name() string { return s.name }
 func (s *Signal[T]) Registry() *Registry { return s.reg }
 
 // Connect registers fn as the receiver named name. It is meant for init-time
-// wiring and panics on a nil fn, an invalid name or option, or a name
-// already connected to this signal, like http.HandleFunc does; code that
-// wires at run time uses [Signal.ConnectSafely] instead.
+// wiring and panics on a programmer error, as http.HandleFunc does, with an
+// error wrapping [ErrInvalidName] for a bad name, [ErrDuplicateName] for a
+// name already connected to this signal, or [ErrInvalidConfig] for a nil fn,
+// a bad option, or a queue that a registry on another schema uses.
 //
 // Every binary that sends the signal must connect the same receivers: the
 // receivers connected at send time are the ones that will run.
 func (s *Signal[T]) Connect(name string, fn ReceiverFunc[T], opts ...ReceiverOption) {
-	if err := s.ConnectSafely(name, fn, opts...); err != nil {
+	if err := s.connect(name, fn, opts...); err != nil {
 		panic(err)
 	}
 }
 
-// ConnectSafely is [Signal.Connect] returning an error instead of panicking:
-// [ErrInvalidName] for a bad name, [ErrInvalidConfig] for a nil fn or a bad
-// option or a queue a registry on another schema uses, [ErrDuplicateName]
-// for a name already connected.
-func (s *Signal[T]) ConnectSafely(name string, fn ReceiverFunc[T], opts ...ReceiverOption) error {
+// connect is Connect, returning the error it panics with.
+func (s *Signal[T]) connect(name string, fn ReceiverFunc[T], opts ...ReceiverOption) error {
 	if err := envelope.ValidateReceiver(name); err != nil {
 		return err
 	}

@@ -12,27 +12,35 @@ type cyclic struct{ Next *cyclic }
 
 func TestNamesAreValidatedAndUnique(t *testing.T) {
 	t.Parallel()
-	reg := signals.MustNewRegistry(signals.RegistryConfig{})
+	reg := newRegistry(t, signals.RegistryConfig{})
 	for _, bad := range []string{"", "Order.Placed", "order..placed", ".order", "order.", "order placed", "1order", "order:placed", "order.9x"} {
-		_, err := signals.Register[int](reg, bad)
+		err := wiringError(t, func() { signals.Register[int](reg, bad) })
 		require.ErrorIs(t, err, signals.ErrInvalidName, "%q", bad)
 	}
-	sig := register[int](t, reg, "order.placed")
-	_, err := signals.Register[string](reg, "order.placed")
+	sig := signals.Register[int](reg, "order.placed")
+	err := wiringError(t, func() { signals.Register[string](reg, "order.placed") })
+	require.EqualError(t, err, `signals: duplicate name: signal "order.placed" is already registered`)
 	require.ErrorIs(t, err, signals.ErrDuplicateName)
+	err = wiringError(t, func() { signals.Register[int](nil, "order.shipped") })
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
 
 	sig.Connect("email-receipt", nop[int])
-	require.PanicsWithError(t, `signals: duplicate name: signal "order.placed" already has a receiver "email-receipt"`, func() {
-		sig.Connect("email-receipt", nop[int])
-	})
+	err = wiringError(t, func() { sig.Connect("email-receipt", nop[int]) })
+	require.EqualError(t, err, `signals: duplicate name: signal "order.placed" already has a receiver "email-receipt"`)
+	require.ErrorIs(t, err, signals.ErrDuplicateName)
 	for _, bad := range []string{"", "Email", "email receipt", "-x", "a:b"} {
-		require.Panics(t, func() { sig.Connect(bad, nop[int]) }, "%q", bad)
+		err := wiringError(t, func() { sig.Connect(bad, nop[int]) })
+		require.ErrorIs(t, err, signals.ErrInvalidName, "%q", bad)
 	}
-	require.Panics(t, func() { sig.Connect("nil-func", nil) })
-	require.Panics(t, func() { sig.Connect("bad-queue", nop[int], signals.Queue("no spaces")) })
-	require.Panics(t, func() { sig.Connect("bad-retries", nop[int], signals.MaxRetries(-1)) })
-	require.Panics(t, func() { sig.Connect("bad-timeout", nop[int], signals.Timeout(0)) })
+	err = wiringError(t, func() { sig.Connect("bad-queue", nop[int], signals.Queue("no spaces")) })
+	require.ErrorIs(t, err, signals.ErrInvalidName)
+	err = wiringError(t, func() { sig.Connect("nil-func", nil) })
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+	for _, opt := range []signals.ReceiverOption{signals.MaxRetries(-1), signals.Timeout(0)} {
+		err := wiringError(t, func() { sig.Connect("bad-option", nop[int], opt) })
+		require.ErrorIs(t, err, signals.ErrInvalidConfig)
+	}
 
 	// Each registry is its own namespace.
-	register[int](t, signals.MustNewRegistry(signals.RegistryConfig{}), "order.placed")
+	signals.Register[int](newRegistry(t, signals.RegistryConfig{}), "order.placed")
 }

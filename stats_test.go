@@ -20,7 +20,7 @@ func TestStatsShowsTheLedgerAndTheQueues(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, st.Receivers, "an empty ledger")
 
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	sig.Connect("email", nop[orderPlaced], signals.Queue(f.queue))
 	sig.Connect("refuse", func(context.Context, signals.Event[orderPlaced]) error {
 		return signals.Permanent(errors.New("no"))
@@ -64,10 +64,10 @@ func TestStatsShowsTheLedgerAndTheQueues(t *testing.T) {
 func TestStatsCountsTasksNoWorkerKnows(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	sig.Connect("new", nop[orderPlaced], signals.Queue(f.queue), signals.MaxRetries(20))
-	old := signals.MustNewRegistry(signals.RegistryConfig{Schema: f.schema})
-	register[orderPlaced](t, old, "order.placed").Connect("other", nop[orderPlaced], signals.Queue(f.queue))
+	old := newRegistry(t, signals.RegistryConfig{Schema: f.schema})
+	signals.Register[orderPlaced](old, "order.placed").Connect("other", nop[orderPlaced], signals.Queue(f.queue))
 	f.runDispatcher(t, signals.DispatcherConfig{})
 	w, err := signals.NewWorker(old, f.pool, f.redis, signals.WorkerConfig{Queues: map[string]int{f.queue: 1}, Logger: quietLogger()})
 	require.NoError(t, err)
@@ -88,7 +88,7 @@ func TestStatsCountsTasksNoWorkerKnows(t *testing.T) {
 func TestStatsCountsHeldKeys(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	sig.Connect("sync", nop[orderPlaced], signals.Queue(f.queue),
 		signals.OrderBy(func(o orderPlaced) string { return o.OrderID }))
 	sig.Connect("email", nop[orderPlaced], signals.Queue(f.queue))

@@ -67,7 +67,7 @@ func TestWorkerAcksManyDeliveriesPerStatement(t *testing.T) {
 func TestAReceiverPastItsTimeoutNeverRunsBesideItself(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	var running, most, runs atomic.Int64
 	sig.Connect("stubborn", func(context.Context, signals.Event[orderPlaced]) error {
 		now := running.Add(1)
@@ -92,14 +92,14 @@ func TestUnknownReceiverWaitsForANewerWorker(t *testing.T) {
 	f := setup(t)
 	// The sending binary (and the newer worker) connects "welcome"; the
 	// older worker's registry, on the same schema, does not have it.
-	sig := register[orderPlaced](t, f.reg, "order.placed")
+	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	var ran atomic.Int64
 	sig.Connect("welcome", func(context.Context, signals.Event[orderPlaced]) error {
 		ran.Add(1)
 		return nil
 	}, signals.Queue(f.queue), signals.MaxRetries(5))
-	old := signals.MustNewRegistry(signals.RegistryConfig{Schema: f.schema})
-	register[orderPlaced](t, old, "order.placed").Connect("other", nop[orderPlaced], signals.Queue(f.queue))
+	old := newRegistry(t, signals.RegistryConfig{Schema: f.schema})
+	signals.Register[orderPlaced](old, "order.placed").Connect("other", nop[orderPlaced], signals.Queue(f.queue))
 
 	f.runDispatcher(t, signals.DispatcherConfig{})
 	oldWorker, err := signals.NewWorker(old, f.pool, f.redis, signals.WorkerConfig{Queues: map[string]int{f.queue: 1}, Logger: quietLogger()})

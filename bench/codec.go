@@ -32,10 +32,7 @@ func (f *fixture) codecSystem() (system, error) {
 	if err != nil {
 		return system{}, err
 	}
-	sig, err := signals.Register[order](reg, "bench.order_placed_encoded")
-	if err != nil {
-		return system{}, err
-	}
+	sig := signals.Register[order](reg, "bench.order_placed_encoded")
 	sig.Connect("noop", func(_ context.Context, e signals.Event[order]) error {
 		f.track.Load().started(e.Payload.Seq)
 		return nil

@@ -36,10 +36,7 @@ func (f *fixture) effectSystems(db *pgxpool.Pool) ([]system, error) {
 		{sysEffectOnce, "bench.order_noted_once", signals.Once[order]},
 		{sysEffectConsume, "bench.order_noted_consume", signals.Consume[order]},
 	} {
-		sig, err := signals.Register[order](f.registry, c.signal)
-		if err != nil {
-			return nil, err
-		}
+		sig := signals.Register[order](f.registry, c.signal)
 		once := c.once
 		sig.Connect("note", func(ctx context.Context, e signals.Event[order]) error {
 			err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {

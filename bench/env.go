@@ -149,12 +149,8 @@ CREATE TABLE `+s+`.order_notes (id bigserial PRIMARY KEY, order_id bigint NOT NU
 	if err != nil {
 		return err
 	}
-	if f.one, err = signals.Register[order](f.registry, "bench.order_placed"); err != nil {
-		return err
-	}
-	if f.three, err = signals.Register[order](f.registry, "bench.order_placed_3"); err != nil {
-		return err
-	}
+	f.one = signals.Register[order](f.registry, "bench.order_placed")
+	f.three = signals.Register[order](f.registry, "bench.order_placed_3")
 	receive := func(_ context.Context, e signals.Event[order]) error {
 		t := f.track.Load()
 		t.started(e.Payload.Seq)

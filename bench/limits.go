@@ -67,10 +67,7 @@ func limitsOnce(ctx context.Context, e *env, r *report, withLimits bool) (time.D
 	if err != nil {
 		return 0, err
 	}
-	placed, err := signals.Register[order](reg, "bench.order_limits")
-	if err != nil {
-		return 0, err
-	}
+	placed := signals.Register[order](reg, "bench.order_limits")
 	var done atomic.Int64
 	placed.Connect("free", func(context.Context, signals.Event[order]) error {
 		done.Add(1)

@@ -65,10 +65,7 @@ func runOrdering(ctx context.Context, e *env, o options, r *report) error {
 	if err != nil {
 		return err
 	}
-	sig, err := signals.Register[order](reg, f.one.Name())
-	if err != nil {
-		return err
-	}
+	sig := signals.Register[order](reg, f.one.Name())
 	check := &keyOrder{}
 	sig.Connect("noop", func(_ context.Context, ev signals.Event[order]) error {
 		check.started(ev.OrderingKey, ev.Payload.Seq)

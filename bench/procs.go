@@ -423,10 +423,7 @@ func procsChild(arg, dbURL, redisAddr string) error {
 	if err != nil {
 		return err
 	}
-	sig, err := signals.Register[order](reg, "bench.order_placed")
-	if err != nil {
-		return err
-	}
+	sig := signals.Register[order](reg, "bench.order_placed")
 	starts, runs := make([]atomic.Int64, part.Total), make([]atomic.Int32, part.Total)
 	sig.Connect("noop", func(_ context.Context, e signals.Event[order]) error {
 		now := time.Now().UnixNano()

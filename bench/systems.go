@@ -172,11 +172,7 @@ func (f *fixture) otelSystem() (s system, shutdown func(), err error) {
 		shutdown()
 		return system{}, nil, err
 	}
-	sig, err := signals.Register[order](reg, f.one.Name())
-	if err != nil {
-		shutdown()
-		return system{}, nil, err
-	}
+	sig := signals.Register[order](reg, f.one.Name())
 	sig.Connect("noop", func(_ context.Context, e signals.Event[order]) error {
 		t := f.track.Load()
 		t.started(e.Payload.Seq)

@@ -31,7 +31,10 @@ func ExampleNew() {
 	if err := signals.MigrateSchema(ctx, pool, "example_dashboard"); err != nil {
 		log.Fatal(err)
 	}
-	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: "example_dashboard"})
+	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: "example_dashboard"})
+	if err != nil {
+		log.Fatal(err)
+	}
 
 	ledger, err := signals.NewLedger(reg, pool, nil) // with a Redis option, the overview shows the queues too
 	if err != nil {

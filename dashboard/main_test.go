@@ -76,8 +76,7 @@ func setup(t *testing.T, cfg dashboard.Config) *testBundle {
 	require.NoError(t, signals.MigrateSchema(t.Context(), b.pool, schema))
 	b.failing.Store(true)
 	b.failure.Store("card declined")
-	b.placed, err = signals.Register[order](b.reg, "order.placed")
-	require.NoError(t, err)
+	b.placed = signals.Register[order](b.reg, "order.placed")
 	b.placed.Connect("charge", func(context.Context, signals.Event[order]) error {
 		if b.failing.Load() {
 			return signals.Permanent(errors.New(b.failure.Load().(string)))
@@ -87,8 +86,7 @@ func setup(t *testing.T, cfg dashboard.Config) *testBundle {
 	b.placed.Connect("email", func(context.Context, signals.Event[order]) error { return nil })
 	// An order noted "cascade" makes its invoice, whose PDF fails for good:
 	// a cascade of two events, each with a dead letter while failing.
-	b.invoiced, err = signals.Register[order](b.reg, "invoice.requested")
-	require.NoError(t, err)
+	b.invoiced = signals.Register[order](b.reg, "invoice.requested")
 	b.placed.Connect("invoice", func(ctx context.Context, e signals.Event[order]) error {
 		if e.Payload.Note != "cascade" {
 			return nil

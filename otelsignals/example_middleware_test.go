@@ -46,11 +46,14 @@ func ExampleNew() {
 		log.Fatal(err)
 	}
 
-	reg := signals.MustNewRegistry(signals.RegistryConfig{
+	reg, err := signals.NewRegistry(signals.RegistryConfig{
 		Schema: schema, Queue: queue,
 		Middleware: []signals.Middleware{otelsignals.New(otelsignals.Config{TracerProvider: tp})},
 	})
-	orderPlaced, _ := signals.Register[order](reg, "order.placed")
+	if err != nil {
+		log.Fatal(err)
+	}
+	orderPlaced := signals.Register[order](reg, "order.placed")
 	orderPlaced.Connect("email-receipt", func(context.Context, signals.Event[order]) error { return nil })
 
 	redisOpt := asynq.RedisClientOpt{Addr: redisAddr()}

@@ -58,10 +58,8 @@ func TestPipeline(t *testing.T) {
 		Middleware: []signals.Middleware{otelsignals.New(otelsignals.Config{TracerProvider: tm.tp, MeterProvider: tm.mp})},
 	})
 	require.NoError(t, err)
-	placed, err := signals.Register[order](reg, "order.placed")
-	require.NoError(t, err)
-	receipt, err := signals.Register[order](reg, "receipt.sent")
-	require.NoError(t, err)
+	placed := signals.Register[order](reg, "order.placed")
+	receipt := signals.Register[order](reg, "receipt.sent")
 	placed.Connect("email", func(ctx context.Context, e signals.Event[order]) error {
 		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			_, err := receipt.SendReliable(ctx, tx, e.Payload)

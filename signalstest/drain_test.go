@@ -26,8 +26,8 @@ func TestDrainReturnsOnceEveryReceiverHasRun(t *testing.T) {
 	w := setup(t)
 	queue := testenv.Queue(t)
 	redis := asynq.RedisClientOpt{Addr: testenv.RedisAddr()}
-	placed := register[signedUp](t, w, "user.signed_up")
-	welcomed := register[int64](t, w, "user.welcomed")
+	placed := signals.Register[signedUp](w.reg, "user.signed_up")
+	welcomed := signals.Register[int64](w.reg, "user.welcomed")
 
 	var mu sync.Mutex
 	runs := map[string]int{}
@@ -95,7 +95,7 @@ func TestDrainRunsAReceiverThatConsumesItsRowOnce(t *testing.T) {
 	w := setup(t)
 	queue := testenv.Queue(t)
 	redis := asynq.RedisClientOpt{Addr: testenv.RedisAddr()}
-	placed := register[signedUp](t, w, "user.signed_up")
+	placed := signals.Register[signedUp](w.reg, "user.signed_up")
 	credits := pgx.Identifier{w.schema, "credits"}.Sanitize()
 	_, err := w.pool.Exec(t.Context(), `CREATE TABLE `+credits+` (user_id bigint NOT NULL)`)
 	require.NoError(t, err)
@@ -163,7 +163,7 @@ func TestDrainWaitsOnlyForItsRegistrysWork(t *testing.T) {
 	w := setup(t)
 	queue := testenv.Queue(t)
 	redisOpt := asynq.RedisClientOpt{Addr: testenv.RedisAddr()}
-	placed := register[signedUp](t, w, "user.signed_up")
+	placed := signals.Register[signedUp](w.reg, "user.signed_up")
 	var welcomed atomic.Int64
 	placed.Connect("welcome", func(context.Context, signals.Event[signedUp]) error {
 		welcomed.Add(1)
@@ -175,11 +175,9 @@ func TestDrainWaitsOnlyForItsRegistrysWork(t *testing.T) {
 	// queue until it timed out.
 	other, err := signals.NewRegistry(signals.RegistryConfig{Schema: w.schema})
 	require.NoError(t, err)
-	audited, err := signals.Register[int](other, "audit.logged")
-	require.NoError(t, err)
+	audited := signals.Register[int](other, "audit.logged")
 	audited.Connect("store", nop[int], signals.Queue(queue))
-	purged, err := signals.Register[int](other, "account.purged")
-	require.NoError(t, err)
+	purged := signals.Register[int](other, "account.purged")
 	purged.Connect("erase", nop[int], signals.Queue(queue))
 
 	// Its delayed event: Drain's Dispatcher moves it to the queue, where it
@@ -217,7 +215,7 @@ func TestDrainTimeoutSaysWhatItWaitsFor(t *testing.T) {
 	w := setup(t)
 	queue := testenv.Queue(t)
 	redisOpt := asynq.RedisClientOpt{Addr: testenv.RedisAddr()}
-	placed := register[signedUp](t, w, "user.signed_up")
+	placed := signals.Register[signedUp](w.reg, "user.signed_up")
 	failed := make(chan ulid.ULID, 1)
 	placed.Connect("welcome", func(_ context.Context, e signals.Event[signedUp]) error {
 		select {
@@ -226,7 +224,7 @@ func TestDrainTimeoutSaysWhatItWaitsFor(t *testing.T) {
 		}
 		return errors.New("smtp: connection refused\ngoroutine 7 [running]:")
 	}, signals.Queue(queue), signals.Backoff(time.Hour, time.Hour), signals.MaxRetries(3))
-	purged := register[int](t, w, "account.purged")
+	purged := signals.Register[int](w.reg, "account.purged")
 	purged.Connect("erase", nop[int], signals.Queue(queue))
 
 	held := w.holdRows(t, sendID(t, w.pool, purged, 2))

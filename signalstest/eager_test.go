@@ -21,7 +21,7 @@ import (
 func TestEagerRunsReceiversAfterCommitNotAfterRollback(t *testing.T) {
 	t.Parallel()
 	w := setup(t)
-	sig := register[signedUp](t, w, "user.signed_up")
+	sig := signals.Register[signedUp](w.reg, "user.signed_up")
 	var ran []signals.Event[signedUp] // Eager runs receivers in Commit's goroutine
 	sig.Connect("welcome", func(_ context.Context, e signals.Event[signedUp]) error {
 		ran = append(ran, e)
@@ -53,7 +53,7 @@ func TestEagerCommitReturnsReceiverErrorsAndKeepsTheCommit(t *testing.T) {
 	t.Parallel()
 	w := setup(t)
 	users := w.table(t, "users", "id bigint PRIMARY KEY")
-	sig := register[signedUp](t, w, "user.signed_up")
+	sig := signals.Register[signedUp](w.reg, "user.signed_up")
 	errSMTP := errors.New("smtp: connection refused")
 	errNoAddress := errors.New("no email address")
 	crmRuns := 0
@@ -92,7 +92,7 @@ func TestEagerRunsAReceiversRetriesAtOnce(t *testing.T) {
 	defer slog.SetDefault(slog.Default())
 	slog.SetDefault(slog.New(logs)) // no t.Parallel: the default logger is the process's
 	w := setup(t)
-	sig := register[signedUp](t, w, "user.signed_up")
+	sig := signals.Register[signedUp](w.reg, "user.signed_up")
 	errFlaky, errDown, errGone := errors.New("flaky"), errors.New("down"), errors.New("gone")
 	var flaky, down, gone []int // attempts seen; Eager runs receivers in Commit's goroutine
 	sig.Connect("flaky", func(_ context.Context, e signals.Event[signedUp]) error {
@@ -129,9 +129,9 @@ func TestEagerRunsAReceiversRetriesAtOnce(t *testing.T) {
 func TestEagerRunsSignalsSentByReceivers(t *testing.T) {
 	t.Parallel()
 	w := setup(t)
-	placed := register[signedUp](t, w, "user.signed_up")
-	welcomed := register[int64](t, w, "user.welcomed")
-	audited := register[int64](t, w, "user.audited")
+	placed := signals.Register[signedUp](w.reg, "user.signed_up")
+	welcomed := signals.Register[int64](w.reg, "user.welcomed")
+	audited := signals.Register[int64](w.reg, "user.audited")
 	eager, err := signalstest.NewEager(w.pool, w.reg)
 	require.NoError(t, err)
 	resend := func(db signals.DB, next *signals.Signal[int64]) signals.ReceiverFunc[signedUp] {
@@ -166,7 +166,7 @@ func TestEagerRunsSignalsSentByReceivers(t *testing.T) {
 func TestEagerLeavesOtherSendersRowsAlone(t *testing.T) {
 	t.Parallel()
 	w := setup(t)
-	sig := register[signedUp](t, w, "user.signed_up")
+	sig := signals.Register[signedUp](w.reg, "user.signed_up")
 	var ran []string
 	sig.Connect("welcome", func(_ context.Context, e signals.Event[signedUp]) error {
 		ran = append(ran, e.Payload.Email)
@@ -199,7 +199,7 @@ func TestEagerLeavesOtherSendersRowsAlone(t *testing.T) {
 func TestEagerSavepoints(t *testing.T) {
 	t.Parallel()
 	w := setup(t)
-	sig := register[signedUp](t, w, "user.signed_up")
+	sig := signals.Register[signedUp](w.reg, "user.signed_up")
 	var ran []string
 	sig.Connect("welcome", func(_ context.Context, e signals.Event[signedUp]) error {
 		ran = append(ran, e.Payload.Email)
@@ -268,8 +268,8 @@ func TestEagerSavepoints(t *testing.T) {
 func TestEagerParallelUsersOfOneRegistry(t *testing.T) {
 	t.Parallel()
 	w := setup(t)
-	signedUpSig := register[signedUp](t, w, "user.signed_up")
-	welcomedSig := register[string](t, w, "user.welcomed")
+	signedUpSig := signals.Register[signedUp](w.reg, "user.signed_up")
+	welcomedSig := signals.Register[string](w.reg, "user.welcomed")
 
 	type userKey struct{} // which test's Commit runs a receiver
 	var mu sync.Mutex
@@ -332,7 +332,7 @@ func TestEagerReportsEventsItDidNotFind(t *testing.T) {
 	t.Parallel()
 	w := setup(t)
 	elsewhere := setup(t) // another registry, on a schema of its own
-	sig := register[signedUp](t, elsewhere, "user.signed_up")
+	sig := signals.Register[signedUp](elsewhere.reg, "user.signed_up")
 	ran := 0
 	sig.Connect("welcome", func(context.Context, signals.Event[signedUp]) error {
 		ran++

@@ -37,8 +37,11 @@ func ExampleEager() {
 		log.Fatal(err)
 	}
 
-	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: "example_eager"})
-	userSignedUp, _ := signals.Register[int64](reg, "user.signed_up")
+	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: "example_eager"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	userSignedUp := signals.Register[int64](reg, "user.signed_up")
 	userSignedUp.Connect("send-welcome-email", func(_ context.Context, e signals.Event[int64]) error {
 		fmt.Println("welcome email for user", e.Payload)
 		return nil
@@ -71,9 +74,12 @@ func ExampleRequireSent() {
 		pool *pgxpool.Pool // the test's database
 	)
 	type SignedUp struct{ Email string }
-	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: "test_schema"})
-	userSignedUp, _ := signals.Register[SignedUp](reg, "user.signed_up")
-	userDeleted, _ := signals.Register[int64](reg, "user.deleted")
+	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: "test_schema"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	userSignedUp := signals.Register[SignedUp](reg, "user.signed_up")
+	userDeleted := signals.Register[int64](reg, "user.deleted")
 
 	tx, err := pool.Begin(t.Context())
 	if err != nil {
@@ -98,15 +104,18 @@ func ExampleDrain() {
 		t    *testing.T    // the test's t
 		pool *pgxpool.Pool // the test's database, migrated for test_schema
 	)
-	reg := signals.MustNewRegistry(signals.RegistryConfig{Schema: "test_schema"})
-	userSignedUp, _ := signals.Register[int64](reg, "user.signed_up")
+	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: "test_schema"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	userSignedUp := signals.Register[int64](reg, "user.signed_up")
 	var welcomed atomic.Int64
 	userSignedUp.Connect("send-welcome-email", func(context.Context, signals.Event[int64]) error {
 		welcomed.Add(1)
 		return nil
 	}, signals.Backoff(10*time.Millisecond, 100*time.Millisecond), signals.MaxRetries(3)) // quick retries in tests
 
-	err := pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(t.Context(), pool, func(tx pgx.Tx) error {
 		_, err := userSignedUp.SendReliable(t.Context(), tx, 1)
 		return err
 	})

@@ -40,15 +40,10 @@ func setup(t *testing.T) testBundle {
 	t.Helper()
 	w := testBundle{pool: testenv.Pool(t), schema: testenv.Schema(t)}
 	require.NoError(t, signals.MigrateSchema(t.Context(), w.pool, w.schema))
-	w.reg = signals.MustNewRegistry(signals.RegistryConfig{Schema: w.schema})
-	return w
-}
-
-func register[T any](t *testing.T, w testBundle, name string) *signals.Signal[T] {
-	t.Helper()
-	sig, err := signals.Register[T](w.reg, name)
+	var err error
+	w.reg, err = signals.NewRegistry(signals.RegistryConfig{Schema: w.schema})
 	require.NoError(t, err)
-	return sig
+	return w
 }
 
 // table creates a table in the test's schema and returns its quoted name.
@@ -137,10 +132,10 @@ func failure(t *testing.T, fn func(tb testing.TB)) string {
 func TestRequireSentSeesTheTransactionsUncommittedRows(t *testing.T) {
 	t.Parallel()
 	w := setup(t)
-	sig := register[signedUp](t, w, "user.signed_up")
+	sig := signals.Register[signedUp](w.reg, "user.signed_up")
 	sig.Connect("welcome", nop[signedUp])
 	sig.Connect("crm", nop[signedUp]) // two rows per event
-	other := register[int](t, w, "user.deleted")
+	other := signals.Register[int](w.reg, "user.deleted")
 	other.Connect("purge", nop[int])
 	ada, bob := signedUp{1, "ada@example.com"}, signedUp{2, "bob@example.com"}
 
@@ -173,7 +168,7 @@ func TestRequireSentSeesTheTransactionsUncommittedRows(t *testing.T) {
 func TestRequireNotSentFailsWhenAnEventMatches(t *testing.T) {
 	t.Parallel()
 	w := setup(t)
-	sig := register[signedUp](t, w, "user.signed_up")
+	sig := signals.Register[signedUp](w.reg, "user.signed_up")
 	sig.Connect("welcome", nop[signedUp])
 
 	tx, err := w.pool.Begin(t.Context())
@@ -203,7 +198,7 @@ func TestRequireIdempotent(t *testing.T) {
 	t.Parallel()
 	w := setup(t)
 	receipts := w.table(t, "receipts", "order_id text NOT NULL")
-	sig := register[orderPaid](t, w, "order.paid")
+	sig := signals.Register[orderPaid](w.reg, "order.paid")
 	insert := func(ctx context.Context, tx pgx.Tx, e signals.Event[orderPaid]) error {
 		_, err := tx.Exec(ctx, `INSERT INTO `+receipts+` (order_id) VALUES ($1)`, e.Payload.OrderID)
 		return err

@@ -94,10 +94,7 @@ func run(ctx context.Context, dbURL, redisAddr string, pending, dead, runs int) 
 		return err
 	}
 	for _, s := range append(slices.Clone(signalNames), deadSignal) {
-		sig, err := signals.Register[map[string]any](reg, s)
-		if err != nil {
-			return err
-		}
+		sig := signals.Register[map[string]any](reg, s)
 		for _, r := range receiverNames {
 			sig.Connect(r, func(context.Context, signals.Event[map[string]any]) error { return nil })
 		}

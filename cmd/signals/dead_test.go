@@ -154,8 +154,7 @@ func TestDeadOnAnUnmigratedSchema(t *testing.T) {
 // each with three dead letters.
 func (b *testBundle) refunds(t *testing.T, events int) []ulid.ULID {
 	t.Helper()
-	refunded, err := signals.Register[orderPlaced](b.reg, "order.refunded")
-	require.NoError(t, err)
+	refunded := signals.Register[orderPlaced](b.reg, "order.refunded")
 	for _, name := range []string{"card", "ledger", "mail"} {
 		refunded.Connect(name, func(context.Context, signals.Event[orderPlaced]) error {
 			return signals.Permanent(errors.New(name + ": refunds are closed"))
@@ -213,8 +212,7 @@ func TestDeadShowSaysAnEncodedPayloadIsEncoded(t *testing.T) {
 	require.NoError(t, err)
 	b.reg, err = signals.NewRegistry(signals.RegistryConfig{Schema: b.schema, Codec: codec})
 	require.NoError(t, err)
-	sig, err := signals.Register[orderPlaced](b.reg, "order.placed")
-	require.NoError(t, err)
+	sig := signals.Register[orderPlaced](b.reg, "order.placed")
 	sig.Connect("refuse", func(context.Context, signals.Event[orderPlaced]) error {
 		return signals.Permanent(errors.New("no"))
 	}, signals.Queue(b.queue))

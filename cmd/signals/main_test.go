@@ -239,9 +239,7 @@ type ledger struct {
 func (b *testBundle) ledger(t *testing.T) *ledger {
 	t.Helper()
 	l := &ledger{}
-	var err error
-	l.orders, err = signals.Register[orderPlaced](b.reg, "order.placed")
-	require.NoError(t, err)
+	l.orders = signals.Register[orderPlaced](b.reg, "order.placed")
 	l.orders.Connect("email-receipt", func(context.Context, signals.Event[orderPlaced]) error { return nil }, signals.Queue(b.queue))
 	l.orders.Connect("notify-warehouse", func(_ context.Context, e signals.Event[orderPlaced]) error {
 		if e.Payload.SKU == "ghost" {
@@ -249,8 +247,7 @@ func (b *testBundle) ledger(t *testing.T) *ledger {
 		}
 		return nil
 	}, signals.Queue(b.queue))
-	l.signups, err = signals.Register[signedUp](b.reg, "user.signed_up")
-	require.NoError(t, err)
+	l.signups = signals.Register[signedUp](b.reg, "user.signed_up")
 	l.signups.Connect("send-welcome", func(context.Context, signals.Event[signedUp]) error {
 		return signals.Permanent(errors.New("smtp: 550 mailbox unavailable"))
 	}, signals.Queue(b.queue))

@@ -120,8 +120,7 @@ func TestStatusFlagsTasksNoWorkerKnows(t *testing.T) {
 	// An old worker on the queue, which knows no user.signed_up.
 	old, err := signals.NewRegistry(signals.RegistryConfig{Schema: b.schema})
 	require.NoError(t, err)
-	other, err := signals.Register[signedUp](old, "user.deleted")
-	require.NoError(t, err)
+	other := signals.Register[signedUp](old, "user.deleted")
 	other.Connect("r", func(context.Context, signals.Event[signedUp]) error { return nil }, signals.Queue(b.queue))
 	w, err := signals.NewWorker(old, b.pool, b.redis, signals.WorkerConfig{Queues: map[string]int{b.queue: 1}, Logger: quietLogger()})
 	require.NoError(t, err)
@@ -208,8 +207,7 @@ func TestStatusReachesARedisCluster(t *testing.T) {
 func TestStatusShowsHeldKeys(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	sig, err := signals.Register[orderPlaced](b.reg, "order.placed")
-	require.NoError(t, err)
+	sig := signals.Register[orderPlaced](b.reg, "order.placed")
 	sig.Connect("sync", func(context.Context, signals.Event[orderPlaced]) error { return nil }, signals.Queue(b.queue),
 		signals.OrderBy(func(o orderPlaced) string { return o.SKU }))
 	for _, sku := range []string{"a", "a", "b"} {

@@ -124,12 +124,9 @@ func newShop(t *testing.T) *shop {
 	s.failing.Store(true)
 	s.failure.Store("card declined")
 
-	s.placed, err = signals.Register[order](reg, "order.placed")
-	require.NoError(t, err)
-	s.invoiced, err = signals.Register[order](reg, "invoice.requested")
-	require.NoError(t, err)
-	s.notes, err = signals.Register[string](reg, "note.left")
-	require.NoError(t, err)
+	s.placed = signals.Register[order](reg, "order.placed")
+	s.invoiced = signals.Register[order](reg, "invoice.requested")
+	s.notes = signals.Register[string](reg, "note.left")
 	s.placed.Connect("charge", func(context.Context, signals.Event[order]) error {
 		if s.failing.Load() {
 			return signals.Permanent(errors.New(s.failure.Load().(string)))
