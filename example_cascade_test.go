@@ -36,12 +36,12 @@ func ExampleEvent_cascade() {
 		log.Fatal(err)
 	}
 	defer pool.Exec(ctx, dropSchema) //nolint:errcheck
-	if err := signals.MigrateSchema(ctx, pool, "example_cascade"); err != nil {
-		log.Fatal(err)
-	}
 
 	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: "example_cascade"})
 	if err != nil {
+		log.Fatal(err)
+	}
+	if err := reg.Migrate(ctx, pool); err != nil {
 		log.Fatal(err)
 	}
 	orderPlaced := signals.Register[OrderRef](reg, "order.placed")

@@ -41,13 +41,13 @@ func ExampleDelay() {
 	}
 	cleanUp()
 	defer cleanUp()
-	if err := signals.MigrateSchema(ctx, pool, schema); err != nil {
-		log.Fatal(err)
-	}
 
 	quiet := slog.New(slog.DiscardHandler)
 	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: schema})
 	if err != nil {
+		log.Fatal(err)
+	}
+	if err := reg.Migrate(ctx, pool); err != nil {
 		log.Fatal(err)
 	}
 	trialEnding := signals.Register[TrialEnding](reg, "trial.ending")

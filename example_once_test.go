@@ -32,15 +32,15 @@ func ExampleOnce() {
 		log.Fatal(err)
 	}
 	defer pool.Exec(ctx, dropSchema) //nolint:errcheck
-	if err := signals.MigrateSchema(ctx, pool, "example_once"); err != nil {
-		log.Fatal(err)
-	}
-	if _, err := pool.Exec(ctx, `CREATE TABLE example_once.receipts (order_id text NOT NULL)`); err != nil {
-		log.Fatal(err)
-	}
 
 	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: "example_once"})
 	if err != nil {
+		log.Fatal(err)
+	}
+	if err := reg.Migrate(ctx, pool); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `CREATE TABLE example_once.receipts (order_id text NOT NULL)`); err != nil {
 		log.Fatal(err)
 	}
 	paymentCaptured := signals.Register[PaymentCaptured](reg, "payment.captured")

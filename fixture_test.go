@@ -51,7 +51,7 @@ func setup(t *testing.T) *testBundle {
 func setupRegistry(t *testing.T, cfg signals.RegistryConfig) *testBundle {
 	t.Helper()
 	f := newFixture(t, testenv.Schema(t), cfg)
-	require.NoError(t, signals.MigrateSchema(t.Context(), f.pool, f.schema))
+	require.NoError(t, f.reg.Migrate(t.Context(), f.pool))
 	return f
 }
 

@@ -26,7 +26,7 @@ func TestDispatcherOnAnUnmigratedSchemaSaysHowToFixItOnce(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return len(logs.Find("signals: dispatcher batch failed; backing off")) >= 5
 	}, eventually, tick, "it keeps trying")
-	hints := logs.Find("signals: the outbox tables are missing: run signals.MigrateSchema (or apply signals.Migrations) for this schema; the Dispatcher waits until they exist")
+	hints := logs.Find("signals: the outbox tables are missing: run Registry.Migrate (or apply signals.Migrations) for this schema; the Dispatcher waits until they exist")
 	require.Len(t, hints, 1, "said once, with the fix")
 	require.Equal(t, "ERROR", hints[0]["level"])
 	require.Equal(t, reg.Schema(), hints[0]["schema"])

@@ -14,20 +14,15 @@ import (
 // given.
 type DB = store.DB
 
-// Migrate creates or upgrades the outbox tables in the default schema, "signals". See
-// [MigrateSchema].
-func Migrate(ctx context.Context, db DB) error {
-	return MigrateSchema(ctx, db, defaultSchema)
-}
-
-// MigrateSchema creates the schema if needed and applies, in one
-// transaction, every migration not yet recorded in its schema_migrations
-// table. It is idempotent and safe to call from several processes starting
-// at once: a transaction-scoped advisory lock serializes them. Pass the
-// schema of the [Registry] whose signals use it ([Registry.Schema]).
-func MigrateSchema(ctx context.Context, db DB, schema string) error {
-	if err := store.Migrate(ctx, db, schema); err != nil {
-		return fmt.Errorf("signals: migrate schema %q: %w", schema, err)
+// Migrate creates the registry's schema ([RegistryConfig].Schema) if needed
+// and applies, in one transaction, every migration of its outbox tables not
+// yet recorded in its schema_migrations table. It is idempotent and safe to
+// call from several processes starting at once: a transaction-scoped
+// advisory lock serializes them. Call DefaultRegistry.Migrate for signals
+// made with [New]. It never closes db.
+func (r *Registry) Migrate(ctx context.Context, db DB) error {
+	if err := store.Migrate(ctx, db, r.cfg.Schema); err != nil {
+		return fmt.Errorf("signals: migrate schema %q: %w", r.cfg.Schema, err)
 	}
 	return nil
 }
@@ -45,9 +40,10 @@ type Migration struct {
 }
 
 // Migrations returns the outbox schema's migrations for schema, in version
-// order. Apply them with your migration tool, or let [MigrateSchema] do it;
-// do not mix the two on one schema, since only MigrateSchema records its
-// progress in schema_migrations.
+// order. Apply them with your migration tool, or let [Registry.Migrate] do
+// it; do not mix the two on one schema, since only Migrate records its
+// progress in schema_migrations. It returns [ErrInvalidName] for a schema
+// that breaks the naming rules.
 func Migrations(schema string) ([]Migration, error) {
 	ms, err := store.Migrations(schema)
 	if err != nil {
@@ -62,7 +58,7 @@ func Migrations(schema string) ([]Migration, error) {
 
 // missingTables explains a store.TablesMissing error with its fix.
 func missingTables(schema string, err error) error {
-	return fmt.Errorf("the tables of schema %q are missing: run signals.MigrateSchema (or apply signals.Migrations) first: %w", schema, err)
+	return fmt.Errorf("the tables of schema %q are missing: run Registry.Migrate (or apply signals.Migrations) first: %w", schema, err)
 }
 
 // explain adds the fix to an error that says the registry's tables are

@@ -24,11 +24,12 @@ func requireTables(t *testing.T, db store.Executor, schema string) {
 	require.Subset(t, tables, []string{"outbox", "dead", "inbox", "ledger"})
 }
 
-func TestMigrateSchemaIsIdempotentAndSafeConcurrently(t *testing.T) {
+func TestMigrateIsIdempotentAndSafeConcurrently(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	pool := testenv.Pool(t)
 	schema := testenv.Schema(t)
+	reg := newRegistry(t, signals.RegistryConfig{Schema: schema})
 
 	const starters = 6
 	var wg sync.WaitGroup
@@ -37,14 +38,14 @@ func TestMigrateSchemaIsIdempotentAndSafeConcurrently(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = signals.MigrateSchema(ctx, pool, schema)
+			errs[i] = reg.Migrate(ctx, pool)
 		}()
 	}
 	wg.Wait()
 	for _, err := range errs {
 		require.NoError(t, err)
 	}
-	require.NoError(t, signals.MigrateSchema(ctx, pool, schema), "again, on an up-to-date schema")
+	require.NoError(t, reg.Migrate(ctx, pool), "again, on an up-to-date schema")
 
 	migrations, err := signals.Migrations(schema)
 	require.NoError(t, err)
@@ -78,7 +79,6 @@ func TestMigrationsAreExportedForOtherTools(t *testing.T) {
 
 	_, err = signals.Migrations(`x"; DROP SCHEMA public; --`)
 	require.ErrorIs(t, err, signals.ErrInvalidName)
-	require.ErrorIs(t, signals.MigrateSchema(ctx, pool, "Bad Name"), signals.ErrInvalidName)
 }
 
 // TestAVersion5LedgerUpgradesWhileItsTasksAreInRedis builds a ledger at
@@ -160,7 +160,7 @@ VALUES ($1, $1, $1, 0, 'order.placed', $2, $3, 20, 30000, $4::bytea, $5::text, C
 		}
 	}
 
-	require.NoError(t, signals.MigrateSchema(ctx, pool, schema))
+	require.NoError(t, f.reg.Migrate(ctx, pool))
 	f.runDispatcher(t, signals.DispatcherConfig{})
 	f.runWorker(t)
 	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick, "every live row done")

@@ -222,7 +222,7 @@ func TestSendReliableWithoutMigrationSaysWhatToDo(t *testing.T) {
 	sig := signals.Register[orderPlaced](reg, "order.placed")
 	sig.Connect("r", nop[orderPlaced])
 	_, err := commit(t.Context(), pool, sig, orderPlaced{})
-	require.ErrorContains(t, err, "signals.Migrate")
+	require.ErrorContains(t, err, "Registry.Migrate")
 }
 
 func TestDelayedSignalRunsNoEarlierThanAsked(t *testing.T) {

@@ -42,7 +42,7 @@ func setupPgBouncer(t *testing.T, bouncer *testenv.PgBouncer, cfg signals.Regist
 	t.Helper()
 	f := newFixture(t, testenv.Schema(t), cfg)
 	f.pool = pgbouncerPool(t, bouncer, func(c *pgxpool.Config) { c.ConnConfig.Tracer = f.statements })
-	require.NoError(t, signals.MigrateSchema(t.Context(), f.pool, f.schema), "migrate through PgBouncer; its log:\n%s", bouncer.Log())
+	require.NoError(t, f.reg.Migrate(t.Context(), f.pool), "migrate through PgBouncer; its log:\n%s", bouncer.Log())
 	return f
 }
 

@@ -119,10 +119,13 @@ func (e *env) newFixture(ctx context.Context, name string, r *report) (*fixture,
 }
 
 func (f *fixture) setup(ctx context.Context) error {
-	if err := signals.MigrateSchema(ctx, f.env.admin, f.schema); err != nil {
+	var err error
+	if f.registry, err = signals.NewRegistry(signals.RegistryConfig{Schema: f.schema}); err != nil {
 		return err
 	}
-	var err error
+	if err := f.registry.Migrate(ctx, f.env.admin); err != nil {
+		return err
+	}
 	if f.outbox, err = newOutboxTables(f.schema); err != nil {
 		return err
 	}
@@ -145,10 +148,6 @@ CREATE TABLE `+s+`.order_notes (id bigserial PRIMARY KEY, order_id bigint NOT NU
 		return fmt.Errorf("river migrate: %w", err)
 	}
 
-	f.registry, err = signals.NewRegistry(signals.RegistryConfig{Schema: f.schema})
-	if err != nil {
-		return err
-	}
 	f.one = signals.Register[order](f.registry, "bench.order_placed")
 	f.three = signals.Register[order](f.registry, "bench.order_placed_3")
 	receive := func(_ context.Context, e signals.Event[order]) error {

@@ -28,11 +28,11 @@ func ExampleNew() {
 		log.Fatal(err)
 	}
 	defer pool.Exec(ctx, dropSchema) //nolint:errcheck
-	if err := signals.MigrateSchema(ctx, pool, "example_dashboard"); err != nil {
-		log.Fatal(err)
-	}
 	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: "example_dashboard"})
 	if err != nil {
+		log.Fatal(err)
+	}
+	if err := reg.Migrate(ctx, pool); err != nil {
 		log.Fatal(err)
 	}
 

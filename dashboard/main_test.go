@@ -73,7 +73,7 @@ func setup(t *testing.T, cfg dashboard.Config) *testBundle {
 	var err error
 	b.reg, err = signals.NewRegistry(signals.RegistryConfig{Schema: schema, Queue: queue, Middleware: []signals.Middleware{tracing{}}})
 	require.NoError(t, err)
-	require.NoError(t, signals.MigrateSchema(t.Context(), b.pool, schema))
+	require.NoError(t, b.reg.Migrate(t.Context(), b.pool))
 	b.failing.Store(true)
 	b.failure.Store("card declined")
 	b.placed = signals.Register[order](b.reg, "order.placed")

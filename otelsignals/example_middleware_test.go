@@ -42,15 +42,15 @@ func ExampleNew() {
 	}
 	defer pool.Exec(ctx, dropSchema) //nolint:errcheck
 	defer deleteQueue(ctx, queue)    //nolint:errcheck
-	if err := signals.MigrateSchema(ctx, pool, schema); err != nil {
-		log.Fatal(err)
-	}
 
 	reg, err := signals.NewRegistry(signals.RegistryConfig{
 		Schema: schema, Queue: queue,
 		Middleware: []signals.Middleware{otelsignals.New(otelsignals.Config{TracerProvider: tp})},
 	})
 	if err != nil {
+		log.Fatal(err)
+	}
+	if err := reg.Migrate(ctx, pool); err != nil {
 		log.Fatal(err)
 	}
 	orderPlaced := signals.Register[order](reg, "order.placed")

@@ -54,10 +54,11 @@ func TestPipeline(t *testing.T) {
 	tm := newTelemetry(t)
 	pool := testPool(t)
 	reg, err := signals.NewRegistry(signals.RegistryConfig{
-		Schema: testSchema(t, pool), Queue: testQueue(t),
+		Schema: testSchema(t), Queue: testQueue(t),
 		Middleware: []signals.Middleware{otelsignals.New(otelsignals.Config{TracerProvider: tm.tp, MeterProvider: tm.mp})},
 	})
 	require.NoError(t, err)
+	require.NoError(t, reg.Migrate(t.Context(), pool))
 	placed := signals.Register[order](reg, "order.placed")
 	receipt := signals.Register[order](reg, "receipt.sent")
 	placed.Connect("email", func(ctx context.Context, e signals.Event[order]) error {

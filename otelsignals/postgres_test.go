@@ -11,8 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
-
-	"github.com/dj-signals/signals"
 )
 
 // The PostgreSQL the tests run against, as in the core's tests: set
@@ -38,9 +36,9 @@ func testPool(t *testing.T) *pgxpool.Pool {
 	return pool
 }
 
-// testSchema returns a fresh outbox schema, migrated, dropped when the test
-// ends.
-func testSchema(t *testing.T, pool *pgxpool.Pool) string {
+// testSchema returns a fresh outbox schema name, for the test's registry to
+// migrate; the schema is dropped when the test ends.
+func testSchema(t *testing.T) string {
 	t.Helper()
 	schema := "otel_" + strings.ToLower(ulid.Make().String())
 	t.Cleanup(func() {
@@ -53,6 +51,5 @@ func testSchema(t *testing.T, pool *pgxpool.Pool) string {
 		_, err = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
 		require.NoError(t, err)
 	})
-	require.NoError(t, signals.MigrateSchema(t.Context(), pool, schema))
 	return schema
 }

@@ -48,6 +48,6 @@
 //     database they write to.
 //
 // Tests that need none of this sharing give each test its own registry on
-// its own schema (signals.NewRegistry with signals.MigrateSchema) and its
+// its own schema (signals.NewRegistry, then Registry.Migrate) and its
 // own queue names.
 package signalstest

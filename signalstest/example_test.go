@@ -33,12 +33,12 @@ func ExampleEager() {
 		log.Fatal(err)
 	}
 	defer pool.Exec(ctx, dropSchema) //nolint:errcheck
-	if err := signals.MigrateSchema(ctx, pool, "example_eager"); err != nil {
-		log.Fatal(err)
-	}
 
 	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: "example_eager"})
 	if err != nil {
+		log.Fatal(err)
+	}
+	if err := reg.Migrate(ctx, pool); err != nil {
 		log.Fatal(err)
 	}
 	userSignedUp := signals.Register[int64](reg, "user.signed_up")

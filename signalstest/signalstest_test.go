@@ -39,10 +39,10 @@ type testBundle struct {
 func setup(t *testing.T) testBundle {
 	t.Helper()
 	w := testBundle{pool: testenv.Pool(t), schema: testenv.Schema(t)}
-	require.NoError(t, signals.MigrateSchema(t.Context(), w.pool, w.schema))
 	var err error
 	w.reg, err = signals.NewRegistry(signals.RegistryConfig{Schema: w.schema})
 	require.NoError(t, err)
+	require.NoError(t, w.reg.Migrate(t.Context(), w.pool))
 	return w
 }
 

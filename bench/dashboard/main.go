@@ -85,12 +85,12 @@ func run(ctx context.Context, dbURL, redisAddr string, pending, dead, runs int) 
 		}
 		_, _ = pool.Exec(context.Background(), `DROP SCHEMA `+pgx.Identifier{schema}.Sanitize()+` CASCADE`)
 	}()
-	if err := signals.MigrateSchema(ctx, pool, schema); err != nil {
-		return err
-	}
 	queue := "bench-dashboard-" + strings.ToLower(ulid.Make().String())
 	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: schema, Queue: queue})
 	if err != nil {
+		return err
+	}
+	if err := reg.Migrate(ctx, pool); err != nil {
 		return err
 	}
 	for _, s := range append(slices.Clone(signalNames), deadSignal) {

@@ -89,10 +89,10 @@ func setup(t *testing.T) *testBundle {
 		pool:   testenv.Pool(t),
 		redis:  asynq.RedisClientOpt{Addr: testenv.RedisAddr()},
 	}
-	require.NoError(t, signals.MigrateSchema(t.Context(), b.pool, b.schema))
 	var err error
 	b.reg, err = signals.NewRegistry(signals.RegistryConfig{Schema: b.schema})
 	require.NoError(t, err)
+	require.NoError(t, b.reg.Migrate(t.Context(), b.pool))
 	return b
 }
 

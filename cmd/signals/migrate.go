@@ -40,7 +40,7 @@ func migrateCommand(ctx context.Context, args []string, stdout, _ io.Writer) err
 	if err != nil {
 		return err
 	}
-	if err := signals.MigrateSchema(ctx, s.pool, c.schema); err != nil {
+	if err := s.reg.Migrate(ctx, s.pool); err != nil {
 		return s.explain(err)
 	}
 	after, err := s.applied(ctx)

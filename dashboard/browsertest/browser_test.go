@@ -120,7 +120,7 @@ func newShop(t *testing.T) *shop {
 	redisOpt := asynq.RedisClientOpt{Addr: testenv.RedisAddr()}
 	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: schema, Queue: queue, Middleware: []signals.Middleware{tracing{}}})
 	require.NoError(t, err)
-	require.NoError(t, signals.MigrateSchema(t.Context(), s.pool, schema))
+	require.NoError(t, reg.Migrate(t.Context(), s.pool))
 	s.failing.Store(true)
 	s.failure.Store("card declined")
 

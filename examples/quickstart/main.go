@@ -78,7 +78,7 @@ func run(ctx context.Context) error {
 	}
 	defer pool.Close()
 	db = pool
-	if err := signals.Migrate(ctx, pool); err != nil {
+	if err := signals.DefaultRegistry.Migrate(ctx, pool); err != nil {
 		return err
 	}
 	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS quickstart_accounts (

@@ -116,7 +116,7 @@ func run(ctx context.Context, addr string, demo bool, tel *telemetry, out io.Wri
 		return fmt.Errorf("connect to PostgreSQL (set DATABASE_URL): %w", err)
 	}
 	repo := orders.NewRepository(pool)
-	if err := signals.Migrate(ctx, pool); err != nil {
+	if err := signals.DefaultRegistry.Migrate(ctx, pool); err != nil {
 		return err
 	}
 	if err := repo.Migrate(ctx); err != nil {

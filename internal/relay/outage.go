@@ -30,7 +30,7 @@ func (o *outageLog) failed(err error, retryIn time.Duration) {
 	switch {
 	case o.failures == 1 && store.TablesMissing(err):
 		o.began, o.said = now, now
-		o.logger.Error("signals: the outbox tables are missing: run signals.MigrateSchema (or apply signals.Migrations) for this schema; the Dispatcher waits until they exist",
+		o.logger.Error("signals: the outbox tables are missing: run Registry.Migrate (or apply signals.Migrations) for this schema; the Dispatcher waits until they exist",
 			"schema", o.schema, "error", err)
 	case o.failures == 1:
 		o.began, o.said = now, now
