@@ -43,7 +43,7 @@ type Delivery struct {
 	Error string
 	// Reason says why a dead row died; empty for a live one.
 	Reason DeadReason
-	// DueAt is when it asked to be delivered (At, Delay); EnqueuedAt its
+	// DueAt is when it asked to be delivered (At); EnqueuedAt its
 	// last recorded enqueue (known for rows with an ordering key and dead
 	// rows); RetryAt when a row that failed to enqueue is tried again;
 	// DeadAt when it died. Each is zero when it does not apply.

@@ -23,8 +23,8 @@ type TrialEnding struct {
 
 // A delayed signal commits with the transaction like any other; the relay
 // moves it to asynq at once, and a worker runs its receivers no earlier than
-// the delay.
-func ExampleDelay() {
+// the time At gives.
+func ExampleAt() {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, testenv.DatabaseURL())
 	if err != nil {
@@ -83,7 +83,7 @@ func ExampleDelay() {
 
 	sentAt := time.Now()
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		_, err := trialEnding.SendReliable(ctx, tx, TrialEnding{AccountID: 7}, signals.Delay(time.Second))
+		_, err := trialEnding.SendReliable(ctx, tx, TrialEnding{AccountID: 7}, signals.At(time.Now().Add(time.Second)))
 		return err
 	})
 	if err != nil {

@@ -36,6 +36,7 @@ type testBundle struct {
 	queries    *store.Queries
 	kit        *store.KitQueries
 	queue      string
+	regQueue   string // the registry's queue, of receivers connected without the Queue option
 	redis      asynq.RedisClientOpt
 	logger     *slog.Logger // runWorker's; quiet unless a test sets it
 }
@@ -73,6 +74,7 @@ func newFixture(t *testing.T, schema string, cfg signals.RegistryConfig) *testBu
 	}
 	f.pool = newPool(t, func(c *pgxpool.Config) { c.ConnConfig.Tracer = f.statements })
 	cfg.Schema = f.schema
+	f.regQueue = cfg.WithDefaults().Queue
 	var err error
 	f.reg, err = signals.NewRegistry(cfg)
 	require.NoError(t, err)

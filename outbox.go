@@ -27,17 +27,12 @@ type sendOptions struct {
 	orderingKey string
 }
 
-// At delivers the event no earlier than t. A time in the past means at once.
-// asynq schedules to the whole second, so the receivers start within about a
-// second plus [WorkerConfig].DelayedTaskCheckInterval after t.
+// At delivers the event no earlier than t; for a delay d, pass
+// time.Now().Add(d). A time in the past means at once. asynq schedules to
+// the whole second, so the receivers start within about a second plus
+// [WorkerConfig].DelayedTaskCheckInterval after t.
 func At(t time.Time) SendOption {
 	return func(o *sendOptions) { o.processAt = t }
-}
-
-// Delay delivers the event no earlier than d after [Signal.SendReliable] is
-// called. Zero or negative means at once. The resolution is as for [At].
-func Delay(d time.Duration) SendOption {
-	return func(o *sendOptions) { o.processAt = time.Now().Add(d) }
 }
 
 // maxOrderingKeyBytes is the longest ordering key SendReliable accepts.

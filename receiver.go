@@ -261,8 +261,8 @@ func RateLimit(perSecond float64, burst int) ReceiverOption {
 // run holds its key for 4.6 to 9.1 hours of backoff plus its 21 runs (up to
 // 21 minutes if each runs into the Timeout): lower MaxRetries or Backoff's
 // max for keys that must not wait that long, and watch
-// [ReceiverStats].HeldKeys. An event waiting for its [At] or [Delay] holds
-// back its key until it has run. Requeuing a dead letter
+// [ReceiverStats].HeldKeys. An event waiting for its [At] holds back its
+// key until it has run. Requeuing a dead letter
 // ([Ledger.RequeueDead]) puts it back in its old place: it runs before the
 // key's events that are still pending.
 //

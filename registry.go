@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/dj-signals/signals/internal/envelope"
+	"github.com/dj-signals/signals/internal/kithook"
 	"github.com/dj-signals/signals/internal/store"
 )
 
@@ -239,8 +240,13 @@ func (r *Registry) connected() [][2]string {
 	return out
 }
 
-// Signals returns the sorted names of the registry's signals.
-func (r *Registry) Signals() []string {
+func init() {
+	kithook.SignalNames = func(reg any) []string { return reg.(*Registry).signalNames() }
+}
+
+// signalNames returns the sorted names of the registry's signals, for
+// package signalstest.
+func (r *Registry) signalNames() []string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make([]string, 0, len(r.signals))
@@ -250,10 +256,6 @@ func (r *Registry) Signals() []string {
 	sort.Strings(out)
 	return out
 }
-
-// Queue returns the queue of the receivers connected without the [Queue]
-// option; see [RegistryConfig].Queue.
-func (r *Registry) Queue() string { return r.cfg.Queue }
 
 // Queues returns the sorted asynq queues used by the connected receivers:
 // the queues a server running this registry must serve.

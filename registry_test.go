@@ -29,7 +29,7 @@ func TestRegistriesOnTwoSchemasKeepTheirEventsApart(t *testing.T) {
 	tenants := make([]*tenant, 2)
 	for i := range tenants {
 		tn := &tenant{f: setup(t), runs: newCounter()}
-		testenv.DeleteQueueAtEnd(t, tn.f.reg.Queue())
+		testenv.DeleteQueueAtEnd(t, tn.f.regQueue)
 		tn.sig = signals.Register[orderPlaced](tn.f.reg, "tenant.event")
 		prefix := fmt.Sprintf("tenant%d-", i)
 		tn.sig.Connect("recv", func(_ context.Context, e signals.Event[orderPlaced]) error {
@@ -45,7 +45,7 @@ func TestRegistriesOnTwoSchemasKeepTheirEventsApart(t *testing.T) {
 		run(t, w.Run)
 		tenants[i] = tn
 	}
-	require.NotEqual(t, tenants[0].f.reg.Queue(), tenants[1].f.reg.Queue(), "registries on different schemas default to different queues")
+	require.NotEqual(t, tenants[0].f.regQueue, tenants[1].f.regQueue, "registries on different schemas default to different queues")
 
 	done := make(chan struct{})
 	for i, tn := range tenants {
@@ -112,16 +112,17 @@ func TestDefaultQueueIsTheApplications(t *testing.T) {
 	t.Parallel()
 	// Named after the main module, as the binary's build info gives it:
 	// here, this module's test binary.
+	const queue = "signals.github.com-dj-signals-signals"
+	require.Equal(t, queue, signals.RegistryConfig{}.WithDefaults().Queue)
+	require.Equal(t, queue+".tenant_a", signals.RegistryConfig{Schema: "tenant_a"}.WithDefaults().Queue)
 	reg := newRegistry(t, signals.RegistryConfig{})
-	require.Equal(t, "signals.github.com-dj-signals-signals", reg.Queue())
 	sig := signals.Register[orderPlaced](reg, "order.placed")
 	sig.Connect("r", nop[orderPlaced])
 	mail := testenv.Queue(t) // queues are claimed per schema for the whole process
 	sig.Connect("elsewhere", nop[orderPlaced], signals.Queue(mail))
-	require.Equal(t, []string{mail, reg.Queue()}, reg.Queues(), "sorted")
+	require.Equal(t, []string{mail, queue}, reg.Queues(), "sorted; r's is the registry's queue")
 
-	other := newRegistry(t, signals.RegistryConfig{Queue: "billing"})
-	require.Equal(t, "billing", other.Queue())
+	require.Equal(t, "billing", signals.RegistryConfig{Queue: "billing"}.WithDefaults().Queue)
 	_, err := signals.NewRegistry(signals.RegistryConfig{Queue: "has spaces"})
 	require.ErrorIs(t, err, signals.ErrInvalidName)
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/dj-signals/signals/internal/envelope"
+	"github.com/dj-signals/signals/internal/kithook"
 	"github.com/dj-signals/signals/internal/store"
 )
 
@@ -61,8 +62,14 @@ func Register[T any](r *Registry, name string) *Signal[T] {
 // Name returns the signal's name.
 func (s *Signal[T]) Name() string { return s.name }
 
-// Registry returns the registry the signal belongs to.
-func (s *Signal[T]) Registry() *Registry { return s.reg }
+func init() {
+	kithook.RegistryOf = func(signal any) any {
+		return signal.(interface{ registry() *Registry }).registry()
+	}
+}
+
+// registry is the registry the signal belongs to, for package signalstest.
+func (s *Signal[T]) registry() *Registry { return s.reg }
 
 // Connect registers fn as the receiver named name. It is meant for init-time
 // wiring and panics on a programmer error, as http.HandleFunc does, with an

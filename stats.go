@@ -50,9 +50,9 @@ type ReceiverStats struct {
 	// zero when none is. A value growing past the receiver's retries means
 	// its receiver keeps failing or no worker serves its queue.
 	OldestInFlight time.Duration
-	// LatestDue is the latest delivery time a live row asked for with At or
-	// Delay; zero when none did. A date years away is work nobody will see
-	// done soon.
+	// LatestDue is the latest delivery time a live row asked for with At;
+	// zero when none did. A date years away is work nobody will see done
+	// soon.
 	LatestDue time.Time
 	// HeldKeys counts the receiver's ordering keys ([OrderBy]) whose later
 	// events wait behind an earlier one: in a flowing stream a few, briefly;

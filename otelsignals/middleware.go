@@ -44,9 +44,9 @@ type Config struct {
 	Propagator propagation.TextMapPropagator
 	// LinkReceive starts each receive span as the root of a trace of its
 	// own, linked to the send span, rather than as the send span's child.
-	// It suits events delivered long after they were sent (At, Delay,
-	// retries hours apart), which stretch a request's trace, and tracing
-	// backends that cut long traces. Defaults to false: one trace from the
+	// It suits events delivered long after they were sent (At, retries
+	// hours apart), which stretch a request's trace, and tracing backends
+	// that cut long traces. Defaults to false: one trace from the
 	// request to every receiver and the signals they send.
 	LinkReceive bool
 }
@@ -110,7 +110,7 @@ func New(cfg Config) *Middleware {
 	m.dead = counter(metricDead, "Deliveries that failed for good in a receiver run, by reason: recorded as dead letters.")
 	var err error
 	m.lag, err = meter.Float64Histogram(metricLag,
-		metric.WithDescription("Delivery lag: from SendReliable (the event ID's time, to the millisecond, a little before the commit) to the start of the receiver's first attempt. Includes any At or Delay the sender asked for."),
+		metric.WithDescription("Delivery lag: from SendReliable (the event ID's time, to the millisecond, a little before the commit) to the start of the receiver's first attempt. Includes any At the sender asked for."),
 		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(lagBuckets...))
 	handle(err)
 	m.duration, err = meter.Float64Histogram(metricDuration,

@@ -53,8 +53,9 @@ func TestPipeline(t *testing.T) {
 	t.Parallel()
 	tm := newTelemetry(t)
 	pool := testPool(t)
+	queue := testQueue(t)
 	reg, err := signals.NewRegistry(signals.RegistryConfig{
-		Schema: testSchema(t), Queue: testQueue(t),
+		Schema: testSchema(t), Queue: queue,
 		Middleware: []signals.Middleware{otelsignals.New(otelsignals.Config{TracerProvider: tm.tp, MeterProvider: tm.mp})},
 	})
 	require.NoError(t, err)
@@ -183,7 +184,7 @@ func TestPipeline(t *testing.T) {
 		pending, ok := gauge[int64](t, tm, "signals.backlog", append(refuse, attribute.String("state", "pending"))...)
 		require.True(t, ok)
 		require.Zero(t, pending)
-		served, ok := gauge[int64](t, tm, "signals.queue.served", attribute.String("queue", reg.Queue()))
+		served, ok := gauge[int64](t, tm, "signals.queue.served", attribute.String("queue", queue))
 		require.True(t, ok)
 		require.EqualValues(t, 1, served, "the Worker serves the queue")
 	})

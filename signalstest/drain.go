@@ -16,6 +16,7 @@ import (
 
 	"github.com/dj-signals/signals"
 	"github.com/dj-signals/signals/internal/envelope"
+	"github.com/dj-signals/signals/internal/kithook"
 	"github.com/dj-signals/signals/internal/store"
 )
 
@@ -105,7 +106,7 @@ func drain(t testing.TB, db signals.DB, redisOpt asynq.RedisConnOpt, reg *signal
 		}
 	}()
 
-	wk := &work{db: db, kit: kit, insp: insp, queues: reg.Queues(), signals: reg.Signals()}
+	wk := &work{db: db, kit: kit, insp: insp, queues: reg.Queues(), signals: kithook.SignalNames(reg)}
 	wk.since.SetTime(ulid.Timestamp(started))
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(drainTick)

@@ -182,7 +182,7 @@ func TestDrainWaitsOnlyForItsRegistrysWork(t *testing.T) {
 
 	// Its delayed event: Drain's Dispatcher moves it to the queue, where it
 	// waits an hour as a scheduled task.
-	sendID(t, w.pool, audited, 1, signals.Delay(time.Hour))
+	sendID(t, w.pool, audited, 1, signals.At(time.Now().Add(time.Hour)))
 	// Its row, held by its own relay mid-batch.
 	w.holdRows(t, sendID(t, w.pool, purged, 2))
 	// A task of this registry's signal left by an earlier run, due in an

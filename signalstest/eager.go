@@ -46,8 +46,8 @@ const eagerBatch = 100
 // receiver that fails twice and then succeeds leaves Commit returning nil.
 // Commit returns the last error of every delivery that ended dead, naming
 // its receiver, joined; the transaction's changes stay committed all the
-// same. Delays ([signals.Delay], [signals.At]) and Backoff are ignored, and
-// nothing is logged: the errors are Commit's.
+// same. [signals.At] and Backoff are ignored, and nothing is logged: the
+// errors are Commit's.
 //
 // An Eager is safe for concurrent use; each transaction, like any pgx.Tx,
 // is used by one goroutine at a time.

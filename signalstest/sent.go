@@ -39,7 +39,8 @@ func RequireNotSent[T any](t testing.TB, db DB, sig *signals.Signal[T], match fu
 
 func sent[T any](t testing.TB, db DB, sig *signals.Signal[T], match func(T) bool) []T {
 	t.Helper()
-	q, err := store.NewKitQueries(sig.Registry().Schema())
+	reg := kithook.RegistryOf(sig).(*signals.Registry)
+	q, err := store.NewKitQueries(reg.Schema())
 	if err != nil {
 		t.Fatalf("signalstest: %v", err)
 	}
@@ -54,7 +55,7 @@ func sent[T any](t testing.TB, db DB, sig *signals.Signal[T], match func(T) bool
 			continue
 		}
 		seen[r.EventID] = true
-		body, err := kithook.DecodePayload(sig.Registry(), r.Payload)
+		body, err := kithook.DecodePayload(reg, r.Payload)
 		if err != nil {
 			t.Fatalf("signalstest: read a %q payload: %v", sig.Name(), err)
 		}

@@ -27,8 +27,8 @@ func statusCommand(ctx context.Context, args []string, stdout, _ io.Writer) erro
 	lim := health.Defaults
 	asJSON := fs.Bool("json", false, "print JSON instead of tables")
 	fs.durationVar(&lim.MaxPendingAge, "max-pending-age", lim.MaxPendingAge, "a pending row older than `D` is a problem (no Dispatcher keeps up); 0 turns the check off")
-	fs.durationVar(&lim.MaxInFlightAge, "max-in-flight-age", lim.MaxInFlightAge, "a row enqueued longer than `D` ago is a problem (its receiver keeps failing); rows delayed with At or Delay count too; 0 (the default) turns the check off")
-	fs.durationVar(&lim.MaxDueAhead, "max-due-ahead", lim.MaxDueAhead, "a row due more than `D` from now is a problem (a wrong At or Delay); 0 turns the check off")
+	fs.durationVar(&lim.MaxInFlightAge, "max-in-flight-age", lim.MaxInFlightAge, "a row enqueued longer than `D` ago is a problem (its receiver keeps failing); rows delayed with At count too; 0 (the default) turns the check off")
+	fs.durationVar(&lim.MaxDueAhead, "max-due-ahead", lim.MaxDueAhead, "a row due more than `D` from now is a problem (a wrong At); 0 turns the check off")
 	args, err := fs.parse(args)
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 // Package kithook connects package signalstest to what package signals
 // keeps unexported: which events a transaction sent, running one delivery
-// in-process, and reading a payload its Codec encoded. Neither belongs in the public API.
+// in-process, reading a payload its Codec encoded, a signal's registry and
+// a registry's signals. None of it belongs in the public API.
 package kithook
 
 import (
@@ -30,3 +31,11 @@ var Deliver func(ctx context.Context, reg any, task *asynq.Task, taskID, queue s
 // stored it: decoded with its Codec when one encoded it. Package signals
 // sets it at initialization.
 var DecodePayload func(reg any, stored []byte) ([]byte, error)
+
+// RegistryOf returns the registry, a *signals.Registry, of signal, a
+// *signals.Signal[T]. Package signals sets it at initialization.
+var RegistryOf func(signal any) any
+
+// SignalNames returns the sorted names of the signals of reg, a
+// *signals.Registry. Package signals sets it at initialization.
+var SignalNames func(reg any) []string
