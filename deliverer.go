@@ -111,7 +111,7 @@ func (d deliverer) deliver(ctx context.Context, t *asynq.Task, at attempt) outco
 			SentAt:  time.UnixMilli(int64(meta.EventID.Time())),
 			Headers: meta.Headers,
 		}
-		_ = wrap(ctx, mws, Middleware.Receive, info, func(ctx context.Context) error {
+		_ = wrap(ctx, mws, Middleware.receiveHook, info, func(ctx context.Context) error {
 			err := step(ctx)
 			info.Dead = o.dead
 			return err

@@ -173,7 +173,7 @@ func (d *Dispatcher) enqueueHook() relay.EnqueueHook {
 			Headers: row.Headers,
 			Resent:  row.Enqueues > 0,
 		}
-		return wrap(ctx, mws, Middleware.Enqueue, info, func(ctx context.Context) (err error) {
+		return wrap(ctx, mws, Middleware.enqueueHook, info, func(ctx context.Context) (err error) {
 			info.Duplicate, err = enqueue(ctx)
 			return err
 		})

@@ -255,7 +255,7 @@ func TestLimitsInOneWorker(t *testing.T) {
 		f := setup(t)
 		var mu sync.Mutex
 		var infos []signals.ReceiveInfo
-		f.reg = must(signals.NewRegistry(signals.RegistryConfig{Schema: f.schema, Middleware: []signals.Middleware{receiveRecorder{&mu, &infos}}}))
+		f.reg = must(signals.NewRegistry(signals.RegistryConfig{Schema: f.schema, Middleware: []signals.Middleware{receiveRecorder(&mu, &infos)}}))
 		logs := &testenv.Logs{}
 		f.logger = slog.New(logs)
 		sig := signals.Register[orderPlaced](f.reg, "order.placed")
@@ -303,7 +303,7 @@ func TestLimitsInOneWorker(t *testing.T) {
 		f := setup(t)
 		var mu sync.Mutex
 		var infos []signals.ReceiveInfo
-		f.reg = must(signals.NewRegistry(signals.RegistryConfig{Schema: f.schema, Middleware: []signals.Middleware{receiveRecorder{&mu, &infos}}}))
+		f.reg = must(signals.NewRegistry(signals.RegistryConfig{Schema: f.schema, Middleware: []signals.Middleware{receiveRecorder(&mu, &infos)}}))
 		sig := signals.Register[orderPlaced](f.reg, "order.placed")
 		var runs atomic.Int32
 		sig.Connect("failing", func(context.Context, signals.Event[orderPlaced]) error {
@@ -351,26 +351,16 @@ func TestLimitsInOneWorker(t *testing.T) {
 	})
 }
 
-// receiveRecorder records the ReceiveInfo of every run it wraps.
-type receiveRecorder struct {
-	mu    *sync.Mutex
-	infos *[]signals.ReceiveInfo
-}
-
-func (r receiveRecorder) Send(ctx context.Context, _ *signals.SendInfo, next func(context.Context) error) error {
-	return next(ctx)
-}
-
-func (r receiveRecorder) Enqueue(ctx context.Context, _ *signals.EnqueueInfo, next func(context.Context) error) error {
-	return next(ctx)
-}
-
-func (r receiveRecorder) Receive(ctx context.Context, info *signals.ReceiveInfo, next func(context.Context) error) error {
-	err := next(ctx)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	*r.infos = append(*r.infos, *info)
-	return err
+// receiveRecorder is a middleware that records the ReceiveInfo of every
+// run it wraps in infos.
+func receiveRecorder(mu *sync.Mutex, infos *[]signals.ReceiveInfo) signals.Middleware {
+	return signals.Middleware{Receive: func(ctx context.Context, info *signals.ReceiveInfo, next func(context.Context) error) error {
+		err := next(ctx)
+		mu.Lock()
+		defer mu.Unlock()
+		*infos = append(*infos, *info)
+		return err
+	}}
 }
 
 func must[T any](v T, err error) T {

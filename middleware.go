@@ -14,39 +14,21 @@ import (
 // Set it with [RegistryConfig].Middleware; the first in the list is the
 // outermost.
 //
-// Each method must call next once, with the ctx the step should go on with
-// (a span's, say), and return next's error, or an error of its own after
-// next returned. Methods run on the hot path: keep them cheap. Embed
-// [MiddlewareDefaults] to implement only some of them.
-type Middleware interface {
+// Each field is optional: a nil one lets its step through, so a middleware
+// sets only the steps it wraps. Each func must call next once, with the
+// ctx the step should go on with (a span's, say), and return next's error,
+// or an error of its own after next returned. They run on the hot path:
+// keep them cheap.
+type Middleware struct {
 	// Send wraps SendReliable's write into the outbox, after validation.
 	// Headers set in s.Headers before next travel with the event.
-	Send(ctx context.Context, s *SendInfo, next func(context.Context) error) error
+	Send func(ctx context.Context, s *SendInfo, next func(context.Context) error) error
 	// Enqueue wraps one row's enqueue into Redis by a Dispatcher.
-	Enqueue(ctx context.Context, e *EnqueueInfo, next func(context.Context) error) error
+	Enqueue func(ctx context.Context, e *EnqueueInfo, next func(context.Context) error) error
 	// Receive wraps one run of a receiver, from decoding the task to
 	// classifying the receiver's error. The ctx given to next is the
 	// receiver's.
-	Receive(ctx context.Context, r *ReceiveInfo, next func(context.Context) error) error
-}
-
-// MiddlewareDefaults implements [Middleware] by calling next: embed it in a
-// middleware that wraps only some steps.
-type MiddlewareDefaults struct{}
-
-// Send calls next.
-func (MiddlewareDefaults) Send(ctx context.Context, _ *SendInfo, next func(context.Context) error) error {
-	return next(ctx)
-}
-
-// Enqueue calls next.
-func (MiddlewareDefaults) Enqueue(ctx context.Context, _ *EnqueueInfo, next func(context.Context) error) error {
-	return next(ctx)
-}
-
-// Receive calls next.
-func (MiddlewareDefaults) Receive(ctx context.Context, _ *ReceiveInfo, next func(context.Context) error) error {
-	return next(ctx)
+	Receive func(ctx context.Context, r *ReceiveInfo, next func(context.Context) error) error
 }
 
 // SendInfo describes one SendReliable call to [Middleware.Send].
@@ -103,12 +85,23 @@ type ReceiveInfo struct {
 	Dead DeadReason
 }
 
-// wrap runs step inside every middleware's method m, the first outermost.
-func wrap[I any](ctx context.Context, mws []Middleware, m func(Middleware, context.Context, I, func(context.Context) error) error, info I, step func(context.Context) error) error {
+// hook is one of a Middleware's fields, for the step whose info is I.
+type hook[I any] func(ctx context.Context, info I, next func(context.Context) error) error
+
+// The hooks of the three steps, for wrap to pick (Middleware.sendHook).
+func (m Middleware) sendHook() hook[*SendInfo]       { return m.Send }
+func (m Middleware) enqueueHook() hook[*EnqueueInfo] { return m.Enqueue }
+func (m Middleware) receiveHook() hook[*ReceiveInfo] { return m.Receive }
+
+// wrap runs step inside every middleware's hook that pick returns, the
+// first outermost; a nil hook lets the step through.
+func wrap[I any](ctx context.Context, mws []Middleware, pick func(Middleware) hook[I], info I, step func(context.Context) error) error {
 	next := step
 	for i := len(mws) - 1; i >= 0; i-- {
-		mw, inner := mws[i], next
-		next = func(ctx context.Context) error { return m(mw, ctx, info, inner) }
+		if h := pick(mws[i]); h != nil {
+			inner := next
+			next = func(ctx context.Context) error { return h(ctx, info, inner) }
+		}
 	}
 	return next(ctx)
 }

@@ -18,7 +18,6 @@ import (
 // recorder is a middleware that stamps a header at send, passes a ctx
 // value to the receiver, and records what each step saw.
 type recorder struct {
-	signals.MiddlewareDefaults
 	name string
 
 	mu       sync.Mutex
@@ -29,6 +28,11 @@ type recorder struct {
 }
 
 type traceKey struct{}
+
+// middleware is r as a Middleware.
+func (r *recorder) middleware() signals.Middleware {
+	return signals.Middleware{Send: r.Send, Enqueue: r.Enqueue, Receive: r.Receive}
+}
 
 func (r *recorder) Send(ctx context.Context, s *signals.SendInfo, next func(context.Context) error) error {
 	r.log("send " + r.name)
@@ -75,7 +79,7 @@ func TestMiddlewareSeesEachStepAndHeadersTravel(t *testing.T) {
 	t.Parallel()
 	var order []string
 	outer, inner := &recorder{name: "outer", order: &order}, &recorder{name: "inner", order: &order}
-	f := setupRegistry(t, signals.RegistryConfig{Middleware: []signals.Middleware{outer, inner}})
+	f := setupRegistry(t, signals.RegistryConfig{Middleware: []signals.Middleware{outer.middleware(), inner.middleware()}})
 	sig := signals.Register[orderPlaced](f.reg, "order.placed")
 	var mu sync.Mutex
 	seen := map[string]any{}
@@ -131,18 +135,19 @@ func TestMiddlewareSeesEachStepAndHeadersTravel(t *testing.T) {
 
 func TestMiddlewareMayNotUseTheReservedHeaderPrefix(t *testing.T) {
 	t.Parallel()
-	f := setupRegistry(t, signals.RegistryConfig{Middleware: []signals.Middleware{badHeader{}}})
+	f := setupRegistry(t, signals.RegistryConfig{Middleware: []signals.Middleware{badHeader}})
 	sig := nopSignal(t, f, "r")
 	_, err := commit(t.Context(), f.pool, sig, orderPlaced{OrderID: "o-1"})
 	require.ErrorIs(t, err, signals.ErrInvalidConfig)
 	require.Zero(t, f.pending(t), "nothing written")
 }
 
-type badHeader struct{ signals.MiddlewareDefaults }
-
-func (badHeader) Send(ctx context.Context, s *signals.SendInfo, next func(context.Context) error) error {
-	s.Headers = map[string]string{"signals-task-id": ulid.Make().String()}
-	return next(ctx)
+// badHeader is a middleware that sets a header of the library's own.
+var badHeader = signals.Middleware{
+	Send: func(ctx context.Context, s *signals.SendInfo, next func(context.Context) error) error {
+		s.Headers = map[string]string{"signals-task-id": ulid.Make().String()}
+		return next(ctx)
+	},
 }
 
 func TestMiddlewareSeesWhatRepairSendsAgain(t *testing.T) {
@@ -150,7 +155,7 @@ func TestMiddlewareSeesWhatRepairSendsAgain(t *testing.T) {
 	var order []string
 	rec := &recorder{name: "r", order: &order}
 	srv := testenv.StartRedis(t)
-	f := setupRegistry(t, signals.RegistryConfig{Middleware: []signals.Middleware{rec}})
+	f := setupRegistry(t, signals.RegistryConfig{Middleware: []signals.Middleware{rec.middleware()}})
 	f.redis = asynq.RedisClientOpt{Addr: srv.Addr}
 	sig := nopSignal(t, f, "r")
 	f.runDispatcher(t, signals.DispatcherConfig{})
@@ -171,8 +176,8 @@ func TestRegistryUseAddsMiddlewareAfterTheConfigs(t *testing.T) {
 	t.Parallel()
 	var order []string
 	first, second := &recorder{name: "first", order: &order}, &recorder{name: "second", order: &order}
-	f := setupRegistry(t, signals.RegistryConfig{Middleware: []signals.Middleware{first}})
-	f.reg.Use(second)
+	f := setupRegistry(t, signals.RegistryConfig{Middleware: []signals.Middleware{first.middleware()}})
+	f.reg.Use(second.middleware())
 	sig := nopSignal(t, f, "r")
 	send(t, f.pool, sig, orderPlaced{OrderID: "o-1"})
 	require.Equal(t, []string{"send first", "send second"}, order)

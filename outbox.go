@@ -138,7 +138,7 @@ func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts
 		for _, t := range targets {
 			info.Receivers = append(info.Receivers, t.Receiver)
 		}
-		err = wrap(ctx, mws, Middleware.Send, info, func(ctx context.Context) error {
+		err = wrap(ctx, mws, Middleware.sendHook, info, func(ctx context.Context) error {
 			for k := range info.Headers {
 				if strings.HasPrefix(k, envelope.ReservedPrefix) {
 					return fmt.Errorf("%w: a middleware set header %q, whose prefix %q the library keeps for itself", ErrInvalidConfig, k, envelope.ReservedPrefix)

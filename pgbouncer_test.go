@@ -99,14 +99,14 @@ func TestPgBouncer(t *testing.T) {
 
 	t.Run("senders in application transactions, Dispatchers and Workers", func(t *testing.T) {
 		t.Parallel()
-		f := setupPgBouncer(t, bouncer, signals.RegistryConfig{Middleware: []signals.Middleware{traceHeader{}}})
+		f := setupPgBouncer(t, bouncer, signals.RegistryConfig{Middleware: []signals.Middleware{traceHeader}})
 		orders := pgx.Identifier{f.schema, "orders"}.Sanitize()
 		_, err := f.pool.Exec(t.Context(), `CREATE TABLE `+orders+` (id text PRIMARY KEY, cents int NOT NULL)`)
 		require.NoError(t, err)
 		sig := signals.Register[orderPlaced](f.reg, "order.placed")
 		emails, audits := newCounter(), newCounter()
 		sig.Connect("email-receipt", func(ctx context.Context, e signals.Event[orderPlaced]) error {
-			if got, want := ctx.Value(traceHeader{}), "trace-"+e.ID.String(); got != want {
+			if got, want := ctx.Value(traceHeaderKey{}), "trace-"+e.ID.String(); got != want {
 				return signals.Permanent(fmt.Errorf("header trace is %v, want %s", got, want))
 			}
 			emails.add(e.Payload.OrderID)
@@ -372,20 +372,21 @@ func TestPgBouncer(t *testing.T) {
 }
 
 // traceHeader is a middleware that sends a header with each event and
-// gives its value to the receivers in their ctx, under traceHeader{}.
-type traceHeader struct{ signals.MiddlewareDefaults }
-
-func (traceHeader) Send(ctx context.Context, s *signals.SendInfo, next func(context.Context) error) error {
-	if s.Headers == nil {
-		s.Headers = map[string]string{}
-	}
-	s.Headers["trace"] = "trace-" + s.EventID.String()
-	return next(ctx)
+// gives its value to the receivers in their ctx, under traceHeaderKey{}.
+var traceHeader = signals.Middleware{
+	Send: func(ctx context.Context, s *signals.SendInfo, next func(context.Context) error) error {
+		if s.Headers == nil {
+			s.Headers = map[string]string{}
+		}
+		s.Headers["trace"] = "trace-" + s.EventID.String()
+		return next(ctx)
+	},
+	Receive: func(ctx context.Context, r *signals.ReceiveInfo, next func(context.Context) error) error {
+		return next(context.WithValue(ctx, traceHeaderKey{}, r.Headers["trace"]))
+	},
 }
 
-func (traceHeader) Receive(ctx context.Context, r *signals.ReceiveInfo, next func(context.Context) error) error {
-	return next(context.WithValue(ctx, traceHeader{}, r.Headers["trace"]))
-}
+type traceHeaderKey struct{}
 
 // errRolledBack makes a transaction in a test roll back.
 var errRolledBack = errors.New("rolled back on purpose")

@@ -71,7 +71,7 @@ func setup(t *testing.T, cfg dashboard.Config) *testBundle {
 	b.schema = schema
 	redisOpt := asynq.RedisClientOpt{Addr: testenv.RedisAddr()}
 	var err error
-	b.reg, err = signals.NewRegistry(signals.RegistryConfig{Schema: schema, Queue: queue, Middleware: []signals.Middleware{tracing{}}})
+	b.reg, err = signals.NewRegistry(signals.RegistryConfig{Schema: schema, Queue: queue, Middleware: []signals.Middleware{tracing}})
 	require.NoError(t, err)
 	require.NoError(t, b.reg.Migrate(t.Context(), b.pool))
 	b.failing.Store(true)
@@ -134,15 +134,13 @@ const traceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 // tracing sets traceParent on every event sent, as a tracing middleware
 // does.
-type tracing struct{ signals.MiddlewareDefaults }
-
-func (tracing) Send(ctx context.Context, s *signals.SendInfo, next func(context.Context) error) error {
+var tracing = signals.Middleware{Send: func(ctx context.Context, s *signals.SendInfo, next func(context.Context) error) error {
 	if s.Headers == nil {
 		s.Headers = map[string]string{}
 	}
 	s.Headers["traceparent"] = traceParent
 	return next(ctx)
-}
+}}
 
 // send commits n orders, each in its own transaction, and returns their
 // event IDs.

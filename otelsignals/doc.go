@@ -8,11 +8,11 @@
 // # Traces
 //
 // One trace follows an event from the request that sent it to every
-// receiver that ran it. [Middleware.Send] starts a producer span as a child
-// of the sender's ctx and writes its context into the event's headers,
-// which are stored with the outbox rows and carried in the asynq tasks'
-// headers. [Middleware.Enqueue] continues that context in the Dispatcher,
-// and [Middleware.Receive] in the Worker, where the receive span's context
+// receiver that ran it. The middleware [New] returns starts a producer span
+// at send, as a child of the sender's ctx, and writes its context into the
+// event's headers, which are stored with the outbox rows and carried in the
+// asynq tasks' headers. It continues that context at enqueue in the
+// Dispatcher, and at receive in the Worker, where the receive span's context
 // becomes the receiver's ctx: a signal the receiver sends with it (a
 // cascade) is a child of the receive span, in the same trace.
 //

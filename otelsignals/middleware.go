@@ -23,8 +23,8 @@ import (
 // middleware and [ObserveStats] use.
 const ScopeName = "github.com/dj-signals/signals/otelsignals"
 
-// Config configures a [Middleware]. The zero value is valid; every zero
-// field takes its default.
+// Config configures the middleware [New] returns. The zero value is valid;
+// every zero field takes its default.
 type Config struct {
 	// TracerProvider makes the tracer of the send, enqueue and receive
 	// spans. Defaults to otel.GetTracerProvider(), which follows a later
@@ -66,11 +66,9 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Middleware is the OpenTelemetry [signals.Middleware]: it traces and
-// counts every send, enqueue and receive of a registry's signals. Set it
-// with [signals.RegistryConfig].Middleware, or [signals.Registry.Use] for
-// signals.DefaultRegistry. It is safe for concurrent use.
-type Middleware struct {
+// middleware holds the tracer and instruments of the [signals.Middleware]
+// that New returns.
+type middleware struct {
 	cfg    Config
 	tracer trace.Tracer
 
@@ -85,15 +83,16 @@ type Middleware struct {
 	routes  cache[route, *routeTelemetry]
 }
 
-var _ signals.Middleware = (*Middleware)(nil)
-
-// New returns a Middleware configured by cfg. It does not fail: an error
-// creating an instrument (which the OpenTelemetry API returns along with a
-// usable instrument) goes to otel.Handle, as in OpenTelemetry's own
-// instrumentation libraries.
-func New(cfg Config) *Middleware {
+// New returns the OpenTelemetry [signals.Middleware], configured by cfg: it
+// traces and counts every send, enqueue and receive of a registry's
+// signals. Set it with [signals.RegistryConfig].Middleware, or
+// [signals.Registry.Use] for signals.DefaultRegistry. It is safe for
+// concurrent use. New does not fail: an error creating an instrument
+// (which the OpenTelemetry API returns along with a usable instrument) goes
+// to otel.Handle, as in OpenTelemetry's own instrumentation libraries.
+func New(cfg Config) signals.Middleware {
 	cfg = cfg.withDefaults()
-	m := &Middleware{cfg: cfg, tracer: cfg.TracerProvider.Tracer(ScopeName)}
+	m := &middleware{cfg: cfg, tracer: cfg.TracerProvider.Tracer(ScopeName)}
 	meter := cfg.MeterProvider.Meter(ScopeName)
 	counter := func(name, desc string) metric.Int64Counter {
 		c, err := meter.Int64Counter(name, metric.WithDescription(desc), metric.WithUnit("{delivery}"))
@@ -117,19 +116,19 @@ func New(cfg Config) *Middleware {
 		metric.WithDescription("Duration of one receiver run, decoding and classifying included."),
 		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(durationBuckets...))
 	handle(err)
-	return m
+	return signals.Middleware{Send: m.send, Enqueue: m.enqueue, Receive: m.receive}
 }
 
 // The three steps below wrap next in a small frame and leave the span's
 // start and end to helpers that are not inlined: next runs the rest of the
-// step (the receiver, for Receive) on the same goroutine, often a fresh one
+// step (the receiver, for receive) on the same goroutine, often a fresh one
 // with a small stack, and every byte of this frame is a byte less for it
 // before the stack must grow and be copied.
 
-// Send starts a producer span, "send <signal>", as a child of ctx, writes
+// send starts a producer span, "send <signal>", as a child of ctx, writes
 // its context into the event's headers, and counts one sent delivery per
 // receiver once the outbox rows are written.
-func (m *Middleware) Send(ctx context.Context, s *signals.SendInfo, next func(context.Context) error) error {
+func (m *middleware) send(ctx context.Context, s *signals.SendInfo, next func(context.Context) error) error {
 	ctx, span, st := m.startSend(ctx, s)
 	defer span.End()
 	if err := next(ctx); err != nil {
@@ -143,7 +142,7 @@ func (m *Middleware) Send(ctx context.Context, s *signals.SendInfo, next func(co
 }
 
 //go:noinline
-func (m *Middleware) startSend(ctx context.Context, s *signals.SendInfo) (context.Context, trace.Span, *signalTelemetry) {
+func (m *middleware) startSend(ctx context.Context, s *signals.SendInfo) (context.Context, trace.Span, *signalTelemetry) {
 	st := m.signalTelemetry(s.Signal, s.Receivers)
 	// Every attribute at the start, where the sampler sees them.
 	attrs := startAttrs()
@@ -166,10 +165,10 @@ func (m *Middleware) startSend(ctx context.Context, s *signals.SendInfo) (contex
 	return ctx, span, st
 }
 
-// Enqueue continues the event's trace with a client span, "enqueue
+// enqueue continues the event's trace with a client span, "enqueue
 // <signal>", around one row's enqueue into Redis, and counts it as
 // enqueued (and resent, after a repair), duplicate or failed.
-func (m *Middleware) Enqueue(ctx context.Context, e *signals.EnqueueInfo, next func(context.Context) error) error {
+func (m *middleware) enqueue(ctx context.Context, e *signals.EnqueueInfo, next func(context.Context) error) error {
 	ctx, span, rt := m.startEnqueue(ctx, e)
 	defer span.End()
 	err := next(ctx)
@@ -178,7 +177,7 @@ func (m *Middleware) Enqueue(ctx context.Context, e *signals.EnqueueInfo, next f
 }
 
 //go:noinline
-func (m *Middleware) startEnqueue(ctx context.Context, e *signals.EnqueueInfo) (context.Context, trace.Span, *routeTelemetry) {
+func (m *middleware) startEnqueue(ctx context.Context, e *signals.EnqueueInfo) (context.Context, trace.Span, *routeTelemetry) {
 	rt := m.routeTelemetry(route{signal: e.Signal, receiver: e.Receiver, queue: e.Queue})
 	ctx = m.cfg.Propagator.Extract(ctx, propagation.MapCarrier(e.Headers))
 	attrs := deliveryAttrs(rt.enqueueAttrs, e.TaskID, e.EventID)
@@ -189,7 +188,7 @@ func (m *Middleware) startEnqueue(ctx context.Context, e *signals.EnqueueInfo) (
 }
 
 //go:noinline
-func (m *Middleware) endEnqueue(ctx context.Context, span trace.Span, rt *routeTelemetry, e *signals.EnqueueInfo, err error) {
+func (m *middleware) endEnqueue(ctx context.Context, span trace.Span, rt *routeTelemetry, e *signals.EnqueueInfo, err error) {
 	switch {
 	case err != nil:
 		fail(span, err)
@@ -205,11 +204,11 @@ func (m *Middleware) endEnqueue(ctx context.Context, span trace.Span, rt *routeT
 	}
 }
 
-// Receive continues the event's trace with a consumer span, "receive
+// receive continues the event's trace with a consumer span, "receive
 // <signal>", whose context becomes the receiver's ctx; it records the
 // delivery lag on the first attempt, the run's duration, and whether it
 // succeeded, failed or is now dead.
-func (m *Middleware) Receive(ctx context.Context, r *signals.ReceiveInfo, next func(context.Context) error) error {
+func (m *middleware) receive(ctx context.Context, r *signals.ReceiveInfo, next func(context.Context) error) error {
 	start := time.Now()
 	ctx, span, rt := m.startReceive(ctx, r, start)
 	defer span.End()
@@ -219,7 +218,7 @@ func (m *Middleware) Receive(ctx context.Context, r *signals.ReceiveInfo, next f
 }
 
 //go:noinline
-func (m *Middleware) startReceive(ctx context.Context, r *signals.ReceiveInfo, start time.Time) (context.Context, trace.Span, *routeTelemetry) {
+func (m *middleware) startReceive(ctx context.Context, r *signals.ReceiveInfo, start time.Time) (context.Context, trace.Span, *routeTelemetry) {
 	rt := m.routeTelemetry(route{signal: r.Signal, receiver: r.Receiver, queue: r.Queue})
 	ctx = m.cfg.Propagator.Extract(ctx, propagation.MapCarrier(r.Headers))
 	attrs := deliveryAttrs(rt.receiveAttrs, r.TaskID, r.EventID)
@@ -240,7 +239,7 @@ func (m *Middleware) startReceive(ctx context.Context, r *signals.ReceiveInfo, s
 }
 
 //go:noinline
-func (m *Middleware) endReceive(ctx context.Context, span trace.Span, rt *routeTelemetry, r *signals.ReceiveInfo, took time.Duration, err error) {
+func (m *middleware) endReceive(ctx context.Context, span trace.Span, rt *routeTelemetry, r *signals.ReceiveInfo, took time.Duration, err error) {
 	m.duration.Record(ctx, took.Seconds(), rt.metrics)
 	if err == nil {
 		m.succeeded.Add(ctx, 1, rt.metrics)
@@ -301,14 +300,14 @@ type signalTelemetry struct {
 }
 
 // signalTelemetry returns the telemetry of signal sent to receivers.
-func (m *Middleware) signalTelemetry(signal string, receivers []string) *signalTelemetry {
+func (m *middleware) signalTelemetry(signal string, receivers []string) *signalTelemetry {
 	if st, ok := m.signals.load(signal); ok && slices.Equal(st.receivers, receivers) {
 		return st
 	}
 	return m.newSignalTelemetry(signal, receivers)
 }
 
-func (m *Middleware) newSignalTelemetry(signal string, receivers []string) *signalTelemetry {
+func (m *middleware) newSignalTelemetry(signal string, receivers []string) *signalTelemetry {
 	st := &signalTelemetry{
 		sendName:  "send " + signal,
 		receivers: slices.Clone(receivers),
@@ -339,14 +338,14 @@ type routeTelemetry struct {
 }
 
 // routeTelemetry returns r's telemetry.
-func (m *Middleware) routeTelemetry(r route) *routeTelemetry {
+func (m *middleware) routeTelemetry(r route) *routeTelemetry {
 	if rt, ok := m.routes.load(r); ok {
 		return rt
 	}
 	return m.newRouteTelemetry(r)
 }
 
-func (m *Middleware) newRouteTelemetry(r route) *routeTelemetry {
+func (m *middleware) newRouteTelemetry(r route) *routeTelemetry {
 	shared := func(op, opType attribute.KeyValue) []attribute.KeyValue {
 		return []attribute.KeyValue{
 			systemAttr, op, opType, destination.String(r.signal),

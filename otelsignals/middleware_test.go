@@ -30,7 +30,7 @@ type testBundle struct {
 	ctx  context.Context
 }
 
-func setupMiddleware(t *testing.T, cfg otelsignals.Config) (*otelsignals.Middleware, *testBundle) {
+func setupMiddleware(t *testing.T, cfg otelsignals.Config) (signals.Middleware, *testBundle) {
 	t.Helper()
 	tm := newTelemetry(t)
 	cfg.TracerProvider, cfg.MeterProvider = tm.tp, tm.mp
@@ -47,7 +47,7 @@ func sendInfo(receivers ...string) *signals.SendInfo {
 
 // send runs m.Send with a next that succeeds, and returns the headers the
 // event would carry.
-func send(t *testing.T, m *otelsignals.Middleware, ctx context.Context, s *signals.SendInfo) map[string]string {
+func send(t *testing.T, m signals.Middleware, ctx context.Context, s *signals.SendInfo) map[string]string {
 	t.Helper()
 	require.NoError(t, m.Send(ctx, s, func(context.Context) error { return nil }))
 	return s.Headers

@@ -118,7 +118,7 @@ func newShop(t *testing.T) *shop {
 	s := &shop{pool: testenv.Pool(t)}
 	schema, queue := testenv.Schema(t), testenv.Queue(t)
 	redisOpt := asynq.RedisClientOpt{Addr: testenv.RedisAddr()}
-	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: schema, Queue: queue, Middleware: []signals.Middleware{tracing{}}})
+	reg, err := signals.NewRegistry(signals.RegistryConfig{Schema: schema, Queue: queue, Middleware: []signals.Middleware{tracing}})
 	require.NoError(t, err)
 	require.NoError(t, reg.Migrate(t.Context(), s.pool))
 	s.failing.Store(true)
@@ -164,15 +164,13 @@ func newShop(t *testing.T) *shop {
 
 // tracing sets a trace context on every event, as a tracing middleware
 // does, for the event page's trace link.
-type tracing struct{ signals.MiddlewareDefaults }
-
-func (tracing) Send(ctx context.Context, s *signals.SendInfo, next func(context.Context) error) error {
+var tracing = signals.Middleware{Send: func(ctx context.Context, s *signals.SendInfo, next func(context.Context) error) error {
 	if s.Headers == nil {
 		s.Headers = map[string]string{}
 	}
 	s.Headers["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	return next(ctx)
-}
+}}
 
 func send[T any](t *testing.T, s *shop, sig *signals.Signal[T], payload T) ulid.ULID {
 	t.Helper()
