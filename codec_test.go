@@ -12,6 +12,7 @@ import (
 
 	"github.com/dj-signals/signals"
 	"github.com/dj-signals/signals/aesgcm"
+	"github.com/dj-signals/signals/internal/ledgerview"
 	"github.com/dj-signals/signals/signalstest"
 )
 
@@ -97,7 +98,7 @@ func TestDeadLettersReadEncodedWithoutTheCodec(t *testing.T) {
 	require.Len(t, seen, 1)
 	require.True(t, seen[0].Encoded, "a registry without the codec reads it as encoded")
 	require.Nil(t, seen[0].Payload)
-	event, err := ledger.Event(t.Context(), seen[0].EventID)
+	event, err := ledgerview.New(ledger).Event(t.Context(), seen[0].EventID)
 	require.NoError(t, err)
 	require.True(t, event.Encoded)
 }

@@ -170,20 +170,6 @@ func (l *Ledger) DeadLetters(ctx context.Context, f DeadFilter) ([]DeadLetter, e
 	return out, nil
 }
 
-// CountDead returns how many dead letters f selects, whatever its Limit.
-// It reads every letter that matches: on a large ledger, narrow f.
-func (l *Ledger) CountDead(ctx context.Context, f DeadFilter) (int, error) {
-	sf, err := f.storeFilter()
-	if err != nil {
-		return 0, err
-	}
-	n, err := l.reg.queries.CountDead(ctx, l.db, sf)
-	if err != nil {
-		return 0, fmt.Errorf("signals: count dead letters: %w", l.reg.explain(err))
-	}
-	return int(n), nil
-}
-
 // RequeueDead sends dead letters again, once their cause is fixed: each
 // goes back into the outbox with its attempts reset and becomes a fresh
 // asynq task, while its receiver sees the same Event.TaskID, so [Once]

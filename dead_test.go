@@ -253,21 +253,18 @@ func TestDeadLettersPageWithACursor(t *testing.T) {
 	}
 	require.Equal(t, all, paged, "the pages hold every letter once, in the list's order")
 
-	t.Run("count and reason", func(t *testing.T) {
+	t.Run("filters", func(t *testing.T) {
 		for _, c := range []struct {
-			f             signals.DeadFilter
-			count, listed int
+			f      signals.DeadFilter
+			listed int
 		}{
-			{signals.DeadFilter{}, 5, 5},
-			{signals.DeadFilter{Limit: 1}, 5, 1},
-			{signals.DeadFilter{Reason: signals.ReasonPermanent}, 3, 3},
-			{signals.DeadFilter{Reason: signals.ReasonRetriesExhausted, ErrorContains: "TIME"}, 2, 2},
-			{signals.DeadFilter{Reason: signals.ReasonUndecodable}, 0, 0},
-			{signals.DeadFilter{After: all[2].Cursor()}, 2, 2},
+			{signals.DeadFilter{}, 5},
+			{signals.DeadFilter{Limit: 1}, 1},
+			{signals.DeadFilter{Reason: signals.ReasonPermanent}, 3},
+			{signals.DeadFilter{Reason: signals.ReasonRetriesExhausted, ErrorContains: "TIME"}, 2},
+			{signals.DeadFilter{Reason: signals.ReasonUndecodable}, 0},
+			{signals.DeadFilter{After: all[2].Cursor()}, 2},
 		} {
-			n, err := d.CountDead(t.Context(), c.f)
-			require.NoError(t, err)
-			require.Equal(t, c.count, n, "%+v", c.f)
 			letters, err := d.DeadLetters(t.Context(), c.f)
 			require.NoError(t, err)
 			require.Len(t, letters, c.listed, "%+v", c.f)
@@ -281,8 +278,6 @@ func TestDeadLettersPageWithACursor(t *testing.T) {
 		require.NotContains(t, all[1].Cursor(), "/", "fits in a URL as it is")
 		for _, bad := range []string{"12", "x.01HZZZZZZZZZZZZZZZZZZZZZZZ", "12.notanid"} {
 			_, err := d.DeadLetters(t.Context(), signals.DeadFilter{After: bad})
-			require.ErrorIs(t, err, signals.ErrInvalidConfig, bad)
-			_, err = d.CountDead(t.Context(), signals.DeadFilter{After: bad})
 			require.ErrorIs(t, err, signals.ErrInvalidConfig, bad)
 		}
 	})

@@ -72,22 +72,21 @@
 //
 // registry.go holds who listens to what and the settings all of these share,
 // codec.go the [Codec] a registry may encode payloads with (package aesgcm
-// is one);
-// middleware.go the hooks around send, enqueue and receive that tracing and
-// metrics plug into (the otelsignals module is the OpenTelemetry one);
-// ledger.go the operator's view of the outbox: stats.go the snapshot an
-// operator reads ([Ledger.Stats], and the signals command's status), dead.go
-// the dead letters an operator lists, requeues or discards, event_record.go
-// an event's rows and its cascade ([Ledger.Event]); migrations.go the
-// tables; errors.go every sentinel error. Package dashboard serves the
-// Ledger as web pages.
+// is one); middleware.go the hooks around send, enqueue and receive that
+// tracing and metrics plug into (the otelsignals module is the
+// OpenTelemetry one); ledger.go the operator's view of the outbox: stats.go
+// the snapshot an operator reads ([Ledger.Stats], and the signals command's
+// status), dead.go the dead letters an operator lists, requeues or
+// discards; migrations.go the tables; errors.go every sentinel error.
+// Package dashboard serves the Ledger as web pages, with an event's rows
+// and its cascade besides.
 //
 // # Wiring
 //
 // Define signals as package-level variables with [New], connect receivers in
-// init functions with [Signal.Connect], call [Migrate] once at start-up, and
-// run a Dispatcher and a Worker beside the application, both built on the
-// same Registry ([DefaultRegistry] for signals made with New):
+// init functions with [Signal.Connect], call [Registry.Migrate] once at
+// start-up, and run a Dispatcher and a Worker beside the application, all
+// on the same Registry ([DefaultRegistry] for signals made with New):
 //
 //	var OrderPlaced = signals.New[OrderPlacedPayload]("order.placed")
 //

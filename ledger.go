@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/dj-signals/signals/internal/kithook"
+	"github.com/dj-signals/signals/internal/store"
 )
 
 // Ledger is a registry's outbox as an operator sees it: what it holds, per
@@ -31,6 +34,17 @@ func NewLedger(reg *Registry, db DB, redisOpt asynq.RedisConnOpt) (*Ledger, erro
 		return nil, fmt.Errorf("%w: NewLedger needs a registry (signals.DefaultRegistry for signals made with New) and a database pool", ErrInvalidConfig)
 	}
 	return &Ledger{reg: reg, db: db, redis: redisOpt}, nil
+}
+
+func init() {
+	kithook.LedgerOf = func(ledger any) kithook.Ledger {
+		l := ledger.(*Ledger)
+		return kithook.Ledger{
+			Queries: l.reg.queries, DB: l.db, Position: l.position,
+			Payload: l.reg.readablePayload, Explain: l.reg.explain,
+			DeadFilter: func(f any) (store.DeadFilter, error) { return f.(DeadFilter).storeFilter() },
+		}
+	}
 }
 
 // pruneChunk is how many inbox rows one PruneInbox transaction removes.

@@ -140,7 +140,7 @@ func (h *handler) deadLetters(w http.ResponseWriter, r *http.Request) {
 	more := len(letters) > h.cfg.PageSize
 	letters = letters[:min(len(letters), h.cfg.PageSize)]
 	f.After = ""
-	matching, err := h.ledger.CountDead(r.Context(), f)
+	matching, err := h.view.CountDead(r.Context(), f)
 	if err != nil {
 		h.fail(w, r, http.StatusInternalServerError, "count the dead letters", err)
 		return
@@ -253,7 +253,7 @@ func (h *handler) confirmDead(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusBadRequest, "read the filter", err)
 		return
 	}
-	n, err := h.ledger.CountDead(r.Context(), f)
+	n, err := h.view.CountDead(r.Context(), f)
 	if err != nil {
 		h.fail(w, r, http.StatusInternalServerError, "count the dead letters", err)
 		return

@@ -10,7 +10,7 @@ import (
 
 	"github.com/oklog/ulid/v2"
 
-	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/ledgerview"
 )
 
 // eventData is the event page's.
@@ -18,11 +18,11 @@ type eventData struct {
 	// Query is the ID searched for, as typed.
 	Query string
 	// Event is the event found; nil when the ledger holds none of its rows.
-	Event   *signals.EventRecord
+	Event   *ledgerview.EventRecord
 	Payload string // indented JSON
 	Headers []header
 	// Caused are the events in the ledger that the event's receivers sent.
-	Caused []signals.EventRecord
+	Caused []ledgerview.EventRecord
 	// Cascade is the tree of the event's cascade, as far as the ledger
 	// holds it, from its first event.
 	Cascade *node
@@ -37,7 +37,7 @@ type header struct {
 // done (gone from the ledger) but whose successors are still there.
 type node struct {
 	ID       ulid.ULID
-	Event    *signals.EventRecord
+	Event    *ledgerview.EventRecord
 	Current  bool // the page's event
 	Children []*node
 }
@@ -54,7 +54,7 @@ func (h *handler) event(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusBadRequest, "read the ID "+d.Query+" (an event ID or a task ID: 26 characters, as the logs and signals dead list print them)", err)
 		return
 	}
-	d.Event, err = h.ledger.Event(r.Context(), id)
+	d.Event, err = h.view.Event(r.Context(), id)
 	if err != nil {
 		h.fail(w, r, http.StatusInternalServerError, "read the event", err)
 		return
@@ -70,7 +70,7 @@ func (h *handler) event(w http.ResponseWriter, r *http.Request) {
 		}
 		d.Headers = h.headers(d.Event.Headers)
 	}
-	cascade, err := h.ledger.Cascade(r.Context(), correlation)
+	cascade, err := h.view.Cascade(r.Context(), correlation)
 	if err != nil {
 		h.fail(w, r, http.StatusInternalServerError, "read the event's cascade", err)
 		return
@@ -147,7 +147,7 @@ func (h *handler) headers(hs map[string]string) []header {
 // tree arranges a cascade's events, sorted by ID, under its first event,
 // root; an event whose cause is gone from the ledger hangs under a node of
 // its own that says so.
-func tree(root ulid.ULID, events []signals.EventRecord, current ulid.ULID) *node {
+func tree(root ulid.ULID, events []ledgerview.EventRecord, current ulid.ULID) *node {
 	nodes := map[ulid.ULID]*node{root: {ID: root}}
 	get := func(id ulid.ULID) *node {
 		n, ok := nodes[id]

@@ -9,6 +9,7 @@ import (
 
 	"github.com/dj-signals/signals"
 	"github.com/dj-signals/signals/dashboard"
+	"github.com/dj-signals/signals/internal/ledgerview"
 	"github.com/dj-signals/signals/internal/testenv"
 )
 
@@ -18,7 +19,7 @@ func TestEvent(t *testing.T) {
 	placed := b.send(t, 1, "cascade")[0]
 	testenv.Eventually(t, eventually, func() bool { return b.countDead(t) == 2 }, "the charge and the invoice's pdf die")
 	testenv.Eventually(t, eventually, func() bool {
-		e, err := b.ledger.Event(t.Context(), placed)
+		e, err := ledgerview.New(b.ledger).Event(t.Context(), placed)
 		return err == nil && e != nil && len(e.Deliveries) == 1
 	}, "email's and invoice's successes acked (the Worker acks in batches)")
 	pdf, err := b.ledger.DeadLetters(t.Context(), signals.DeadFilter{Receiver: "pdf"})

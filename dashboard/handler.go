@@ -12,6 +12,7 @@ import (
 
 	"github.com/dj-signals/signals"
 	"github.com/dj-signals/signals/internal/health"
+	"github.com/dj-signals/signals/internal/ledgerview"
 )
 
 //go:embed templates/*.html
@@ -23,6 +24,7 @@ var staticFiles embed.FS
 // handler serves the pages of one ledger.
 type handler struct {
 	ledger    *signals.Ledger
+	view      *ledgerview.View // the reads the pages need beyond the ledger's own
 	cfg       *Config
 	csrf      *csrf
 	snapshots *snapshots
@@ -49,7 +51,7 @@ func New(ledger *signals.Ledger, cfg Config) (http.Handler, error) {
 		return nil, err
 	}
 	h := &handler{
-		ledger: ledger, cfg: c, csrf: token, snapshots: &snapshots{ledger: ledger, maxAge: c.StatsMaxAge},
+		ledger: ledger, view: ledgerview.New(ledger), cfg: c, csrf: token, snapshots: &snapshots{ledger: ledger, maxAge: c.StatsMaxAge},
 		pages: map[string]*template.Template{}, mux: http.NewServeMux(),
 	}
 	for _, page := range []string{"overview", "dead", "confirm", "event", "error"} {
@@ -131,7 +133,7 @@ var funcs = template.FuncMap{
 }
 
 // slug makes a CSS class name of a state: "in flight" is "in-flight".
-func slug(s signals.DeliveryState) string { return strings.ReplaceAll(string(s), " ", "-") }
+func slug(s ledgerview.DeliveryState) string { return strings.ReplaceAll(string(s), " ", "-") }
 
 // deadLink is the dead letters page of one receiver.
 func deadLink(signal, receiver string) string {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/dj-signals/signals"
 	"github.com/dj-signals/signals/dashboard"
+	"github.com/dj-signals/signals/internal/ledgerview"
 	"github.com/dj-signals/signals/internal/testenv"
 )
 
@@ -168,7 +169,7 @@ func (b *testBundle) deadLetters(t *testing.T, n int, note string) []ulid.ULID {
 
 func (b *testBundle) countDead(t *testing.T) int {
 	t.Helper()
-	n, err := b.ledger.CountDead(t.Context(), signals.DeadFilter{})
+	n, err := ledgerview.New(b.ledger).CountDead(t.Context(), signals.DeadFilter{})
 	require.NoError(t, err)
 	return n
 }

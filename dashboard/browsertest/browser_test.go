@@ -27,6 +27,7 @@ import (
 
 	"github.com/dj-signals/signals"
 	"github.com/dj-signals/signals/dashboard"
+	"github.com/dj-signals/signals/internal/ledgerview"
 	"github.com/dj-signals/signals/internal/testenv"
 )
 
@@ -184,7 +185,7 @@ func send[T any](t *testing.T, s *shop, sig *signals.Signal[T], payload T) ulid.
 
 func (s *shop) countDead(t *testing.T, f signals.DeadFilter) int {
 	t.Helper()
-	n, err := s.ledger.CountDead(t.Context(), f)
+	n, err := ledgerview.New(s.ledger).CountDead(t.Context(), f)
 	require.NoError(t, err)
 	return n
 }

@@ -1,13 +1,17 @@
-// Package kithook connects package signalstest to what package signals
-// keeps unexported: which events a transaction sent, running one delivery
-// in-process, reading a payload its Codec encoded, a signal's registry and
-// a registry's signals. None of it belongs in the public API.
+// Package kithook connects the module's other packages to what package
+// signals keeps unexported: for signalstest, which events a transaction
+// sent, running one delivery in-process, reading a payload its Codec
+// encoded, a signal's registry and a registry's signals; for ledgerview
+// (the dashboard's reads), what a Ledger reads through. None of it belongs
+// in the public API.
 package kithook
 
 import (
 	"context"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/dj-signals/signals/internal/store"
 )
 
 // Recorder is implemented by a pgx.Tx wrapper that wants to know what
@@ -39,3 +43,25 @@ var RegistryOf func(signal any) any
 // SignalNames returns the sorted names of the signals of reg, a
 // *signals.Registry. Package signals sets it at initialization.
 var SignalNames func(reg any) []string
+
+// Ledger is what a *signals.Ledger reads through.
+type Ledger struct {
+	// Queries are the statements of the ledger's schema; DB its pool.
+	Queries *store.Queries
+	DB      store.DB
+	// Position reads the Dispatchers' position, which tells pending rows
+	// from rows in flight: store.Start, and an error, without Redis.
+	Position func(context.Context) (store.Position, error)
+	// Payload returns a stored payload's JSON, decoded with the registry's
+	// Codec, or nil and true when it is encoded and cannot be decoded.
+	Payload func(stored []byte) (json []byte, encoded bool)
+	// Explain adds the fix to an error that says the tables are missing.
+	Explain func(error) error
+	// DeadFilter returns f, a signals.DeadFilter, as the store takes it, or
+	// an error for an After that no DeadLetter.Cursor returned.
+	DeadFilter func(f any) (store.DeadFilter, error)
+}
+
+// LedgerOf returns what ledger, a *signals.Ledger, reads through. Package
+// signals sets it at initialization.
+var LedgerOf func(ledger any) Ledger

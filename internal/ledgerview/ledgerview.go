@@ -1,14 +1,23 @@
-package signals
+// Package ledgerview reads what package dashboard shows of a ledger beyond
+// signals.Ledger's public methods: an event as the ledger holds it, with
+// each receiver's delivery, the events of its cascade, and how many dead
+// letters a filter selects. It reads through what the *signals.Ledger it is
+// given reads through (its pool, its registry's schema and Codec, its
+// Redis), which package signals hands over through kithook.
+package ledgerview
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/oklog/ulid/v2"
 
+	"github.com/dj-signals/signals"
+	"github.com/dj-signals/signals/internal/kithook"
 	"github.com/dj-signals/signals/internal/store"
 )
 
@@ -19,13 +28,13 @@ type DeliveryState string
 
 // The states of a delivery the ledger holds.
 const (
-	// DeliveryPending: committed, waiting for a Dispatcher to enqueue it
-	// (or, after a failed enqueue, for its next try).
-	DeliveryPending DeliveryState = "pending"
-	// DeliveryInFlight: enqueued; its receiver has not succeeded yet.
-	DeliveryInFlight DeliveryState = "in flight"
-	// DeliveryDead: failed for good; see [DeadLetter].
-	DeliveryDead DeliveryState = "dead"
+	// Pending: committed, waiting for a Dispatcher to enqueue it (or, after
+	// a failed enqueue, for its next try).
+	Pending DeliveryState = "pending"
+	// InFlight: enqueued; its receiver has not succeeded yet.
+	InFlight DeliveryState = "in flight"
+	// Dead: failed for good; see signals.DeadLetter.
+	Dead DeliveryState = "dead"
 )
 
 // Delivery is one receiver's row of an event as the ledger holds it.
@@ -42,11 +51,11 @@ type Delivery struct {
 	// Error is the last enqueue error of a live row, or a dead one's error.
 	Error string
 	// Reason says why a dead row died; empty for a live one.
-	Reason DeadReason
-	// DueAt is when it asked to be delivered (At); EnqueuedAt its
-	// last recorded enqueue (known for rows with an ordering key and dead
-	// rows); RetryAt when a row that failed to enqueue is tried again;
-	// DeadAt when it died. Each is zero when it does not apply.
+	Reason signals.DeadReason
+	// DueAt is when it asked to be delivered (At); EnqueuedAt its last
+	// recorded enqueue (known for rows with an ordering key and dead rows);
+	// RetryAt when a row that failed to enqueue is tried again; DeadAt when
+	// it died. Each is zero when it does not apply.
 	DueAt, EnqueuedAt, RetryAt, DeadAt time.Time
 	// OrderingKey is the key that orders it, if any.
 	OrderingKey string
@@ -56,7 +65,7 @@ type Delivery struct {
 // not done yet or are dead, with the event's payload and place in its
 // cascade.
 type EventRecord struct {
-	// ID is the event's ID, Event.EventID to its receivers.
+	// ID is the event's ID, Event.ID to its receivers.
 	ID ulid.ULID
 	// Signal names it.
 	Signal string
@@ -68,9 +77,9 @@ type EventRecord struct {
 	CorrelationID, CausationID ulid.ULID
 	Depth                      int
 	// Payload is the event's JSON payload, decoded with the registry's
-	// [Codec]; nil when Encoded.
+	// Codec; nil when Encoded.
 	Payload json.RawMessage
-	// Encoded says the payload is encoded and the Ledger's registry has no
+	// Encoded says the payload is encoded and the ledger's registry has no
 	// Codec for it (the signals command's, say).
 	Encoded bool
 	// Headers are the event's own, as middleware set them at send.
@@ -80,32 +89,39 @@ type EventRecord struct {
 	Deliveries []Delivery
 }
 
-// eventRowLimit bounds the rows, live and dead each, that one event lookup
-// returns; cascadeRowLimit a cascade's.
-const (
-	eventRowLimit   = 1000
-	cascadeRowLimit = 1000
-)
+// rowLimit bounds the rows, live and dead each, that one event's or one
+// cascade's lookup returns.
+const rowLimit = 1000
+
+// View reads one ledger. It is safe for concurrent use.
+type View struct {
+	l kithook.Ledger
+}
+
+// New returns the view of ledger.
+func New(ledger *signals.Ledger) *View {
+	return &View{l: kithook.LedgerOf(ledger)}
+}
 
 // Event returns the event that id names, an event's ID or one of its
 // deliveries' task IDs, as the ledger holds it; nil when the ledger holds
 // no row of it (never sent, or every receiver done). It reads each of the
 // ledger's tables through once or twice, and Redis for the Dispatchers'
 // position (without Redis, every live row counts as pending).
-func (l *Ledger) Event(ctx context.Context, id ulid.ULID) (*EventRecord, error) {
-	pos, _ := l.position(ctx) // without it, live rows read as pending
-	rows, err := l.reg.queries.EventRows(ctx, l.db, pos, id, eventRowLimit)
+func (v *View) Event(ctx context.Context, id ulid.ULID) (*EventRecord, error) {
+	pos, _ := v.l.Position(ctx) // without it, live rows read as pending
+	rows, err := v.l.Queries.EventRows(ctx, v.l.DB, pos, id, rowLimit)
 	if err == nil && len(rows) == 0 {
 		var ev [16]byte
 		var found bool
-		if ev, found, err = l.reg.queries.EventOf(ctx, l.db, id); err == nil && found {
-			rows, err = l.reg.queries.EventRows(ctx, l.db, pos, ev, eventRowLimit)
+		if ev, found, err = v.l.Queries.EventOf(ctx, v.l.DB, id); err == nil && found {
+			rows, err = v.l.Queries.EventRows(ctx, v.l.DB, pos, ev, rowLimit)
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("signals: read event %s: %w", id, l.reg.explain(err))
+		return nil, fmt.Errorf("signals: read event %s: %w", id, v.l.Explain(err))
 	}
-	events := l.eventRecords(rows)
+	events := v.records(rows)
 	if len(events) == 0 {
 		return nil, nil
 	}
@@ -117,17 +133,31 @@ func (l *Ledger) Event(ctx context.Context, id ulid.ULID) (*EventRecord, error) 
 // holds them, sorted by ID: so sent first, first. It returns at most 1,000
 // deliveries in flight or pending and 1,000 dead, and reads each of the
 // ledger's tables through once.
-func (l *Ledger) Cascade(ctx context.Context, correlationID ulid.ULID) ([]EventRecord, error) {
-	pos, _ := l.position(ctx)
-	rows, err := l.reg.queries.CascadeRows(ctx, l.db, pos, correlationID, cascadeRowLimit)
+func (v *View) Cascade(ctx context.Context, correlationID ulid.ULID) ([]EventRecord, error) {
+	pos, _ := v.l.Position(ctx)
+	rows, err := v.l.Queries.CascadeRows(ctx, v.l.DB, pos, correlationID, rowLimit)
 	if err != nil {
-		return nil, fmt.Errorf("signals: read cascade %s: %w", correlationID, l.reg.explain(err))
+		return nil, fmt.Errorf("signals: read cascade %s: %w", correlationID, v.l.Explain(err))
 	}
-	return l.eventRecords(rows), nil
+	return v.records(rows), nil
 }
 
-// eventRecords groups rows by event, sorted by event ID.
-func (l *Ledger) eventRecords(rows []store.EventRow) []EventRecord {
+// CountDead returns how many dead letters f selects, whatever its Limit.
+// It reads every letter that matches: on a large ledger, narrow f.
+func (v *View) CountDead(ctx context.Context, f signals.DeadFilter) (int, error) {
+	sf, err := v.l.DeadFilter(f)
+	if err != nil {
+		return 0, err
+	}
+	n, err := v.l.Queries.CountDead(ctx, v.l.DB, sf)
+	if err != nil {
+		return 0, fmt.Errorf("signals: count dead letters: %w", v.l.Explain(err))
+	}
+	return int(n), nil
+}
+
+// records groups rows by event, sorted by event ID.
+func (v *View) records(rows []store.EventRow) []EventRecord {
 	byID := map[ulid.ULID]*EventRecord{}
 	var order []ulid.ULID
 	for _, r := range rows {
@@ -138,7 +168,7 @@ func (l *Ledger) eventRecords(rows []store.EventRow) []EventRecord {
 				ID: id, Signal: r.Signal, SentAt: time.UnixMilli(int64(id.Time())),
 				CorrelationID: r.CorrelationID, Depth: r.Depth, Headers: r.Headers,
 			}
-			e.Payload, e.Encoded = l.reg.readablePayload(r.Payload)
+			e.Payload, e.Encoded = v.l.Payload(r.Payload)
 			if r.CausationID != nil {
 				e.CausationID = *r.CausationID
 			}
@@ -152,11 +182,8 @@ func (l *Ledger) eventRecords(rows []store.EventRow) []EventRecord {
 	for i, id := range order {
 		out[i] = *byID[id]
 		slices.SortFunc(out[i].Deliveries, func(a, b Delivery) int {
-			if a.Receiver != b.Receiver {
-				if a.Receiver < b.Receiver {
-					return -1
-				}
-				return 1
+			if c := strings.Compare(a.Receiver, b.Receiver); c != 0 {
+				return c
 			}
 			return a.TaskID.Compare(b.TaskID)
 		})
@@ -166,14 +193,14 @@ func (l *Ledger) eventRecords(rows []store.EventRow) []EventRecord {
 
 // deliveryOf is r as a Delivery.
 func deliveryOf(r store.EventRow) Delivery {
-	d := Delivery{TaskID: r.ID, Receiver: r.Receiver, Queue: r.Queue, Attempts: r.Attempts, Reason: DeadReason(r.Reason)}
+	d := Delivery{TaskID: r.ID, Receiver: r.Receiver, Queue: r.Queue, Attempts: r.Attempts, Reason: signals.DeadReason(r.Reason)}
 	switch {
 	case r.Dead:
-		d.State = DeliveryDead
+		d.State = Dead
 	case r.Pending:
-		d.State = DeliveryPending
+		d.State = Pending
 	default:
-		d.State = DeliveryInFlight
+		d.State = InFlight
 	}
 	if r.LastError != nil {
 		d.Error = *r.LastError
