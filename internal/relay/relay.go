@@ -38,6 +38,7 @@ type Config struct {
 	BatchTimeout       time.Duration
 	BatchBytes         int
 	RepairAge          time.Duration
+	RecoverAfter       time.Duration
 	Logger             *slog.Logger
 }
 
