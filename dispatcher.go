@@ -171,7 +171,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: %T does not make a go-redis client", ErrInvalidConfig, d.redis)
 	}
 	defer rc.Close()
-	return relay.New(d.reg.queries, d.db, rc, relay.Config(d.cfg), d.enqueueHook(), d.reg.Queues).Run(ctx)
+	recovered := make(chan struct{})
+	go func() {
+		defer close(recovered)
+		relay.NewRecoverer(rc, d.reg.Queues, relay.Config(d.cfg)).Run(ctx)
+	}()
+	defer func() { <-recovered }()
+	return relay.New(d.reg.queries, d.db, rc, relay.Config(d.cfg), d.enqueueHook()).Run(ctx)
 }
 
 // enqueueHook runs each enqueue inside the registry's middleware.
