@@ -3,14 +3,17 @@ package signals_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -26,12 +29,14 @@ const (
 	crashEvents         = 12
 )
 
-// crashRuns records each receiver run's start: by whom, when.
-const crashRunsTable = `CREATE TABLE IF NOT EXISTS %s.crash_runs (event text, receiver text, child bool, at timestamptz)`
+// crash_runs records each receiver run's start: by whom, when;
+// crash_stops why each of the child's runs ended, if it lived to see it.
+const crashTables = `CREATE TABLE IF NOT EXISTS %[1]s.crash_runs (event text, receiver text, child bool, at timestamptz);
+CREATE TABLE IF NOT EXISTS %[1]s.crash_stops (event text, receiver text, cause text)`
 
 // crashSignal connects the test's receivers: "once" with MaxRetries(0),
 // "default" with the default retries. Each records its run's start; in the
-// child it then blocks until the process dies.
+// child it then blocks until its ctx ends, and records why.
 func crashSignal(t *testing.T, reg *signals.Registry, pool *pgxpool.Pool, schema, queue string, child bool) *signals.Signal[orderPlaced] {
 	t.Helper()
 	sig := signals.Register[orderPlaced](reg, "order.placed")
@@ -43,10 +48,13 @@ func crashSignal(t *testing.T, reg *signals.Registry, pool *pgxpool.Pool, schema
 			if _, err := pool.Exec(ctx, `INSERT INTO `+schema+`.crash_runs VALUES ($1, $2, $3, clock_timestamp())`, e.ID.String(), e.Receiver, child); err != nil {
 				return err
 			}
-			if child {
-				<-ctx.Done() // the kill ends it first
+			if !child {
+				return nil
 			}
-			return nil
+			<-ctx.Done()
+			_, err := pool.Exec(context.WithoutCancel(ctx), `INSERT INTO `+schema+`.crash_stops VALUES ($1, $2, $3)`,
+				e.ID.String(), e.Receiver, context.Cause(ctx).Error())
+			return errors.Join(ctx.Err(), err)
 		}, signals.Queue(queue), opt.opt)
 	}
 	return sig
@@ -54,14 +62,60 @@ func crashSignal(t *testing.T, reg *signals.Registry, pool *pgxpool.Pool, schema
 
 // TestWorkerKilledMidRunRunsItsReceiversAgain SIGKILLs a worker process
 // while its receivers run and requires that each runs again, once, in the
-// surviving worker, within about the lease asynq gives a running task (30
-// s), where asynq alone takes 60 to 120 s. The test's Dispatcher takes the
-// tasks back once their lease ends; a receiver with MaxRetries(0) is
-// included. It logs the time from the kill to each run again.
+// surviving worker, within 30 s, where asynq alone takes 60 to 120 s: the
+// test's Dispatcher, at its defaults, takes the tasks back once their lease
+// has gone unrenewed for RecoverAfter (20 s). A receiver with MaxRetries(0)
+// is included. It logs the time from the kill to each run again.
 func TestWorkerKilledMidRunRunsItsReceiversAgain(t *testing.T) {
 	t.Parallel()
+	f, sig, child := startCrashChild(t)
+	require.NoError(t, child.Process.Kill())
+	killedAt := time.Now()
+
+	f.runWorker(t)
+	requireRunAgain(t, f, sig, killedAt, "the kill")
+}
+
+// TestWorkerStalledPastRecoverAfterStopsItsRuns SIGSTOPs a worker process
+// while its receivers run: to the Dispatcher it looks killed, and the
+// surviving worker runs each receiver again within 30 s. Then the process
+// resumes, and its lease watch stops the runs it still had (their ctx
+// canceled, as the lease lost), which records no failure and buries
+// nothing, MaxRetries(0) included.
+func TestWorkerStalledPastRecoverAfterStopsItsRuns(t *testing.T) {
+	t.Parallel()
+	f, sig, child := startCrashChild(t)
+	require.NoError(t, child.Process.Signal(syscall.SIGSTOP))
+	stoppedAt := time.Now()
+
+	f.runWorker(t)
+	requireRunAgain(t, f, sig, stoppedAt, "the stop")
+	require.NoError(t, child.Process.Signal(syscall.SIGCONT))
+	stops := func() (causes []string) {
+		rows, err := f.pool.Query(t.Context(), `SELECT cause FROM `+f.schema+`.crash_stops`)
+		require.NoError(t, err)
+		causes, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return causes
+	}
+	require.Eventually(t, func() bool { return len(stops()) == 2*crashEvents }, eventually, tick, "the resumed worker stops each of its runs")
+	for _, cause := range stops() {
+		require.Contains(t, cause, "could not renew the task's lease", "stopped by the lease watch")
+	}
+	dead, err := f.ledger(t).DeadLetters(t.Context(), signals.DeadFilter{})
+	require.NoError(t, err)
+	require.Empty(t, dead, "a stopped run is no failure: nothing is buried")
+	require.Zero(t, f.pending(t), "nothing is left to run")
+}
+
+// startCrashChild sets up a test bundle with the crash receivers, its
+// Dispatcher running, starts a worker child process on the bundle's queue,
+// sends crashEvents orders, and returns once each of the child's
+// receivers is running. The child is killed at the test's end.
+func startCrashChild(t *testing.T) (*testBundle, *signals.Signal[orderPlaced], *exec.Cmd) {
+	t.Helper()
 	f := setup(t)
-	_, err := f.pool.Exec(t.Context(), fmt.Sprintf(crashRunsTable, f.schema))
+	_, err := f.pool.Exec(t.Context(), fmt.Sprintf(crashTables, f.schema))
 	require.NoError(t, err)
 	sig := crashSignal(t, f.reg, f.pool, f.schema, f.queue, false)
 
@@ -70,47 +124,55 @@ func TestWorkerKilledMidRunRunsItsReceiversAgain(t *testing.T) {
 	cmd.Env = append(os.Environ(), crashChildSchemaEnv+"="+f.schema, crashChildQueueEnv+"="+f.queue)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	require.NoError(t, cmd.Start())
-	killed := false
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
 	t.Cleanup(func() {
-		if !killed {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
 			t.Logf("worker child output:\n%s", out.String())
 		}
 	})
 
 	f.runDispatcher(t, signals.DispatcherConfig{})
 	sendOrders(t, f, sig, "crash", crashEvents)
-	runs := func(child bool) int {
-		var n int
-		require.NoError(t, f.pool.QueryRow(t.Context(), `SELECT count(*) FROM `+f.schema+`.crash_runs WHERE child = $1`, child).Scan(&n))
-		return n
-	}
-	require.Eventually(t, func() bool { return runs(true) == 2*crashEvents }, eventually, tick, "the child runs every receiver")
-	require.NoError(t, cmd.Process.Kill())
-	killedAt := time.Now()
-	_ = cmd.Wait()
-	killed = true
+	require.Eventually(t, func() bool { return crashRuns(t, f, true) == 2*crashEvents }, eventually, tick, "the child runs every receiver")
+	return f, sig, cmd
+}
 
-	f.runWorker(t)
-	require.Eventually(t, func() bool { return runs(false) >= 2*crashEvents }, 60*time.Second, 100*time.Millisecond,
+// crashRuns counts the runs that started in the child, or in the test.
+func crashRuns(t *testing.T, f *testBundle, child bool) int {
+	var n int
+	require.NoError(t, f.pool.QueryRow(t.Context(), `SELECT count(*) FROM `+f.schema+`.crash_runs WHERE child = $1`, child).Scan(&n))
+	return n
+}
+
+// requireRunAgain requires that each receiver runs again in the test's
+// worker, once, within 30 s of since, and every row is acked; it logs the
+// times from since, what happened then, to each run.
+func requireRunAgain(t *testing.T, f *testBundle, sig *signals.Signal[orderPlaced], since time.Time, what string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return crashRuns(t, f, false) >= 2*crashEvents }, 60*time.Second, 100*time.Millisecond,
 		"every receiver runs again in the surviving worker")
 	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick, "every row acked")
-	require.Equal(t, 2*crashEvents, runs(false), "each receiver ran again once, not twice")
+	require.Equal(t, 2*crashEvents, crashRuns(t, f, false), "each receiver ran again once, not twice")
 
 	rows, err := f.pool.Query(t.Context(), `SELECT extract(epoch FROM at)::float8 FROM `+f.schema+`.crash_runs WHERE NOT child`)
 	require.NoError(t, err)
-	var after []time.Duration
-	for rows.Next() {
-		var at float64
-		require.NoError(t, rows.Scan(&at))
-		after = append(after, time.Unix(0, int64(at*1e9)).Sub(killedAt))
+	ats, err := pgx.CollectRows(rows, pgx.RowTo[float64])
+	require.NoError(t, err)
+	after := make([]time.Duration, len(ats))
+	for i, at := range ats {
+		after[i] = time.Unix(0, int64(at*1e9)).Sub(since)
 	}
-	require.NoError(t, rows.Err())
 	slices.Sort(after)
-	t.Logf("kill → receiver runs again: min %v, median %v, max %v (%d runs)",
+	t.Logf("%s → receiver runs again: min %v, median %v, max %v (%d runs)", what,
 		after[0].Round(100*time.Millisecond), after[len(after)/2].Round(100*time.Millisecond), after[len(after)-1].Round(100*time.Millisecond), len(after))
-	require.Less(t, after[len(after)-1], 45*time.Second, "back within the lease and a few seconds, not asynq's 60-120 s")
+	require.Less(t, after[len(after)-1], 30*time.Second, "back within RecoverAfter and a second or two, not asynq's 60-120 s")
 }
 
 // TestCrashChildProcess is not a test: it is the worker process that

@@ -15,6 +15,7 @@ import (
 	"github.com/dj-signals/signals/internal/backoff"
 	"github.com/dj-signals/signals/internal/envelope"
 	"github.com/dj-signals/signals/internal/kithook"
+	"github.com/dj-signals/signals/internal/leasewatch"
 	"github.com/dj-signals/signals/internal/limit"
 	"github.com/dj-signals/signals/internal/store"
 	"github.com/dj-signals/signals/internal/throttle"
@@ -95,6 +96,11 @@ func (d deliverer) deliver(ctx context.Context, t *asynq.Task, at attempt) outco
 		} else {
 			err = d.call(ctx, h, meta, t.Payload(), o.attempt)
 		}
+		if err != nil && errors.Is(context.Cause(ctx), leasewatch.ErrLost) {
+			// Stopped by the lease watch, which logs it: no failure.
+			o.err = fmt.Errorf("%w (the receiver returned: %w)", leasewatch.ErrLost, err)
+			return o.err
+		}
 		if err != nil {
 			o.dead = deadReason(err, at.retried >= at.maxRetry)
 			o.err = d.failed(ctx, meta, rowID, o, at.maxRetry, err)
@@ -147,12 +153,15 @@ func (d deliverer) failed(ctx context.Context, meta envelope.Meta, rowID ulid.UL
 }
 
 // retryDelay is the Worker's asynq.RetryDelayFunc: each receiver's
-// [Backoff], or the wait the limiter suggested for a task waiting for its
-// receiver's limits.
+// [Backoff], the wait the limiter suggested for a task waiting for its
+// receiver's limits, or a second for a run the lease watch stopped.
 func (d deliverer) retryDelay(retried int, err error, t *asynq.Task) time.Duration {
 	var w *limitWait
 	if errors.As(err, &w) {
 		return w.wait
+	}
+	if errors.Is(err, leasewatch.ErrLost) {
+		return time.Second // the Dispatcher takes it back first, unless this worker's Redis came back
 	}
 	o := defaultReceiverOptions("")
 	if meta, err := envelope.Decode(t.Type(), t.Headers()); err == nil {
@@ -183,10 +192,10 @@ func (w *limitWait) Error() string {
 }
 
 // isFailure is the Worker's asynq IsFailure: every error but a wait for a
-// limit counts as a failed attempt.
+// limit and a run the lease watch stopped counts as a failed attempt.
 func isFailure(err error) bool {
 	var w *limitWait
-	return !errors.As(err, &w)
+	return !errors.As(err, &w) && !errors.Is(err, leasewatch.ErrLost)
 }
 
 // limitHandlerWait bounds each wait admit does inside the handler, for a

@@ -11,6 +11,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dj-signals/signals/internal/asynqlayout"
 	"github.com/dj-signals/signals/internal/relay"
 	"github.com/dj-signals/signals/internal/store"
 )
@@ -66,6 +67,17 @@ type DispatcherConfig struct {
 	// writes), is noticed within a second, whatever RepairAge. Defaults to
 	// 1min.
 	RepairAge time.Duration
+	// RecoverAfter is how long a running task's lease may go unrenewed
+	// before the Dispatcher puts the task back in its queue, for another
+	// worker to run: a live worker renews it every 5 s, so a lease
+	// unrenewed this long means the worker was killed, or lost Redis (a
+	// Worker that cannot renew its runs' leases for 10 s stops them first).
+	// A killed worker's receivers run again within about RecoverAfter + 1s
+	// of the kill. From 15s (a margin of 5 s over the Worker's 10 s for
+	// clocks and slow heartbeats) to 30s, the lease's own length, after
+	// which asynq's recoverer takes over, 30 s to 90 s later. Defaults to
+	// 20s.
+	RecoverAfter time.Duration
 	// Logger receives outages and rows that fail to enqueue. Payloads are never
 	// logged. Defaults to slog.Default().
 	Logger *slog.Logger
@@ -85,6 +97,7 @@ func (c DispatcherConfig) WithDefaults() DispatcherConfig {
 	c.BatchTimeout = cmp.Or(c.BatchTimeout, 30*time.Second)
 	c.BatchBytes = cmp.Or(c.BatchBytes, 16<<20)
 	c.RepairAge = cmp.Or(c.RepairAge, time.Minute)
+	c.RecoverAfter = cmp.Or(c.RecoverAfter, 20*time.Second)
 	c.Logger = cmp.Or(c.Logger, slog.Default())
 	return c
 }
@@ -102,6 +115,8 @@ func (c DispatcherConfig) validate() error {
 		return fmt.Errorf("%w: Retention %v is below asynq's 1s resolution", ErrInvalidConfig, c.Retention)
 	case c.Retention <= c.RepairAge:
 		return fmt.Errorf("%w: Retention %v must exceed RepairAge %v, or repair cannot tell a completed task from a lost one", ErrInvalidConfig, c.Retention, c.RepairAge)
+	case c.RecoverAfter < 15*time.Second || c.RecoverAfter > asynqlayout.LeaseDuration:
+		return fmt.Errorf("%w: RecoverAfter %v is outside 15s to 30s: a Worker that lost Redis stops its runs after 10 s, and asynq's lease lasts 30 s", ErrInvalidConfig, c.RecoverAfter)
 	case c.BackoffMax < c.BackoffMin:
 		return fmt.Errorf("%w: BackoffMax %v is below BackoffMin %v", ErrInvalidConfig, c.BackoffMax, c.BackoffMin)
 	}
@@ -120,8 +135,8 @@ func (c DispatcherConfig) validate() error {
 // that need a write of their own (failed enqueues, ordering keys, repair)
 // are claimed with SKIP LOCKED. Each second it also takes back the running
 // tasks of the registry's queues whose worker died (their asynq lease
-// ended), so that their receivers run again about 30 s after the crash
-// rather than asynq's 60 to 120 s.
+// unrenewed for RecoverAfter), so that their receivers run again about 20 s
+// after the crash rather than asynq's 60 to 120 s.
 type Dispatcher struct {
 	reg   *Registry
 	db    DB
@@ -156,7 +171,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: %T does not make a go-redis client", ErrInvalidConfig, d.redis)
 	}
 	defer rc.Close()
-	return relay.New(d.reg.queries, d.db, rc, relay.Config(d.cfg), d.enqueueHook(), d.reg.Queues).Run(ctx)
+	recovered := make(chan struct{})
+	go func() {
+		defer close(recovered)
+		relay.NewRecoverer(rc, d.reg.Queues, relay.Config(d.cfg)).Run(ctx)
+	}()
+	defer func() { <-recovered }()
+	return relay.New(d.reg.queries, d.db, rc, relay.Config(d.cfg), d.enqueueHook()).Run(ctx)
 }
 
 // enqueueHook runs each enqueue inside the registry's middleware.

@@ -289,6 +289,8 @@ func TestConstructorsRejectBadConfig(t *testing.T) {
 		{BatchSize: -1},
 		{Retention: 500 * time.Millisecond},
 		{BackoffMin: time.Second, BackoffMax: time.Millisecond},
+		{RecoverAfter: 10 * time.Second}, // below the Worker's own 10 s stop, with no margin
+		{RecoverAfter: time.Minute},      // past asynq's lease, its recoverer's turn
 	} {
 		_, err := signals.NewDispatcher(f.reg, f.pool, f.redis, cfg)
 		require.Error(t, err, "%+v", cfg)

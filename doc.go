@@ -37,7 +37,7 @@
 //   - A worker does not know the signal or receiver: the task is retried,
 //     for a newer worker to take, and dead only when its retries run out.
 //   - A worker dies mid-receiver: the receiver runs again, whatever its
-//     retry budget, about 30 s later (when asynq's lease on the task ends),
+//     retry budget, about 20 s later ([DispatcherConfig].RecoverAfter),
 //     so receivers must be idempotent.
 //   - Events are not ordered with respect to each other, unless they carry
 //     an ordering key ([OrderingKey], [OrderBy]): then, for each receiver,

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dj-signals/signals/internal/acks"
+	"github.com/dj-signals/signals/internal/leasewatch"
 	"github.com/dj-signals/signals/internal/limit"
 	"github.com/dj-signals/signals/internal/store"
 	"github.com/dj-signals/signals/internal/throttle"
@@ -88,7 +89,11 @@ func (c WorkerConfig) validate() error {
 // receiver's backoff until its MaxRetries. It keeps the ledger: a success
 // removes the delivery's outbox row (in batches, within milliseconds); a
 // failure for good moves it to the dead letters with its reason (see
-// [Ledger.DeadLetters]).
+// [Ledger.DeadLetters]). A Worker that cannot renew a run's lease in Redis
+// for 10 s (Redis unreachable, or the process stalled) stops the run: its
+// ctx is canceled, and the failure counts no retry. The Dispatcher puts the
+// task back in its queue once the lease has gone unrenewed for its
+// RecoverAfter, as it does for the runs of a worker that was killed.
 type Worker struct {
 	reg   *Registry
 	db    DB
@@ -97,8 +102,9 @@ type Worker struct {
 
 	deliverer deliverer
 	acks      *acks.Batcher
-	running   sync.Map     // row ID → struct{}: deliveries whose receiver is running here
-	busy      atomic.Int64 // handlers running now
+	leases    *leasewatch.Watch // set by Run
+	running   sync.Map          // row ID → struct{}: deliveries whose receiver is running here
+	busy      atomic.Int64      // handlers running now
 }
 
 // ackInterval is how long a success waits, at most, before its row is
@@ -107,6 +113,11 @@ type Worker struct {
 // DELETE costs PostgreSQL more per call than per row: in the cost
 // scenario, 5 ms made one statement per 3.6 rows at 82 µs a call.
 const ackInterval = 20 * time.Millisecond
+
+// leaseStopAfter is how long a run's lease may go unrenewed before its
+// Worker stops it: below the 15 s least DispatcherConfig.RecoverAfter, by
+// a heartbeat (5 s) for a lease read just before it was renewed.
+const leaseStopAfter = 10 * time.Second
 
 // NewWorker returns a Worker running reg's receivers on tasks from the
 // Redis that redisOpt describes and recording their outcomes in reg's
@@ -156,15 +167,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: the worker has no queue to serve: connect receivers before Run (import their package), or set WorkerConfig.Queues",
 			ErrNoReceivers)
 	}
-	// The receiver limits' own client; it connects when a limited receiver
-	// first runs, and is closed after the server stopped, once its last
-	// runs released their slots.
+	// The client of the receiver limits and the lease watch; it is closed
+	// after the server stopped, once its last runs released their slots.
 	rdb, ok := w.redis.MakeRedisClient().(redis.UniversalClient)
 	if !ok {
-		return fmt.Errorf("%w: the Redis connection option makes no go-redis client, which receiver limits need", ErrInvalidConfig)
+		return fmt.Errorf("%w: the Redis connection option makes no go-redis client, which receiver limits and the lease watch need", ErrInvalidConfig)
 	}
 	defer rdb.Close()
 	w.deliverer.limiter = limit.New(rdb)
+	w.leases = leasewatch.New(rdb, leaseStopAfter, throttle.New(w.cfg.Logger, asynqLogWindow))
 	srv := asynq.NewServer(w.redis, asynq.Config{
 		Concurrency:              w.cfg.Concurrency,
 		Queues:                   queues,
@@ -176,15 +187,22 @@ func (w *Worker) Run(ctx context.Context) error {
 		Logger:                   asynqLogger{throttle.New(w.cfg.Logger, asynqLogWindow)},
 		LogLevel:                 asynq.WarnLevel,
 	})
-	ackCtx, stopAcks := context.WithCancel(context.WithoutCancel(ctx))
-	acksDone := make(chan struct{})
+	// The acks and the lease watch stop after the server stopped: its last
+	// runs are watched, and their successes flush.
+	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	var bg sync.WaitGroup
+	bg.Add(2)
 	go func() {
-		defer close(acksDone)
-		w.acks.Run(ackCtx)
+		defer bg.Done()
+		w.acks.Run(bgCtx)
+	}()
+	go func() {
+		defer bg.Done()
+		w.leases.Run(bgCtx)
 	}()
 	defer func() {
-		stopAcks() // after the server stopped: its last successes flush too
-		<-acksDone
+		stopBg()
+		bg.Wait()
 	}()
 	w.reportUnknownWork(ctx)
 	if err := srv.Start(asynq.HandlerFunc(w.process)); err != nil {
@@ -235,6 +253,8 @@ func (w *Worker) process(ctx context.Context, t *asynq.Task) error {
 		}
 		defer w.running.Delete(rowID)
 	}
+	ctx, done := w.leases.Track(ctx, at.queue, at.taskID)
+	defer done()
 	res := w.deliverer.deliver(ctx, t, at)
 	switch {
 	case res.row.ID == [16]byte{}:

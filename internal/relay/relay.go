@@ -3,8 +3,8 @@
 // whose ID is the row's, move the position (position.go, window.go); keyed
 // rows one per key (keyed.go); rows due again after a failure (due.go);
 // check that Redis still holds what was enqueued and send again what it
-// lost (marker.go, rewind.go, repair.go); take back the tasks of a worker
-// that died (leases.go).
+// lost (marker.go, rewind.go, repair.go). Beside it, on a cadence of its
+// own, a Recoverer takes back the tasks of a worker that died (leases.go).
 package relay
 
 import (
@@ -38,6 +38,7 @@ type Config struct {
 	BatchTimeout       time.Duration
 	BatchBytes         int
 	RepairAge          time.Duration
+	RecoverAfter       time.Duration
 	Logger             *slog.Logger
 }
 
@@ -48,8 +49,7 @@ type Relay struct {
 	db      store.DB
 	redis   redis.UniversalClient
 	cfg     Config
-	hook    EnqueueHook     // nil: none
-	queues  func() []string // the queues whose leases it watches; nil: none
+	hook    EnqueueHook // nil: none
 	client  atomic.Pointer[asynq.Client]
 	marker  *marker      // nil until the ledger's ID is read
 	keys    positionKeys // the position's keys, named after the marker
@@ -74,10 +74,9 @@ type EnqueueHook func(ctx context.Context, row store.Row, enqueue func(context.C
 
 // New returns a relay moving the rows of queries' outbox, read through db,
 // into the Redis behind rc, which the caller owns, each enqueue wrapped in
-// hook unless it is nil, and taking back the tasks of the queues that
-// queues returns whose worker died (leases.go), unless it is nil.
-func New(queries *store.Queries, db store.DB, rc redis.UniversalClient, cfg Config, hook EnqueueHook, queues func() []string) *Relay {
-	r := &Relay{queries: queries, db: db, redis: rc, cfg: cfg, hook: hook, queues: queues}
+// hook unless it is nil.
+func New(queries *store.Queries, db store.DB, rc redis.UniversalClient, cfg Config, hook EnqueueHook) *Relay {
+	r := &Relay{queries: queries, db: db, redis: rc, cfg: cfg, hook: hook}
 	r.renewClient()
 	return r
 }
@@ -104,10 +103,12 @@ const markerEvery = time.Second
 // retried with capped exponential backoff; they never end the loop. Each
 // turn runs the relay's duties, each at its own cadence: the marker, the
 // clock and the database's transaction IDs (a Redis that lost its data or
-// went back in time, a database restored behind the position) and the
-// leases of running tasks (a worker that died; every second), repair (rows long enqueued, every RepairAge/4), the position's
+// went back in time, a database restored behind the position; every
+// second), repair (rows long enqueued, every RepairAge/4), the position's
 // batch (whenever woken), keyed rows (while there may be any) and due rows
-// (every PollInterval, or at once while there are).
+// (every PollInterval, or at once while there are). They share the
+// position and what the relay saw of Redis and the database, so they run
+// in turn, in this order.
 func (r *Relay) Run(ctx context.Context) error {
 	hints, unsubscribe := wake.Subscribe(r.queries.Schema())
 	defer unsubscribe()
@@ -143,9 +144,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		if err == nil && time.Since(lastMarker) >= markerEvery {
 			if err = r.checkMarker(ctx); err == nil {
 				if err = r.checkClock(ctx); err == nil {
-					if err = r.checkBehind(ctx); err == nil {
-						err = r.recoverLeases(ctx)
-					}
+					err = r.checkBehind(ctx)
 				}
 			}
 			lastMarker = time.Now()

@@ -215,7 +215,7 @@ func setup(t *testing.T, redisAddr string, maxAttempts int, hooks ...redis.Hook)
 		BatchBytes:         1 << 20,
 		RepairAge:          time.Second,
 		Logger:             slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}, nil, func() []string { return []string{queue} })
+	}, nil)
 	b := &testBundle{queries: queries, kit: kit, db: pool, redis: rc, queue: queue}
 	t.Cleanup(func() { b.forgetLedger(t) })
 	return r, b

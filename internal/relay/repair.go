@@ -10,6 +10,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/dj-signals/signals/internal/asynqlayout"
 	"github.com/dj-signals/signals/internal/envelope"
 	"github.com/dj-signals/signals/internal/store"
 )
@@ -79,7 +80,7 @@ func (r *Relay) repair(ctx context.Context) (int, error) {
 	for i, s := range stale {
 		queues[i], taskIDs[i] = s.Queue, envelope.TaskID(ulid.ULID(s.ID), s.Generation)
 	}
-	states, err := taskStates(ctx, r.redis, queues, taskIDs)
+	states, err := asynqlayout.TaskStates(ctx, r.redis, queues, taskIDs)
 	if err != nil {
 		return 0, err
 	}
@@ -90,14 +91,14 @@ func (r *Relay) repair(ctx context.Context) (int, error) {
 		switch states[i] {
 		case "":
 			missing = append(missing, s.Ref)
-		case stateCompleted:
+		case asynqlayout.StateCompleted:
 			completed = append(completed, s.Ref)
-		case stateArchived:
+		case asynqlayout.StateArchived:
 			// A worker that died mid-run leaves its task to asynq's lease
 			// expiry, which counts as a failed attempt and archives a task
 			// without retries left: a crash, not a receiver's failure, so
 			// the receiver gets its run.
-			if msg := archivedError(r.redis, queues[i], taskIDs[i]); strings.Contains(msg, leaseExpired) {
+			if msg := asynqlayout.ArchivedError(r.redis, queues[i], taskIDs[i]); strings.Contains(msg, asynqlayout.LeaseExpired) {
 				crashed = append(crashed, s.Ref)
 			} else {
 				archived = append(archived, store.Burial{Ref: s.Ref, Reason: store.ReasonArchived, Error: msg, Attempts: s.Attempts})
@@ -143,10 +144,10 @@ func (r *Relay) repair(ctx context.Context) (int, error) {
 // a new generation's task. Left there they would read as trouble in the
 // queues' counts and in asynqmon. It is best effort: a task left behind is
 // noise, not work, since its row has moved on.
-func deleteArchived(rc redis.UniversalClient, queues, taskIDs []string, states []taskState) {
+func deleteArchived(rc redis.UniversalClient, queues, taskIDs []string, states []asynqlayout.TaskState) {
 	var insp *asynq.Inspector
 	for i, s := range states {
-		if s != stateArchived {
+		if s != asynqlayout.StateArchived {
 			continue
 		}
 		if insp == nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dj-signals/signals/internal/asynqlayout"
 	"github.com/dj-signals/signals/internal/store"
 	"github.com/dj-signals/signals/internal/testenv"
 )
@@ -55,8 +56,8 @@ func TestRepairReadsEachTasksStateInRedis(t *testing.T) {
 	r.repairHorizon = horizon{seen: []seenAt{{at: time.Now().Add(-time.Hour), covered: pos.Covered}}}
 
 	alive, lost, completed, archived := ids[0], ids[1], ids[2], ids[3]
-	require.NoError(t, b.redis.Del(t.Context(), taskKey(b.queue, lost)).Err())
-	require.NoError(t, b.redis.HSet(t.Context(), taskKey(b.queue, completed), "state", stateCompleted).Err())
+	require.NoError(t, b.redis.Del(t.Context(), asynqlayout.TaskKey(b.queue, lost)).Err())
+	require.NoError(t, b.redis.HSet(t.Context(), asynqlayout.TaskKey(b.queue, completed), "state", string(asynqlayout.StateCompleted)).Err())
 	require.NoError(t, asynq.NewInspectorFromRedisClient(b.redis).ArchiveTask(b.queue, archived))
 
 	checked, err = r.repair(t.Context())

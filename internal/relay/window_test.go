@@ -63,7 +63,7 @@ func TestRelaysSideBySideEnqueueEachRowOnce(t *testing.T) {
 	r, b := setup(t, testenv.RedisAddr(), 3)
 	relays := []*Relay{r}
 	for range 3 {
-		relays = append(relays, New(b.queries, b.db, b.redis, r.cfg, nil, nil))
+		relays = append(relays, New(b.queries, b.db, b.redis, r.cfg, nil))
 	}
 	var sent []string
 	for range 20 {
