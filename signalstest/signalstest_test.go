@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -25,9 +24,6 @@ type signedUp struct {
 	UserID int64  `json:"user_id"`
 	Email  string `json:"email"`
 }
-
-// quiet keeps receiver failures that tests provoke out of the test log.
-var quiet = slog.New(slog.DiscardHandler)
 
 // testBundle is one test's migrated schema, with a registry on it.
 type testBundle struct {
