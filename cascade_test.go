@@ -139,7 +139,8 @@ func testCascadeLoop(t *testing.T, through string) {
 	again.Connect("again", recordAndSend[int](seen, db, again))
 
 	root, err := commit(t.Context(), eager, again, 0)
-	require.ErrorIs(t, err, signals.ErrCascadeTooDeep)
+	require.ErrorIs(t, err, signals.ErrInvalidEvent)
+	require.ErrorContains(t, err, "cascade too deep")
 
 	runs := seen.get("loop.again")
 	require.Len(t, runs, maxDepth+1, "depths 0 to MaxDepth run; the send to MaxDepth+1 is refused")

@@ -349,7 +349,7 @@ func deadReason(err error, lastAttempt bool) DeadReason {
 	switch {
 	case errors.Is(err, errUndecodable):
 		return ReasonUndecodable
-	case errors.Is(err, ErrCascadeTooDeep):
+	case errors.Is(err, errCascadeTooDeep):
 		return ReasonCascadeTooDeep
 	case errors.Is(err, ErrPermanent):
 		return ReasonPermanent

@@ -99,7 +99,10 @@
 //
 // Declaring signals and connecting receivers ([New], [Register],
 // [Signal.Connect]) panics on a programmer error, as http.Handle does,
-// since it runs at init where an error has nowhere to go; everything else,
-// constructors included, returns an error. A panic's value is an error too:
-// both wrap the sentinels of errors.go, so errors.Is tells them apart.
+// since it runs at init where an error has nowhere to go; each has a twin
+// named ...Safely that returns the error instead ([RegisterSafely],
+// [Signal.ConnectSafely]), for wiring done at run time. Everything else,
+// constructors included, returns an error. A panic's value is an error
+// too: both wrap the sentinels of errors.go, so errors.Is tells them
+// apart.
 package signals

@@ -44,29 +44,34 @@ var (
 	// or by the registry's [Codec], its JSON exceeds the registry's
 	// [RegistryConfig].MaxPayloadBytes, or its ordering key ([OrderingKey],
 	// [OrderBy]) is longer than 512 bytes, holds a NUL byte or is not valid
-	// UTF-8. The message says which and what to do. [Once] and [Consume]
-	// return it for an Event that lacks the IDs a delivery carries.
+	// UTF-8, or, sent by a receiver, it would take its cascade past the
+	// registry's [RegistryConfig].MaxDepth (a signal loop: that delivery
+	// is then dead, [ReasonCascadeTooDeep]). The message says which and
+	// what to do. [Once] and [Consume] return it for an Event that lacks
+	// the IDs a delivery carries.
 	ErrInvalidEvent = errors.New("signals: invalid event")
-	// ErrCascadeTooDeep is returned when a receiver's signal would exceed the
-	// registry's [RegistryConfig].MaxDepth, which stops an endless loop of
-	// signals sending signals.
-	ErrCascadeTooDeep = errors.New("signals: cascade too deep")
 )
+
+// errCascadeTooDeep, wrapped with ErrInvalidEvent, marks a send past
+// MaxDepth, for the Worker to bury the sending delivery at once.
+var errCascadeTooDeep = errors.New("cascade too deep")
 
 // errNilTx is SendReliable's, Once's and Consume's answer to a nil tx.
 var errNilTx = fmt.Errorf("%w: nil transaction: pass the caller's pgx.Tx", ErrTxUnusable)
 
-// Receiver errors. A delivery failing with ErrPermanent (or
-// [ErrCascadeTooDeep], from a receiver's own send) is dead at once: a retry
-// is bound to fail the same way. Every other error is retried.
+// Receiver errors. A delivery failing with ErrPermanent (or a send past
+// MaxDepth, from a receiver's own send) is dead at once: a retry is bound
+// to fail the same way. Every other error is retried, a receiver's panic
+// included (its error reads "signals: receiver panicked: ...").
 var (
 	// ErrPermanent marks a receiver error that retrying cannot fix; see
 	// [Permanent].
 	ErrPermanent = errors.New("signals: permanent failure")
-	// ErrReceiverPanic is the error a receiver's recovered panic is turned
-	// into; it counts as a failed attempt and is retried like any error.
-	ErrReceiverPanic = errors.New("signals: receiver panicked")
 )
+
+// errReceiverPanic is the error a receiver's recovered panic is turned
+// into; it counts as a failed attempt and is retried like any error.
+var errReceiverPanic = errors.New("signals: receiver panicked")
 
 // The errors of deliveries the Worker cannot hand to a receiver, which a
 // user meets as the reason of a dead letter ([ReasonUndecodable],

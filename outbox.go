@@ -64,7 +64,7 @@ func OrderingKey(key string) SendOption {
 // encode, a payload above the registry's MaxPayloadBytes, or an ordering
 // key that is too long, holds a NUL or is not UTF-8 ([ErrInvalidEvent] for
 // these three), no connected receiver ([ErrNoReceivers]), a cascade beyond
-// MaxDepth ([ErrCascadeTooDeep]). A finished or aborted tx yields
+// MaxDepth ([ErrInvalidEvent]). A finished or aborted tx yields
 // [ErrTxUnusable] too.
 //
 // Called from inside a receiver (with the receiver's ctx), the new event
@@ -104,8 +104,8 @@ func (s *Signal[T]) SendReliable(ctx context.Context, tx pgx.Tx, payload T, opts
 	if cause, ok := causeFrom(ctx); ok {
 		event.Depth = cause.Depth + 1
 		if event.Depth > s.reg.cfg.MaxDepth {
-			return ulid.ULID{}, fmt.Errorf("%w: sending %q from receiver %q of %q would reach depth %d, above MaxDepth %d: a signal loop?",
-				ErrCascadeTooDeep, s.name, cause.Receiver, cause.Signal, event.Depth, s.reg.cfg.MaxDepth)
+			return ulid.ULID{}, fmt.Errorf("%w: %w: sending %q from receiver %q of %q would reach depth %d, above MaxDepth %d: a signal loop?",
+				ErrInvalidEvent, errCascadeTooDeep, s.name, cause.Receiver, cause.Signal, event.Depth, s.reg.cfg.MaxDepth)
 		}
 		event.CorrelationID = cause.CorrelationID
 		causation := [16]byte(cause.EventID)

@@ -360,8 +360,8 @@ type panicError struct {
 	stack string
 }
 
-func (p *panicError) Error() string { return fmt.Sprintf("%v: %v", ErrReceiverPanic, p.value) }
-func (p *panicError) Unwrap() error { return ErrReceiverPanic }
+func (p *panicError) Error() string { return fmt.Sprintf("%v: %v", errReceiverPanic, p.value) }
+func (p *panicError) Unwrap() error { return errReceiverPanic }
 
 // maxStack bounds the stack a panic logs: the receiver's frames are near
 // the top, below the runtime's and call's own.

@@ -36,7 +36,7 @@ type RegistryConfig struct {
 	// Defaults to 256 KiB (262144).
 	MaxPayloadBytes int
 	// MaxDepth caps how many receivers deep a cascade of signals may go:
-	// beyond it, [Signal.SendReliable] refuses with [ErrCascadeTooDeep],
+	// beyond it, [Signal.SendReliable] refuses with [ErrInvalidEvent],
 	// which stops an endless loop of signals sending signals. Defaults to 8.
 	MaxDepth int
 	// Queue is the asynq queue of the receivers connected without the

@@ -41,22 +41,34 @@ func New[T any](name string) *Signal[T] {
 
 // Register creates a signal named name in r, for a registry of the
 // application's own. Like [New] and [Signal.Connect], it is wiring: it
-// panics on a programmer error, as http.Handle does, with an error wrapping
-// [ErrInvalidName] for a name that is not lowercase dot-separated words,
-// [ErrDuplicateName] if r already has a signal of that name, or
-// [ErrInvalidConfig] for a nil r.
+// panics on a programmer error, as http.Handle does, with the error
+// [RegisterSafely] returns.
 func Register[T any](r *Registry, name string) *Signal[T] {
-	if r == nil {
-		panic(fmt.Errorf("%w: Register of signal %q needs a registry (signals.DefaultRegistry, or one from NewRegistry)", ErrInvalidConfig, name))
-	}
-	if err := envelope.ValidateSignal(name); err != nil {
-		panic(err)
-	}
-	s := &Signal[T]{name: name, reg: r, receivers: map[string]*receiver[T]{}}
-	if err := r.add(name, s); err != nil {
+	s, err := RegisterSafely[T](r, name)
+	if err != nil {
 		panic(err)
 	}
 	return s
+}
+
+// RegisterSafely is [Register] returning its error instead of panicking, for
+// signals declared at run time (from configuration, say): an error wrapping
+// [ErrInvalidName] for a name that is not lowercase dot-separated words,
+// [ErrDuplicateName] if r already has a signal of that name, or
+// [ErrInvalidConfig] for a nil r. RegisterSafely(DefaultRegistry, name) is
+// [New]'s.
+func RegisterSafely[T any](r *Registry, name string) (*Signal[T], error) {
+	if r == nil {
+		return nil, fmt.Errorf("%w: Register of signal %q needs a registry (signals.DefaultRegistry, or one from NewRegistry)", ErrInvalidConfig, name)
+	}
+	if err := envelope.ValidateSignal(name); err != nil {
+		return nil, err
+	}
+	s := &Signal[T]{name: name, reg: r, receivers: map[string]*receiver[T]{}}
+	if err := r.add(name, s); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Name returns the signal's name.
@@ -72,21 +84,23 @@ func init() {
 func (s *Signal[T]) registry() *Registry { return s.reg }
 
 // Connect registers fn as the receiver named name. It is meant for init-time
-// wiring and panics on a programmer error, as http.HandleFunc does, with an
-// error wrapping [ErrInvalidName] for a bad name, [ErrDuplicateName] for a
-// name already connected to this signal, or [ErrInvalidConfig] for a nil fn,
-// a bad option, or a queue that a registry on another schema uses.
+// wiring and panics on a programmer error, as http.HandleFunc does, with the
+// error [Signal.ConnectSafely] returns.
 //
 // Every binary that sends the signal must connect the same receivers: the
 // receivers connected at send time are the ones that will run.
 func (s *Signal[T]) Connect(name string, fn ReceiverFunc[T], opts ...ReceiverOption) {
-	if err := s.connect(name, fn, opts...); err != nil {
+	if err := s.ConnectSafely(name, fn, opts...); err != nil {
 		panic(err)
 	}
 }
 
-// connect is Connect, returning the error it panics with.
-func (s *Signal[T]) connect(name string, fn ReceiverFunc[T], opts ...ReceiverOption) error {
+// ConnectSafely is [Signal.Connect] returning its error instead of
+// panicking, for receivers connected at run time: an error wrapping
+// [ErrInvalidName] for a bad name, [ErrDuplicateName] for a name already
+// connected to this signal, or [ErrInvalidConfig] for a nil fn, a bad
+// option, or a queue that a registry on another schema uses.
+func (s *Signal[T]) ConnectSafely(name string, fn ReceiverFunc[T], opts ...ReceiverOption) error {
 	if err := envelope.ValidateReceiver(name); err != nil {
 		return err
 	}

@@ -44,3 +44,26 @@ func TestNamesAreValidatedAndUnique(t *testing.T) {
 	// Each registry is its own namespace.
 	signals.Register[int](newRegistry(t, signals.RegistryConfig{}), "order.placed")
 }
+
+// TestSafelyTwinsReturnWhatWiringPanicsWith checks that RegisterSafely and
+// ConnectSafely return, rather than panic with, the errors of Register and
+// Connect, and wire nothing when they do.
+func TestSafelyTwinsReturnWhatWiringPanicsWith(t *testing.T) {
+	t.Parallel()
+	reg := newRegistry(t, signals.RegistryConfig{})
+	sig, err := signals.RegisterSafely[int](reg, "order.placed")
+	require.NoError(t, err)
+	_, err = signals.RegisterSafely[int](reg, "order.placed")
+	require.Equal(t, wiringError(t, func() { signals.Register[int](reg, "order.placed") }), err)
+	_, err = signals.RegisterSafely[int](reg, "Order")
+	require.ErrorIs(t, err, signals.ErrInvalidName)
+	_, err = signals.RegisterSafely[int](nil, "order.shipped")
+	require.ErrorIs(t, err, signals.ErrInvalidConfig)
+
+	require.NoError(t, sig.ConnectSafely("email-receipt", nop[int]))
+	err = sig.ConnectSafely("email-receipt", nop[int])
+	require.Equal(t, wiringError(t, func() { sig.Connect("email-receipt", nop[int]) }), err)
+	require.ErrorIs(t, sig.ConnectSafely("nil-func", nil), signals.ErrInvalidConfig)
+	require.ErrorIs(t, sig.ConnectSafely("retry", nop[int], signals.MaxRetries(-1)), signals.ErrInvalidConfig)
+	require.NoError(t, sig.ConnectSafely("retry", nop[int]), "a refused receiver was not connected")
+}
