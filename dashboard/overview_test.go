@@ -33,19 +33,36 @@ func TestOverview(t *testing.T) {
 func TestOverviewWithoutRefresh(t *testing.T) {
 	t.Parallel()
 	b := setup(t, dashboard.Config{Refresh: -1})
-	_, page := b.get(t, "")
+	page, _ := awaitSnapshot(t, b)
 	require.NotContains(t, page, `http-equiv="refresh"`)
+}
+
+// snapshotAt finds when the overview's snapshot of the ledger was taken.
+var snapshotAt = regexp.MustCompile(`<h1>Overview <small>at ([^,<]+)`)
+
+// awaitSnapshot gets the overview until it shows a snapshot, and returns
+// the page and when the snapshot was taken: a loaded machine may first
+// show the counting page, which comes back for it.
+func awaitSnapshot(t *testing.T, b *testBundle) (page, at string) {
+	t.Helper()
+	testenv.Eventually(t, eventually, func() bool {
+		_, page = b.get(t, "")
+		m := snapshotAt.FindStringSubmatch(page)
+		if m != nil {
+			at = m[1]
+		}
+		return m != nil
+	}, "the overview shows a snapshot")
+	return page, at
 }
 
 func TestOverviewSharesItsSnapshot(t *testing.T) {
 	t.Parallel()
 	b := setup(t, dashboard.Config{StatsMaxAge: time.Hour})
-	at := regexp.MustCompile(`<h1>Overview <small>at ([^,<]+)`)
-	_, first := b.get(t, "")
+	_, first := awaitSnapshot(t, b)
 	b.deadLetters(t, 1, "")
-	_, second := b.get(t, "")
-	require.Equal(t, at.FindStringSubmatch(first), at.FindStringSubmatch(second), "one snapshot while it is younger than StatsMaxAge")
-	require.NotNil(t, at.FindStringSubmatch(first), first)
+	second, at := awaitSnapshot(t, b)
+	require.Equal(t, first, at, "one snapshot while it is younger than StatsMaxAge")
 	require.Contains(t, second, "Healthy", "the dead letter is not in the snapshot yet")
 }
 
@@ -62,8 +79,6 @@ func TestOverviewDoesNotWaitLongForItsSnapshot(t *testing.T) {
 		require.NoError(t, err)
 		return func() { require.NoError(t, tx.Rollback(t.Context())) }
 	}
-	snapshot := regexp.MustCompile(`<h1>Overview <small>at ([^,<]+)`)
-
 	release := lock()
 	start := time.Now()
 	status, page := b.get(t, "")
@@ -72,19 +87,11 @@ func TestOverviewDoesNotWaitLongForItsSnapshot(t *testing.T) {
 	require.Contains(t, page, `id="counting"`, "no snapshot yet")
 	require.Contains(t, page, `<meta http-equiv="refresh" content="1">`, "the page comes back for it")
 	release()
-	var first string
-	testenv.Eventually(t, eventually, func() bool {
-		_, page = b.get(t, "")
-		m := snapshot.FindStringSubmatch(page)
-		if m != nil {
-			first = m[1]
-		}
-		return m != nil
-	}, "the snapshot is shown once computed")
+	_, first := awaitSnapshot(t, b) // once computed
 
 	release = lock()
 	_, page = b.get(t, "")
 	require.Contains(t, page, "a newer snapshot is being computed", "the previous snapshot, said to be old")
-	require.Equal(t, first, snapshot.FindStringSubmatch(page)[1])
+	require.Equal(t, first, snapshotAt.FindStringSubmatch(page)[1])
 	release()
 }
