@@ -36,8 +36,9 @@ CREATE TABLE IF NOT EXISTS %[1]s.crash_stops (event text, receiver text, cause t
 
 // crashSignal connects the test's receivers: "once" with MaxRetries(0),
 // "default" with the default retries. Each records its run's start; in the
-// child it then blocks until its ctx ends, and records why.
-func crashSignal(t *testing.T, reg *signals.Registry, pool *pgxpool.Pool, schema, queue string, child bool) *signals.Signal[orderPlaced] {
+// child it then blocks until its ctx ends, and records why; in the test it
+// returns once hold is closed (at once for a nil hold).
+func crashSignal(t *testing.T, reg *signals.Registry, pool *pgxpool.Pool, schema, queue string, child bool, hold <-chan struct{}) *signals.Signal[orderPlaced] {
 	t.Helper()
 	sig := signals.Register[orderPlaced](reg, "order.placed")
 	for _, opt := range []struct {
@@ -49,6 +50,9 @@ func crashSignal(t *testing.T, reg *signals.Registry, pool *pgxpool.Pool, schema
 				return err
 			}
 			if !child {
+				if hold != nil {
+					<-hold
+				}
 				return nil
 			}
 			<-ctx.Done()
@@ -68,28 +72,45 @@ func crashSignal(t *testing.T, reg *signals.Registry, pool *pgxpool.Pool, schema
 // is included. It logs the time from the kill to each run again.
 func TestWorkerKilledMidRunRunsItsReceiversAgain(t *testing.T) {
 	t.Parallel()
-	f, sig, child := startCrashChild(t)
+	f, child := startCrashChild(t, nil)
 	require.NoError(t, child.Process.Kill())
 	killedAt := time.Now()
 
 	f.runWorker(t)
-	requireRunAgain(t, f, sig, killedAt, "the kill")
+	requireRunAgain(t, f, killedAt, "the kill")
+	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick, "every row acked")
+	require.Equal(t, 2*crashEvents, crashRuns(t, f, false), "each receiver ran again once, not twice")
 }
 
 // TestWorkerStalledPastRecoverAfterStopsItsRuns SIGSTOPs a worker process
 // while its receivers run: to the Dispatcher it looks killed, and the
-// surviving worker runs each receiver again within 30 s. Then the process
-// resumes, and its lease watch stops the runs it still had (their ctx
-// canceled, as the lease lost), which records no failure and buries
-// nothing, MaxRetries(0) included.
+// surviving worker runs each receiver again within 30 s. While those runs
+// go on, the process resumes: its lease watch stops the runs it still had
+// (their ctx canceled, as the lease lost), which records no failure and
+// buries nothing, MaxRetries(0) included, and it leaves the tasks alone in
+// Redis, so the surviving worker's runs complete there and nothing runs a
+// third time.
 func TestWorkerStalledPastRecoverAfterStopsItsRuns(t *testing.T) {
 	t.Parallel()
-	f, sig, child := startCrashChild(t)
+	hold := make(chan struct{})
+	f, child := startCrashChild(t, hold)
 	require.NoError(t, child.Process.Signal(syscall.SIGSTOP))
 	stoppedAt := time.Now()
+	released := false
+	release := func() {
+		if !released {
+			close(hold)
+			released = true
+		}
+	}
+	t.Cleanup(release)
 
-	f.runWorker(t)
-	requireRunAgain(t, f, sig, stoppedAt, "the stop")
+	w, err := signals.NewWorker(f.reg, f.pool, f.redis, signals.WorkerConfig{
+		Queues: map[string]int{f.queue: 1}, Concurrency: 2 * crashEvents, Logger: f.logger,
+	})
+	require.NoError(t, err)
+	run(t, w.Run) // room for every held run at once
+	requireRunAgain(t, f, stoppedAt, "the stop")
 	require.NoError(t, child.Process.Signal(syscall.SIGCONT))
 	stops := func() (causes []string) {
 		rows, err := f.pool.Query(t.Context(), `SELECT cause FROM `+f.schema+`.crash_stops`)
@@ -105,19 +126,48 @@ func TestWorkerStalledPastRecoverAfterStopsItsRuns(t *testing.T) {
 	dead, err := f.ledger(t).DeadLetters(t.Context(), signals.DeadFilter{})
 	require.NoError(t, err)
 	require.Empty(t, dead, "a stopped run is no failure: nothing is buried")
-	require.Zero(t, f.pending(t), "nothing is left to run")
+	require.Equal(t, 2*crashEvents, f.pending(t), "the rows wait for the surviving worker's runs")
+
+	// The stopped runs wait for the runs that took their tasks over, then
+	// hand asynq their outcome, which finds nothing of theirs left to write.
+	release()
+	insp := f.inspector(t)
+	require.Eventually(t, func() bool {
+		info, err := insp.GetQueueInfo(f.queue)
+		return err == nil && info.Completed == 2*crashEvents && info.Active+info.Pending+info.Retry+info.Scheduled == 0
+	}, eventually, tick, "the surviving worker's runs complete in Redis: the stopped ones took nothing from them")
+	require.Eventually(t, func() bool {
+		servers, err := insp.Servers()
+		if err != nil {
+			return false
+		}
+		for _, s := range servers {
+			if s.PID == child.Process.Pid {
+				return len(s.ActiveWorkers) == 0
+			}
+		}
+		return false
+	}, eventually, 100*time.Millisecond, "the resumed worker's stopped runs return to asynq")
+	info, err := insp.GetQueueInfo(f.queue)
+	require.NoError(t, err)
+	require.Equal(t, 2*crashEvents, info.Completed, "and asynq recorded nothing of them")
+	require.Zero(t, info.Active+info.Pending+info.Retry+info.Scheduled)
+	require.Zero(t, f.pending(t), "every row acked")
+	require.Equal(t, 2*crashEvents, crashRuns(t, f, false), "no run in the test's worker beyond the one each")
+	require.Equal(t, 2*crashEvents, crashRuns(t, f, true), "no run again in the resumed worker")
 }
 
-// startCrashChild sets up a test bundle with the crash receivers, its
-// Dispatcher running, starts a worker child process on the bundle's queue,
-// sends crashEvents orders, and returns once each of the child's
-// receivers is running. The child is killed at the test's end.
-func startCrashChild(t *testing.T) (*testBundle, *signals.Signal[orderPlaced], *exec.Cmd) {
+// startCrashChild sets up a test bundle with the crash receivers (the
+// test's own held by hold), its Dispatcher running, starts a worker child
+// process on the bundle's queue, sends crashEvents orders, and returns
+// once each of the child's receivers is running. The child is killed at
+// the test's end.
+func startCrashChild(t *testing.T, hold <-chan struct{}) (*testBundle, *exec.Cmd) {
 	t.Helper()
 	f := setup(t)
 	_, err := f.pool.Exec(t.Context(), fmt.Sprintf(crashTables, f.schema))
 	require.NoError(t, err)
-	sig := crashSignal(t, f.reg, f.pool, f.schema, f.queue, false)
+	sig := crashSignal(t, f.reg, f.pool, f.schema, f.queue, false, hold)
 
 	var out bytes.Buffer
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChildProcess$", "-test.count=1")
@@ -141,7 +191,7 @@ func startCrashChild(t *testing.T) (*testBundle, *signals.Signal[orderPlaced], *
 	f.runDispatcher(t, signals.DispatcherConfig{})
 	sendOrders(t, f, sig, "crash", crashEvents)
 	require.Eventually(t, func() bool { return crashRuns(t, f, true) == 2*crashEvents }, eventually, tick, "the child runs every receiver")
-	return f, sig, cmd
+	return f, cmd
 }
 
 // crashRuns counts the runs that started in the child, or in the test.
@@ -151,15 +201,13 @@ func crashRuns(t *testing.T, f *testBundle, child bool) int {
 	return n
 }
 
-// requireRunAgain requires that each receiver runs again in the test's
-// worker, once, within 30 s of since, and every row is acked; it logs the
-// times from since, what happened then, to each run.
-func requireRunAgain(t *testing.T, f *testBundle, sig *signals.Signal[orderPlaced], since time.Time, what string) {
+// requireRunAgain requires that each receiver starts again in the test's
+// worker within 30 s of since; it logs the times from since, what happened
+// then, to each run.
+func requireRunAgain(t *testing.T, f *testBundle, since time.Time, what string) {
 	t.Helper()
 	require.Eventually(t, func() bool { return crashRuns(t, f, false) >= 2*crashEvents }, 60*time.Second, 100*time.Millisecond,
 		"every receiver runs again in the surviving worker")
-	require.Eventually(t, func() bool { return f.pending(t) == 0 }, eventually, tick, "every row acked")
-	require.Equal(t, 2*crashEvents, crashRuns(t, f, false), "each receiver ran again once, not twice")
 
 	rows, err := f.pool.Query(t.Context(), `SELECT extract(epoch FROM at)::float8 FROM `+f.schema+`.crash_runs WHERE NOT child`)
 	require.NoError(t, err)
@@ -187,7 +235,7 @@ func TestCrashChildProcess(t *testing.T) {
 	defer cancel()
 	pool := testenv.PoolFor(t, testenv.DatabaseURL())
 	reg := newRegistry(t, signals.RegistryConfig{Schema: schema})
-	crashSignal(t, reg, pool, schema, queue, true)
+	crashSignal(t, reg, pool, schema, queue, true, nil)
 	w, err := signals.NewWorker(reg, pool, asynq.RedisClientOpt{Addr: testenv.RedisAddr()}, signals.WorkerConfig{
 		Queues: map[string]int{queue: 1}, Concurrency: 2 * crashEvents, Logger: quietLogger(),
 	})

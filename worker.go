@@ -90,10 +90,11 @@ func (c WorkerConfig) validate() error {
 // removes the delivery's outbox row (in batches, within milliseconds); a
 // failure for good moves it to the dead letters with its reason (see
 // [Ledger.DeadLetters]). A Worker that cannot renew a run's lease in Redis
-// for 10 s (Redis unreachable, or the process stalled) stops the run: its
-// ctx is canceled, and the failure counts no retry. The Dispatcher puts the
-// task back in its queue once the lease has gone unrenewed for its
-// RecoverAfter, as it does for the runs of a worker that was killed.
+// for 10 s (Redis unreachable; or the process stalled, noticed as it
+// resumes) stops the run: its ctx is canceled, with a cause that says so,
+// and the failure counts no retry. The Dispatcher puts the task back in its
+// queue once the lease has gone unrenewed for its RecoverAfter, as it does
+// for the runs of a worker that was killed.
 type Worker struct {
 	reg   *Registry
 	db    DB
@@ -115,8 +116,9 @@ type Worker struct {
 const ackInterval = 20 * time.Millisecond
 
 // leaseStopAfter is how long a run's lease may go unrenewed before its
-// Worker stops it: below the 15 s least DispatcherConfig.RecoverAfter, by
-// a heartbeat (5 s) for a lease read just before it was renewed.
+// Worker stops it: 5 s below the 15 s least DispatcherConfig.RecoverAfter,
+// for the clocks of different hosts. The watch counts from the earliest
+// renewal the lease's score allows, the take-back from the latest.
 const leaseStopAfter = 10 * time.Second
 
 // NewWorker returns a Worker running reg's receivers on tasks from the

@@ -104,7 +104,7 @@ func TestRequeueStaleTakesBackATaskWhoseWorkerDied(t *testing.T) {
 	ends, err := LeaseScores(ctx, rc, []string{queue, queue}, []string{running, ulid.Make().String()})
 	require.NoError(t, err)
 	require.Equal(t, time.Unix(int64(lease), 0), ends[0])
-	require.Less(t, Unrenewed(time.Now(), ends[0]), HeartbeatInterval, "a live worker renewed it within a heartbeat")
+	require.Less(t, time.Since(EarliestRenewal(ends[0])), HeartbeatInterval+time.Second, "a live worker renewed it within a heartbeat")
 	require.True(t, ends[1].IsZero(), "a task the lease set does not hold has no lease")
 	ids, err := RequeueStale(ctx, rc, queue, recoverAfter, 10)
 	require.NoError(t, err)
@@ -151,8 +151,6 @@ func TestRequeueStaleTakesBackATaskWhoseWorkerDied(t *testing.T) {
 	require.NoError(t, rc.ZScore(ctx, QueueKey(queue, "lease"), dead).Err(), "still in the lease set, for the recoverer")
 }
 
-// layoutQueue returns a Redis client, a queue of the test's own, and a
-// function that enqueues a task there with asynq, returning its ID.
 // recoverAfter is the unrenewed time after which the test takes tasks back.
 const recoverAfter = 15 * time.Second
 
@@ -171,16 +169,39 @@ func TestRequeueStaleWaitsTheWholeUnrenewedTime(t *testing.T) {
 		require.NoError(t, rc.ZAdd(ctx, QueueKey(queue, "lease"), redis.Z{Member: id, Score: float64(end)}).Err())
 		return id
 	}
-	recent, old := renewed(14*time.Second), renewed(17*time.Second)
+	_, old := renewed(14*time.Second), renewed(17*time.Second)
 	ids, err := RequeueStale(ctx, rc, queue, recoverAfter, 10)
 	require.NoError(t, err)
 	require.Equal(t, []string{old}, ids)
-	ends, err := LeaseScores(ctx, rc, []string{queue}, []string{recent})
-	require.NoError(t, err)
-	require.Less(t, Unrenewed(time.Now(), ends[0]), recoverAfter, "Unrenewed never says more than the time since the renewal")
-	require.GreaterOrEqual(t, Unrenewed(time.Now(), ends[0]), 12*time.Second, "and at most a second less")
 }
 
+// TestLeaseBoundsHoldAtEveryFraction checks the two bounds on a lease's
+// last renewal, for renewals at every tenth of a second: the take-back's
+// cutoff never takes a lease renewed less than the asked time ago (the
+// Dispatcher's side), and EarliestRenewal is never later than the renewal
+// (the worker's side, which must stop first).
+func TestLeaseBoundsHoldAtEveryFraction(t *testing.T) {
+	t.Parallel()
+	base := time.Unix(1_700_000_000, 0)
+	for renewal := base; renewal.Before(base.Add(2 * time.Second)); renewal = renewal.Add(100 * time.Millisecond) {
+		score := renewal.Add(LeaseDuration).Unix() // asynq's ZADD score
+		end := time.Unix(score, 0)
+		require.False(t, EarliestRenewal(end).After(renewal), "renewal %v", renewal)
+		require.Less(t, renewal.Sub(EarliestRenewal(end)), time.Second, "at most a second early")
+		for now := renewal; now.Before(renewal.Add(20 * time.Second)); now = now.Add(100 * time.Millisecond) {
+			taken, age := score <= leaseCutoff(now, recoverAfter), now.Sub(renewal)
+			if taken {
+				require.GreaterOrEqual(t, age, recoverAfter, "renewal %v, now %v: never taken back before recoverAfter", renewal, now)
+			}
+			if age >= recoverAfter+time.Second {
+				require.True(t, taken, "renewal %v, now %v: taken back at most a second late", renewal, now)
+			}
+		}
+	}
+}
+
+// layoutQueue returns a Redis client, a queue of the test's own, and a
+// function that enqueues a task there with asynq, returning its ID.
 func layoutQueue(t *testing.T) (redis.UniversalClient, string, func() string) {
 	t.Helper()
 	rc := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr()})

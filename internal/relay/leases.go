@@ -17,7 +17,8 @@ import (
 // after the lease ended (it waits 30 s for clock skew and looks once a
 // minute), 60 s to 120 s after the kill. A worker cut off from Redis stops
 // its runs sooner than RecoverAfter (the Worker's lease watch), so a run
-// taken back is not still going on. Each task goes back as it is, with its
+// taken back is not still going on; one that stalled stops them as it
+// resumes. Each task goes back as it is, with its
 // task ID, so its outbox row needs nothing. It shares only Redis with the
 // Relay beside it, and runs on its own cadence, once a second.
 type Recoverer struct {
