@@ -71,12 +71,12 @@ type DispatcherConfig struct {
 	// before the Dispatcher puts the task back in its queue, for another
 	// worker to run: a live worker renews it every 5 s, so a lease
 	// unrenewed this long means the worker was killed, or lost Redis (a
-	// Worker that cannot renew its runs' leases for 10 s stops them first).
+	// Worker that has not reached Redis for 10 s stops its runs first).
 	// A killed worker's receivers run again within about RecoverAfter + 1s
-	// of the kill. From 15s (a margin of 5 s over the Worker's 10 s for
-	// clocks and slow heartbeats) to 30s, the lease's own length, after
-	// which asynq's recoverer takes over, 30 s to 90 s later. Defaults to
-	// 20s.
+	// of the kill. From 20s (the Worker's 10 s, after a last renewal up to
+	// 5 s earlier, and 5 s for clocks and slow heartbeats) to 30s, the
+	// lease's own length, after which asynq's recoverer takes over, 30 s
+	// to 90 s later. Defaults to 20s.
 	RecoverAfter time.Duration
 	// Logger receives outages and rows that fail to enqueue. Payloads are never
 	// logged. Defaults to slog.Default().
@@ -115,8 +115,8 @@ func (c DispatcherConfig) validate() error {
 		return fmt.Errorf("%w: Retention %v is below asynq's 1s resolution", ErrInvalidConfig, c.Retention)
 	case c.Retention <= c.RepairAge:
 		return fmt.Errorf("%w: Retention %v must exceed RepairAge %v, or repair cannot tell a completed task from a lost one", ErrInvalidConfig, c.Retention, c.RepairAge)
-	case c.RecoverAfter < 15*time.Second || c.RecoverAfter > asynqlayout.LeaseDuration:
-		return fmt.Errorf("%w: RecoverAfter %v is outside 15s to 30s: a Worker that lost Redis stops its runs after 10 s, and asynq's lease lasts 30 s", ErrInvalidConfig, c.RecoverAfter)
+	case c.RecoverAfter < 20*time.Second || c.RecoverAfter > asynqlayout.LeaseDuration:
+		return fmt.Errorf("%w: RecoverAfter %v is outside 20s to 30s: a Worker that lost Redis stops its runs only after 10 s, its last lease renewal up to 5 s before, and asynq's lease lasts 30 s", ErrInvalidConfig, c.RecoverAfter)
 	case c.BackoffMax < c.BackoffMin:
 		return fmt.Errorf("%w: BackoffMax %v is below BackoffMin %v", ErrInvalidConfig, c.BackoffMax, c.BackoffMin)
 	}

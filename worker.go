@@ -89,10 +89,10 @@ func (c WorkerConfig) validate() error {
 // receiver's backoff until its MaxRetries. It keeps the ledger: a success
 // removes the delivery's outbox row (in batches, within milliseconds); a
 // failure for good moves it to the dead letters with its reason (see
-// [Ledger.DeadLetters]). A Worker that cannot renew a run's lease in Redis
-// for 10 s (Redis unreachable; or the process stalled, noticed as it
-// resumes) stops the run: its ctx is canceled, with a cause that says so,
-// and the failure counts no retry. The Dispatcher puts the task back in its
+// [Ledger.DeadLetters]). A Worker that has not reached Redis for 10 s
+// (Redis unreachable; or the process stalled, noticed as it resumes) stops
+// its runs: their ctx is canceled, with a cause that says so, and the
+// failure counts no retry. The Dispatcher puts the task back in its
 // queue once the lease has gone unrenewed for its RecoverAfter, as it does
 // for the runs of a worker that was killed.
 type Worker struct {
@@ -115,10 +115,10 @@ type Worker struct {
 // scenario, 5 ms made one statement per 3.6 rows at 82 µs a call.
 const ackInterval = 20 * time.Millisecond
 
-// leaseStopAfter is how long a run's lease may go unrenewed before its
-// Worker stops it: 5 s below the 15 s least DispatcherConfig.RecoverAfter,
-// for the clocks of different hosts. The watch counts from the earliest
-// renewal the lease's score allows, the take-back from the latest.
+// leaseStopAfter is how long a Worker goes without reaching its runs'
+// leases in Redis before it stops them: with the last renewal up to 5 s
+// before, 5 s below the 20 s least DispatcherConfig.RecoverAfter, for the
+// clocks of different hosts.
 const leaseStopAfter = 10 * time.Second
 
 // NewWorker returns a Worker running reg's receivers on tasks from the

@@ -167,13 +167,6 @@ func LeaseScores(ctx context.Context, rc redis.UniversalClient, queues, ids []st
 	return out, nil
 }
 
-// EarliestRenewal is the earliest time a lease ending at end (as
-// LeaseScores reads it, a whole second) can have been renewed: a worker
-// that must stop a run before anyone may take its task back counts from
-// here, where the take-back (RequeueStale) counts from the latest, a second
-// later.
-func EarliestRenewal(end time.Time) time.Time { return end.Add(-LeaseDuration) }
-
 // Active reports whether the task is in its queue's active list: a worker
 // runs it.
 func Active(ctx context.Context, rc redis.UniversalClient, queue, taskID string) (bool, error) {

@@ -1,10 +1,9 @@
-// Package leasewatch stops a worker's runs whose asynq lease the worker
-// has not renewed for a while: asynq's heartbeat renews a running task's
-// lease every 5 s, and the Dispatcher gives a task whose lease went
-// unrenewed for its RecoverAfter (15 s at least) to another worker. A
-// worker cut off from Redis stops its runs first, so that a task taken back
-// is not still running here; a worker that stalled past RecoverAfter stops
-// them as soon as it resumes. A stopped run then hands asynq its outcome
+// Package leasewatch stops a worker's runs once the worker has not reached
+// Redis for a while: asynq's heartbeat renews a running task's lease every
+// 5 s, and the Dispatcher gives a task whose lease went unrenewed for its
+// RecoverAfter (20 s at least) to another worker. A worker cut off from
+// Redis stops its runs first, so that a task taken back is not still
+// running here; a worker that stalled stops them as soon as it resumes. A stopped run then hands asynq its outcome
 // only once the task's run in another worker has finished, so that asynq
 // writes nothing of it over that run, whose entries share its task ID.
 package leasewatch
@@ -26,7 +25,8 @@ import (
 // ErrLost is the cause of the ctx of a run the watch stopped.
 var ErrLost = errors.New("signals: this worker could not renew the task's lease in Redis (Redis unreachable, or the process stalled): the run was stopped, and the task runs again")
 
-// every is how often a Watch reads its runs' leases.
+// every is how often the watch reads its runs' leases.
+
 const every = time.Second
 
 // Watch tracks the runs of one worker. It is safe for concurrent use.
@@ -35,21 +35,23 @@ type Watch struct {
 	after time.Duration
 	log   *throttle.Logger
 
-	mu   sync.Mutex
-	runs map[*run]struct{}
+	mu     sync.Mutex
+	runs   map[*run]struct{}
+	closed bool // Run has returned: no run is judged any more
 }
 
 // run is one tracked run.
 type run struct {
 	queue, taskID string
+	started       time.Time
 	cancel        context.CancelCauseFunc
-	end           atomic.Int64 // when its lease ends, as last read, in Unix seconds; 0: not judged
+	seen          atomic.Int64 // when a read last found its lease, in Unix nanoseconds; 0: not judged
 	stopped       atomic.Bool
-	timer         *time.Timer // stops the run once its lease, as last read, may have gone unrenewed for after
+	timer         *time.Timer // stops the run after of not seeing its lease
 }
 
 // New returns a Watch that reads leases through rc and stops a run whose
-// lease may have gone unrenewed for after, logging through log.
+// lease it has not seen for after, logging through log.
 func New(rc redis.UniversalClient, after time.Duration, log *throttle.Logger) *Watch {
 	return &Watch{rc: rc, after: after, log: log, runs: map[*run]struct{}{}}
 }
@@ -57,9 +59,12 @@ func New(rc redis.UniversalClient, after time.Duration, log *throttle.Logger) *W
 // Track returns ctx for a run of task taskID from queue, canceled with
 // cause ErrLost if the watch stops the run, and the function to call when
 // the run returns. The run's lease was granted when asynq dequeued the
-// task, just before: Track counts it renewed a second ago. Each stop is a
-// timer, so that no Redis call, however slow, holds one back, and it
-// counts from the earliest renewal the lease's score allows.
+// task, just before: Track counts it seen now. Each stop is a timer, so
+// that no Redis call, however slow, holds one back.
+//
+// The watch judges whether this worker reaches Redis, not the lease's
+// score: asynq's heartbeat renews the lease, and a score it has not moved
+// while Redis answers is left to the Dispatcher.
 //
 // For a stopped run, the function returned waits until the task has left
 // asynq's active list (its run in the worker that took it back finished),
@@ -70,18 +75,21 @@ func New(rc redis.UniversalClient, after time.Duration, log *throttle.Logger) *W
 func (w *Watch) Track(ctx context.Context, queue, taskID string) (context.Context, func()) {
 	given := ctx.Done()
 	ctx, cancel := context.WithCancelCause(ctx)
-	r := &run{queue: queue, taskID: taskID, cancel: cancel}
-	end := time.Now().Add(asynqlayout.LeaseDuration - time.Second)
-	r.end.Store(end.Unix())
-	r.timer = time.AfterFunc(w.stopIn(end), func() { w.stop(r) })
+	r := &run{queue: queue, taskID: taskID, started: time.Now(), cancel: cancel}
+	r.seen.Store(r.started.UnixNano())
+	r.timer = time.AfterFunc(w.after, func() { w.stop(r) })
 	w.mu.Lock()
 	w.runs[r] = struct{}{}
+	if w.closed {
+		r.seen.Store(0)
+		r.timer.Stop()
+	}
 	w.mu.Unlock()
 	return ctx, func() {
 		w.mu.Lock()
 		delete(w.runs, r)
+		r.timer.Stop() // under mu: check moves only the timers of runs still tracked
 		w.mu.Unlock()
-		r.timer.Stop()
 		cancel(nil)
 		if r.stopped.Load() {
 			w.awaitInactive(given, r)
@@ -109,12 +117,6 @@ func (w *Watch) awaitInactive(given <-chan struct{}, r *run) {
 	}
 }
 
-// stopIn is how long from now a run whose lease ends at end may go on:
-// until the lease, renewed at the earliest its score allows, is after old.
-func (w *Watch) stopIn(end time.Time) time.Duration {
-	return time.Until(asynqlayout.EarliestRenewal(end).Add(w.after))
-}
-
 // stop stops r, once.
 func (w *Watch) stop(r *run) {
 	if !r.stopped.CompareAndSwap(false, true) {
@@ -122,13 +124,18 @@ func (w *Watch) stop(r *run) {
 	}
 	r.cancel(ErrLost)
 	w.log.Log(slog.LevelWarn, "signals: stopped a run whose task lease this worker could not renew; the Dispatcher puts it back in its queue, to run again",
-		"task_id", r.taskID, "queue", r.queue, "unrenewed_for", w.after)
+		"task_id", r.taskID, "queue", r.queue, "unrenewed_for", w.after,
+		"running_for", time.Since(r.started).Round(time.Millisecond))
 }
 
-// Run reads the runs' leases every second until ctx is done.
+// Run reads the runs' leases every second until ctx is done. Then it
+// judges no run any more: a run that outlives its worker's shutdown, which
+// asynq has put back in its queue, is not stopped for the reads that no
+// longer happen.
 func (w *Watch) Run(ctx context.Context) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	defer w.unjudge()
 	for {
 		select {
 		case <-ctx.Done():
@@ -139,9 +146,20 @@ func (w *Watch) Run(ctx context.Context) {
 	}
 }
 
-// check reads the runs' leases, in one round trip, and moves each run's
-// stop to its lease's new end. A run the lease set no longer holds is left
-// to run: it finished, or Redis lost its data and the ledger sends the
+// unjudge stops the stop of every run tracked now or later.
+func (w *Watch) unjudge() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
+	for r := range w.runs {
+		r.seen.Store(0)
+		r.timer.Stop()
+	}
+}
+
+// check reads the runs' leases, in one round trip, and moves the stop of
+// each run whose lease it found. A run the lease set no longer holds is
+// left to run: it finished, or Redis lost its data and the ledger sends the
 // task again, so nobody takes it back from here.
 func (w *Watch) check(ctx context.Context) {
 	w.mu.Lock()
@@ -163,22 +181,25 @@ func (w *Watch) check(ctx context.Context) {
 	if err != nil {
 		return // each run's timer stops it in time, from its lease as last read
 	}
+	now := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	for i, r := range runs {
-		if r.stopped.Load() || r.end.Load() == 0 {
+		if _, tracked := w.runs[r]; !tracked || r.stopped.Load() || r.seen.Load() == 0 {
 			continue
 		}
-		if w.stopIn(time.Unix(r.end.Load(), 0)) <= 0 {
-			// A stall outlived the lease as last read, and its timer has
-			// not fired yet: the lease read now may be another run's.
+		if now.Sub(time.Unix(0, r.seen.Load())) >= w.after {
+			// A stall outlived after, and the run's timer has not fired
+			// yet: the lease read now may be another run's.
 			w.stop(r)
 			continue
 		}
 		if ends[i].IsZero() {
-			r.end.Store(0)
+			r.seen.Store(0)
 			r.timer.Stop()
 			continue
 		}
-		r.end.Store(ends[i].Unix())
-		r.timer.Reset(w.stopIn(ends[i]))
+		r.seen.Store(now.UnixNano())
+		r.timer.Reset(w.after)
 	}
 }

@@ -52,84 +52,66 @@ func setup(t *testing.T, run bool) (*Watch, *testenv.Redis, *testenv.Logs, func(
 	return w, server, logs, renewed
 }
 
-// TestWatchStopsARunWhoseLeaseGoesUnrenewed tracks three runs: one whose
-// lease is renewed, one whose lease stopped being renewed, one the lease
-// set does not hold. Only the second is stopped, with cause ErrLost, and
-// the stop is logged; its release waits while the task runs elsewhere. Then
-// the first one's process stalls past `after`: it is stopped too. The test
-// makes the watch's checks itself.
-func TestWatchStopsARunWhoseLeaseGoesUnrenewed(t *testing.T) {
+// TestWatchStopsARunOfAStalledProcess tracks two runs: one whose lease is
+// renewed, one the lease set does not hold; checks leave both alone. Then
+// the first one's process stalls past `after` (its last check that long
+// ago): the next check stops it, with cause ErrLost, though Redis holds a
+// fresh lease for its task (another run's, by now), and logs it. Its
+// release waits while the task runs elsewhere. The test makes the watch's
+// checks itself.
+func TestWatchStopsARunOfAStalledProcess(t *testing.T) {
 	t.Parallel()
 	w, _, logs, renewed := setup(t, false)
 	queue := "q"
-	live, stale, gone := ulid.Make().String(), ulid.Make().String(), ulid.Make().String()
-	renewed(queue, live, 0)
-	renewed(queue, stale, 0)
-	liveCtx, liveDone := w.Track(t.Context(), queue, live)
-	defer liveDone()
-	staleCtx, staleDone := w.Track(t.Context(), queue, stale)
+	stalled, gone := ulid.Make().String(), ulid.Make().String()
+	renewed(queue, stalled, 0)
+	stalledCtx, stalledDone := w.Track(t.Context(), queue, stalled)
 	goneCtx, goneDone := w.Track(t.Context(), queue, gone)
 	defer goneDone()
-
-	w.check(t.Context())
-	for _, ctx := range []context.Context{liveCtx, staleCtx, goneCtx} {
-		require.NoError(t, ctx.Err(), "every lease was renewed just now")
+	for range 2 {
+		w.check(t.Context())
 	}
-	// Its worker's heartbeat stopped 29 s ago: the lease ends within a second.
-	renewed(queue, stale, asynqlayout.LeaseDuration-time.Second)
+	require.NoError(t, stalledCtx.Err(), "a run whose lease Redis holds goes on")
+	require.NoError(t, goneCtx.Err(), "a run the lease set does not hold is nobody's to take back: it goes on")
+
+	w.mu.Lock()
+	for r := range w.runs {
+		if r.taskID == stalled {
+			r.seen.Store(time.Now().Add(-after).UnixNano()) // its last check, before the stall
+		}
+	}
+	w.mu.Unlock()
+	renewed(queue, stalled, 0)
 	w.check(t.Context())
-	testenv.Eventually(t, 5*time.Second, func() bool { return staleCtx.Err() != nil }, "the run whose lease went unrenewed is stopped")
-	require.ErrorIs(t, context.Cause(staleCtx), ErrLost)
+	require.ErrorIs(t, context.Cause(stalledCtx), ErrLost, "stopped, whatever Redis holds now")
+	require.Len(t, logs.Find("signals: stopped a run whose task lease this worker could not renew; the Dispatcher puts it back in its queue, to run again"), 1)
+
 	// Another worker runs the task now: the stopped run's release waits
 	// until that run leaves the active list, so that asynq writes nothing of
 	// the stopped run over it.
 	active := asynqlayout.QueueKey(queue, "active")
-	require.NoError(t, w.rc.LPush(t.Context(), active, stale).Err())
+	require.NoError(t, w.rc.LPush(t.Context(), active, stalled).Err())
 	released := make(chan struct{})
 	go func() {
 		defer close(released)
-		staleDone()
+		stalledDone()
 	}()
-	require.Never(t, func() bool {
+	isReleased := func() bool {
 		select {
 		case <-released:
 			return true
 		default:
 			return false
-		}
-	}, 3*every/4, every/20, "released while the task runs elsewhere")
-	require.NoError(t, w.rc.LRem(t.Context(), active, 0, stale).Err())
-	testenv.Eventually(t, 5*time.Second, func() bool {
-		select {
-		case <-released:
-			return true
-		default:
-			return false
-		}
-	}, "released once the task left the active list")
-	require.NoError(t, liveCtx.Err(), "a run whose lease is renewed goes on")
-	require.NoError(t, goneCtx.Err(), "a run the lease set does not hold is nobody's to take back: it goes on")
-
-	// A process that stalled past `after` since its last check, its stop
-	// not fired yet: by now its Redis holds a newer run's lease for the
-	// task, renewed by that run's worker; the lease as last read decides.
-	renewed(queue, live, 0)
-	w.mu.Lock()
-	for r := range w.runs {
-		if r.taskID == live {
-			r.end.Store(time.Now().Add(time.Second).Unix())
 		}
 	}
-	w.mu.Unlock()
-	w.check(t.Context())
-	require.ErrorIs(t, context.Cause(liveCtx), ErrLost, "a run whose lease, as last read, went unrenewed is stopped, whatever Redis holds now")
-	require.Len(t, logs.Find("signals: stopped a run whose task lease this worker could not renew; the Dispatcher puts it back in its queue, to run again"), 1,
-		"one line per window")
+	require.Never(t, isReleased, 3*every/4, every/20, "released while the task runs elsewhere")
+	require.NoError(t, w.rc.LRem(t.Context(), active, 0, stalled).Err())
+	testenv.Eventually(t, 5*time.Second, isReleased, "released once the task left the active list")
+	require.NoError(t, goneCtx.Err())
 }
 
-// TestWatchStopsRunsWhenRedisIsGone runs a watch and stops its Redis: the
-// runs' leases, as last read, go unrenewed, and after `after` the runs
-// stop, whatever the reads that fail meanwhile.
+// TestWatchStopsRunsWhenRedisIsGone runs a watch and stops its Redis: after
+// `after` without a read that found the run's lease, the run stops.
 func TestWatchStopsRunsWhenRedisIsGone(t *testing.T) {
 	t.Parallel()
 	w, server, _, renewed := setup(t, true)
@@ -139,9 +121,9 @@ func TestWatchStopsRunsWhenRedisIsGone(t *testing.T) {
 	asynqCtx, giveUp := context.WithCancel(t.Context())
 	ctx, done := w.Track(asynqCtx, "q", id)
 	server.Stop(t)
-	testenv.Eventually(t, 3*after, func() bool { return ctx.Err() != nil }, "the run stops once its lease, as last read, went unrenewed for after")
+	testenv.Eventually(t, 3*after, func() bool { return ctx.Err() != nil }, "the run stops once Redis was out of reach for after")
 	require.ErrorIs(t, context.Cause(ctx), ErrLost)
-	require.GreaterOrEqual(t, time.Since(start), after-2*time.Second, "not before its lease, as last read, may have gone unrenewed that long")
+	require.GreaterOrEqual(t, time.Since(start), after, "not before")
 	giveUp() // asynq gave up on the run: its release need not wait for the lease's end
 	done()
 }
@@ -158,4 +140,23 @@ func TestTrackReleasesTheRun(t *testing.T) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	require.Empty(t, w.runs)
+}
+
+// TestWatchJudgesNoRunAfterRun checks that once Run has returned (its
+// worker shut down), a run still going, tracked before or after, is not
+// stopped for the reads that no longer happen.
+func TestWatchJudgesNoRunAfterRun(t *testing.T) {
+	t.Parallel()
+	w, _, _, renewed := setup(t, false)
+	early, late := ulid.Make().String(), ulid.Make().String()
+	renewed("q", early, 0)
+	beforeCtx, beforeDone := w.Track(t.Context(), "q", early)
+	defer beforeDone()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	w.Run(ctx) // returns at once: the worker shut down
+	afterCtx, afterDone := w.Track(t.Context(), "q", late)
+	defer afterDone()
+	require.Never(t, func() bool { return beforeCtx.Err() != nil || afterCtx.Err() != nil },
+		after+time.Second, every/4, "no run is stopped once the watch has stopped")
 }
