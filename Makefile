@@ -4,10 +4,10 @@
 # (default 127.0.0.1:6379).
 
 GO           ?= go
-# -parallel 8: many tests spend their time waiting (a lease to go unrenewed,
+# -parallel 4: many tests spend their time waiting (a lease to go unrenewed,
 # a transaction held open, child processes), so more of them than the 2
 # cores may run at once.
-TEST_FLAGS   ?= -race -count=1 -parallel 8 -timeout 9m
+TEST_FLAGS   ?= -race -count=1 -parallel 4 -timeout 9m
 COVERPROFILE ?= coverage.out
 
 .DEFAULT_GOAL := help
@@ -25,7 +25,7 @@ test: testdb ## Run all tests with the race detector, root and nested modules (n
 	@for m in $(MODULES); do echo "cd $$m && $(GO) test $(TEST_FLAGS) ./..."; (cd $$m && $(GO) test $(TEST_FLAGS) ./...) || exit 1; done
 
 quick: ## Like test, without the race detector: quicker, for the edit-test loop
-	@$(MAKE) --no-print-directory test TEST_FLAGS="-count=1 -parallel 8 -timeout 9m"
+	@$(MAKE) --no-print-directory test TEST_FLAGS="-count=1 -parallel 4 -timeout 9m"
 
 testdb: ## Create the test database (SIGNALS_TEST_DATABASE_URL) if it does not exist
 	@$(GO) run ./internal/testenv/createdb

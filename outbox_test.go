@@ -253,6 +253,8 @@ func TestDelayedSignalRunsNoEarlierThanAsked(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.GreaterOrEqual(t, ranAt["at"].Sub(sentAt), time.Second)
-	require.Less(t, ranAt["past"].Sub(sentAt), time.Second, "a time in the past means at once")
-	require.Less(t, ranAt["now"].Sub(sentAt), time.Second, "an undelayed sibling is not held back")
+	// At once, give or take a loaded machine: well within the hour a past
+	// time would be, and the idle poll it would wait for if held.
+	require.Less(t, ranAt["past"].Sub(sentAt), 5*time.Second, "a time in the past means at once")
+	require.Less(t, ranAt["now"].Sub(sentAt), 5*time.Second, "an undelayed sibling is not held back")
 }
