@@ -160,7 +160,12 @@ func LeaseScores(ctx context.Context, rc redis.UniversalClient, queues, ids []st
 	}
 	out := make([]time.Time, len(ids))
 	for i, c := range cmds {
-		if score, err := c.Result(); err == nil {
+		score, err := c.Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+		case err != nil:
+			return nil, fmt.Errorf("read the lease of task %s: %w", ids[i], err)
+		default:
 			out[i] = time.Unix(int64(score), 0)
 		}
 	}
